@@ -1,0 +1,173 @@
+/**
+ * Event and command definitions: a stable type name, a schema version and a schema that
+ * implements Standard Schema (Zod 4, Valibot, ArkType…). Data is validated at publish and at
+ * consume; a failure is `HERALD_ERR_SCHEMA_INVALID` naming the type, the version and every
+ * failing path.
+ *
+ * On the wire the type name stays stable and the version travels in `dataschema` as
+ * `urn:herald:schema:<type>:v<version>`. An envelope without `dataschema` is version 1.
+ */
+import type { StandardSchemaV1 } from '@standard-schema/spec';
+import { HeraldError } from './errors.ts';
+import type { CloudEvent } from './envelope.ts';
+
+export type { StandardSchemaV1 };
+
+export interface DefinitionOptions {
+  /** Schema version, a positive integer (default 1). */
+  readonly version?: number;
+  /** Default topic to publish to and subscribe on. */
+  readonly topic?: string;
+  /** Data field that becomes the partition key when a publish names none. */
+  readonly keyField?: string;
+}
+
+export interface MessageDefinition<T = unknown, Type extends string = string> {
+  readonly kind: 'event' | 'command';
+  readonly type: Type;
+  readonly version: number;
+  readonly topic: string | undefined;
+  readonly keyField: string | undefined;
+  readonly schema: StandardSchemaV1<unknown, T>;
+  /** `urn:herald:schema:<type>:v<version>` */
+  readonly dataschema: string;
+  /** Validates `data`, returning the schema's output; throws `HERALD_ERR_SCHEMA_INVALID`. */
+  parse(data: unknown): Promise<T>;
+}
+
+export type EventDefinition<T = unknown, Type extends string = string> = MessageDefinition<T, Type> & { readonly kind: 'event' };
+export type CommandDefinition<T = unknown, Type extends string = string> = MessageDefinition<T, Type> & { readonly kind: 'command' };
+
+/** The data type a definition carries. */
+export type DataOf<D> = D extends MessageDefinition<infer T, string> ? T : never;
+
+const TYPE_RE = /^[A-Za-z0-9][A-Za-z0-9._:/-]{0,199}$/;
+
+export function defineEvent<Type extends string, S extends StandardSchemaV1>(
+  type: Type,
+  schema: S,
+  options: DefinitionOptions = {},
+): EventDefinition<StandardSchemaV1.InferOutput<S>, Type> {
+  return define('event', type, schema, options) as EventDefinition<StandardSchemaV1.InferOutput<S>, Type>;
+}
+
+export function defineCommand<Type extends string, S extends StandardSchemaV1>(
+  type: Type,
+  schema: S,
+  options: DefinitionOptions = {},
+): CommandDefinition<StandardSchemaV1.InferOutput<S>, Type> {
+  return define('command', type, schema, options) as CommandDefinition<StandardSchemaV1.InferOutput<S>, Type>;
+}
+
+function define(kind: 'event' | 'command', type: string, schema: StandardSchemaV1, options: DefinitionOptions): MessageDefinition {
+  if (typeof type !== 'string' || !TYPE_RE.test(type)) {
+    throw new HeraldError('HERALD_ERR_INVALID_ARGUMENT', `${kind} type must be 1–200 characters of letters, digits and . _ : / - (got ${JSON.stringify(type)})`);
+  }
+  if (typeof schema !== 'object' || schema === null || typeof (schema as Partial<StandardSchemaV1>)['~standard']?.validate !== 'function') {
+    throw new HeraldError('HERALD_ERR_INVALID_ARGUMENT', `${kind} "${type}": schema must implement Standard Schema (a "~standard" property with validate())`);
+  }
+  const version = options.version ?? 1;
+  if (!Number.isInteger(version) || version < 1) {
+    throw new HeraldError('HERALD_ERR_INVALID_ARGUMENT', `${kind} "${type}": version must be a positive integer (got ${version})`);
+  }
+  const def: MessageDefinition = {
+    kind,
+    type,
+    version,
+    topic: options.topic,
+    keyField: options.keyField,
+    schema,
+    dataschema: dataschemaFor(type, version),
+    parse: (data) => validateData(def, data),
+  };
+  return Object.freeze(def);
+}
+
+export function dataschemaFor(type: string, version: number): string {
+  return `urn:herald:schema:${type}:v${version}`;
+}
+
+/** The schema version an envelope carries (1 when it has no Herald `dataschema`). */
+export function versionOf(envelope: Pick<CloudEvent, 'dataschema'>): number | undefined {
+  const ds = envelope.dataschema;
+  if (ds === undefined) return 1;
+  const m = /:v(\d+)$/.exec(ds);
+  return m ? Number(m[1]) : undefined;
+}
+
+export interface SchemaIssue {
+  readonly path: string;
+  readonly message: string;
+}
+
+/** Validates `data` against `def`; throws `HERALD_ERR_SCHEMA_INVALID` listing every issue. */
+export async function validateData<T>(def: MessageDefinition<T>, data: unknown): Promise<T> {
+  let result = def.schema['~standard'].validate(data);
+  if (result instanceof Promise) result = await result;
+  if (!result.issues) return result.value;
+  const issues: SchemaIssue[] = result.issues.map((i) => ({ path: formatPath(i.path), message: i.message }));
+  throw new HeraldError(
+    'HERALD_ERR_SCHEMA_INVALID',
+    `${def.kind} "${def.type}" v${def.version} failed validation: ${issues.map((i) => `${i.path}: ${i.message}`).join('; ')}`,
+    { details: { type: def.type, version: def.version, issues } },
+  );
+}
+
+function formatPath(path: StandardSchemaV1.Issue['path']): string {
+  if (!path || path.length === 0) return '(root)';
+  return path
+    .map((seg) => {
+      const k = typeof seg === 'object' && seg !== null ? seg.key : seg;
+      return typeof k === 'number' ? `[${k}]` : `.${String(k)}`;
+    })
+    .join('')
+    .replace(/^\./, '');
+}
+
+/** Definitions by type and version; resolves an envelope to its definition. */
+export class DefinitionRegistry {
+  readonly #byType = new Map<string, Map<number, MessageDefinition>>();
+
+  constructor(definitions: Iterable<MessageDefinition> = []) {
+    for (const d of definitions) this.add(d);
+  }
+
+  add(def: MessageDefinition): this {
+    let versions = this.#byType.get(def.type);
+    if (!versions) this.#byType.set(def.type, (versions = new Map()));
+    const existing = versions.get(def.version);
+    if (existing && existing !== def) {
+      throw new HeraldError('HERALD_ERR_DUPLICATE_DEFINITION', `${def.kind} "${def.type}" v${def.version} is already defined`);
+    }
+    versions.set(def.version, def);
+    return this;
+  }
+
+  has(type: string): boolean {
+    return this.#byType.has(type);
+  }
+
+  types(): string[] {
+    return [...this.#byType.keys()];
+  }
+
+  /** The definition for an envelope; `HERALD_ERR_UNKNOWN_EVENT_TYPE` / `_VERSION` when there is none. */
+  resolve(envelope: Pick<CloudEvent, 'type' | 'dataschema'>): MessageDefinition {
+    const versions = this.#byType.get(envelope.type);
+    if (!versions) {
+      throw new HeraldError('HERALD_ERR_UNKNOWN_EVENT_TYPE', `unknown event type "${envelope.type}" (known: ${this.types().join(', ') || 'none'})`, {
+        details: { type: envelope.type },
+      });
+    }
+    const version = versionOf(envelope);
+    const def = version === undefined ? undefined : versions.get(version);
+    if (!def) {
+      throw new HeraldError(
+        'HERALD_ERR_UNKNOWN_EVENT_VERSION',
+        `event type "${envelope.type}" has no version ${version ?? `matching dataschema "${envelope.dataschema}"`} (known: ${[...versions.keys()].map((v) => `v${v}`).join(', ')})`,
+        { details: { type: envelope.type, dataschema: envelope.dataschema, version } },
+      );
+    }
+    return def;
+  }
+}

@@ -1,0 +1,43 @@
+// Public surface of @herald/core. Internals live behind '@herald/core/internal'.
+export { HeraldError, PermanentError, TransientError, isHeraldError, isRetryable, describeError, ERROR_CODES } from './errors.ts';
+export type { HeraldErrorCode, HeraldErrorOptions } from './errors.ts';
+export { systemClock, systemRandom, sleepWith } from './clock.ts';
+export type { Clock, Random, TimerHandle } from './clock.ts';
+export { createEnvelope, validateEnvelope, envelopeProblems, encodeEnvelope, decodeEnvelope, encodedSize, CONTEXT_ATTRIBUTES, HERALD_EXTENSIONS } from './envelope.ts';
+export type { CloudEvent, EnvelopeInput, ExtensionValue } from './envelope.ts';
+export { defineEvent, defineCommand, DefinitionRegistry, dataschemaFor, versionOf, validateData } from './definitions.ts';
+export type { MessageDefinition, EventDefinition, CommandDefinition, DefinitionOptions, DataOf, SchemaIssue, StandardSchemaV1 } from './definitions.ts';
+export { murmur2, partitionForKey } from './partitioner.ts';
+export { DEFAULT_MAX_IN_FLIGHT, DEFAULT_MAX_UNCOMMITTED_PER_PARTITION, DEFAULT_PARTITIONS, TOPIC_NAME_RE } from './transport.ts';
+export type {
+  Transport,
+  TransportCapabilities,
+  OutgoingMessage,
+  PublishReceipt,
+  TopicInfo,
+  EnsureTopicOptions,
+  PartitionChange,
+  SubscribeOptions,
+  Subscription,
+  Delivery,
+} from './transport.ts';
+export { OffsetTracker } from './offset-tracker.ts';
+export { MemoryLeaseStore, PartitionBalancer } from './lease.ts';
+export type { LeaseStore, LeaseFence, LeaseGrant, PartitionBalancerOptions } from './lease.ts';
+export { MemoryDeadLetterStore, matchesDeadLetter, DEFAULT_DEAD_LETTER_PAGE, MAX_DEAD_LETTER_PAGE } from './dead-letter.ts';
+export type {
+  DeadLetterStore,
+  DeadLetterEntry,
+  NewDeadLetter,
+  DeadLetterFilter,
+  DeadLetterPage,
+  DeadLetterSelector,
+  DeadLetterStatus,
+  DeadLetterError,
+  WriteOptions,
+  FenceCheck,
+} from './dead-letter.ts';
+export { LogSubscription } from './log-subscription.ts';
+export type { LogRecord, LogSource, LogSubscriptionOptions } from './log-subscription.ts';
+export { createMemoryTransport, MemoryTransport } from './memory-transport.ts';
+export type { MemoryTransportOptions } from './memory-transport.ts';

@@ -1,0 +1,4 @@
+// Internals shared by Herald's own packages; no stability promise.
+export { RoundRobin } from './partitioner.ts';
+export { pageLimit } from './dead-letter.ts';
+export { tooLarge } from './memory-transport.ts';
