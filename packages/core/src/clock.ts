@@ -13,8 +13,11 @@ export interface Clock {
   now(): number;
   /** Monotonic milliseconds since an arbitrary origin (used for durations and lease safety). */
   monotonic(): number;
-  /** Runs `fn` once, at or after `delayMs`. Timers never keep the process alive. */
-  setTimer(fn: () => void, delayMs: number): TimerHandle;
+  /**
+   * Runs `fn` once, at or after `delayMs`. Like setTimeout, a timer keeps the process alive,
+   * except with `{ unref: true }` (for background loops: polling, heartbeats).
+   */
+  setTimer(fn: () => void, delayMs: number, options?: { unref?: boolean }): TimerHandle;
   /** Resolves after `delayMs`; rejects with the signal's reason when aborted first. */
   sleep(delayMs: number, signal?: AbortSignal): Promise<void>;
 }
@@ -27,9 +30,9 @@ export interface Random {
 export const systemClock: Clock = {
   now: () => Date.now(),
   monotonic: () => performance.now(),
-  setTimer(fn, delayMs) {
+  setTimer(fn, delayMs, options) {
     const t = setTimeout(fn, Math.max(0, delayMs));
-    t.unref?.();
+    if (options?.unref) t.unref();
     return { cancel: () => clearTimeout(t) };
   },
   sleep(delayMs, signal) {

@@ -41,3 +41,7 @@ export { LogSubscription } from './log-subscription.ts';
 export type { LogRecord, LogSource, LogSubscriptionOptions } from './log-subscription.ts';
 export { createMemoryTransport, MemoryTransport } from './memory-transport.ts';
 export type { MemoryTransportOptions } from './memory-transport.ts';
+export { createPublisher } from './publisher.ts';
+export type { Publisher, PublisherOptions, PublishOptions, PublishItem } from './publisher.ts';
+export { createConsumer, backoff, DEFAULT_RETRY } from './router.ts';
+export type { Consumer, ConsumerOptions, ConsumerStats, HandlerOptions, HandlerContext, MessageContext, MessageHandler, Middleware, RetryPolicy } from './router.ts';

@@ -242,7 +242,7 @@ export class PartitionBalancer {
         this.tick().then(resolve, resolve).finally(() => {
           if (this.#running) void this.#schedule(this.#o.heartbeatMs);
         });
-      }, delayMs);
+      }, delayMs, { unref: true });
     });
   }
 

@@ -288,9 +288,9 @@ export class LogSubscription implements Subscription {
     const tick = (): void => {
       if (this.#closing) return;
       this.#schedulePump();
-      this.#pollTimer = this.#clock.setTimer(tick, pollMs);
+      this.#pollTimer = this.#clock.setTimer(tick, pollMs, { unref: true });
     };
-    this.#pollTimer = this.#clock.setTimer(tick, pollMs);
+    this.#pollTimer = this.#clock.setTimer(tick, pollMs, { unref: true });
   }
 
   #schedulePump(): void {

@@ -120,6 +120,8 @@ export interface Subscription extends AsyncIterable<Delivery> {
   readonly memberId: string;
   /** Partitions this member currently owns. */
   assignment(): readonly number[];
+  /** The lease `partition` is read under, while owned (lease-assigned transports only). */
+  fence?(partition: number): LeaseFence | undefined;
   /** Resolves once the subscription is closed (by close() or a fatal error, which it rejects with). */
   readonly closed: Promise<void>;
   /** Idempotent draining close; see the module doc. */
