@@ -162,8 +162,8 @@ interface TopicState {
   sub: Subscription | undefined;
   readonly parked: Set<string>;
   parkGeneration: number;
-  /** Per partition: resolves once its parked keys are loaded. */
-  readonly partitionReady: Map<number, Promise<void>>;
+  /** Partitions whose parked keys are still loading: their deliveries wait here, in order. */
+  readonly loading: Map<number, Delivery[]>;
   pump: Promise<void> | undefined;
 }
 
@@ -239,7 +239,7 @@ class ConsumerRuntime implements Consumer {
     if (this.#started) return;
     this.#started = true;
     for (const topic of this.#routes.keys()) {
-      const state: TopicState = { topic, sub: undefined, parked: new Set(), parkGeneration: 0, partitionReady: new Map(), pump: undefined };
+      const state: TopicState = { topic, sub: undefined, parked: new Set(), parkGeneration: 0, loading: new Map(), pump: undefined };
       this.#topics.set(topic, state);
       state.sub = this.#o.transport.subscribe(topic, {
         group: this.#o.group,
@@ -313,8 +313,8 @@ class ConsumerRuntime implements Consumer {
           continue;
         }
         this.#stats.received++;
-        const ready = state.partitionReady.get(d.partition);
-        if (ready) void ready.then(() => this.#submit(this.#jobFor(state, d)));
+        const gate = state.loading.get(d.partition);
+        if (gate) gate.push(d);
         else this.#submit(this.#jobFor(state, d));
       }
     } catch (e) {
@@ -596,16 +596,19 @@ class ConsumerRuntime implements Consumer {
 
   #onPartitions(state: TopicState, change: PartitionChange): void {
     for (const p of change.assigned) {
-      const ready = this.#o.deadLetters
+      const gate: Delivery[] = [];
+      state.loading.set(p, gate);
+      void this.#o.deadLetters
         .parkedKeys(this.#o.group, state.topic, p)
         .then((keys) => {
           for (const k of keys) state.parked.add(k);
         })
         .catch((e) => this.#o.onError?.(e))
         .finally(() => {
-          if (state.partitionReady.get(p) === ready) state.partitionReady.delete(p);
+          // Release the held deliveries in order, in the same step that opens the gate.
+          if (state.loading.get(p) === gate) state.loading.delete(p);
+          for (const d of gate) this.#submit(this.#jobFor(state, d));
         });
-      state.partitionReady.set(p, ready);
     }
   }
 
