@@ -63,7 +63,6 @@ export interface LogSubscriptionOptions extends SubscribeOptions {
   readonly commitIntervalMs?: number;
   /** How long a clean revoke waits for unsettled deliveries of the partition, ms (default 5000). */
   readonly revokeTimeoutMs?: number;
-  readonly onError?: (error: unknown) => void;
 }
 
 interface PartitionState {

@@ -246,6 +246,7 @@ class ConsumerRuntime implements Consumer {
         ...(this.#o.maxInFlight !== undefined ? { maxInFlight: this.#o.maxInFlight } : {}),
         ...(this.#o.maxUncommittedPerPartition !== undefined ? { maxUncommittedPerPartition: this.#o.maxUncommittedPerPartition } : {}),
         ...(this.#o.memberId !== undefined ? { memberId: this.#o.memberId } : {}),
+        ...(this.#o.onError ? { onError: this.#o.onError } : {}),
         onPartitions: (change) => this.#onPartitions(state, change),
       });
       state.pump = this.#pump(state, state.sub);

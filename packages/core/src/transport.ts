@@ -85,6 +85,8 @@ export interface SubscribeOptions {
   readonly onPartitions?: (change: PartitionChange) => void;
   /** Member id for leases and logs (default: a random id). */
   readonly memberId?: string;
+  /** Errors the subscription handled itself (a fenced commit refused, a store call failed); for logs. */
+  readonly onError?: (error: unknown) => void;
 }
 
 export interface Delivery {
