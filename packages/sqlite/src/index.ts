@@ -1,1 +1,9 @@
-export {};
+// Public surface of @herald/sqlite.
+export { openDatabase, SqliteDatabase, SCHEMA_VERSION } from './database.ts';
+export type { OpenDatabaseOptions, SqliteSynchronous, DatabaseSource } from './database.ts';
+export { SqliteLeaseStore } from './lease-store.ts';
+export type { SqliteLeaseStoreOptions } from './lease-store.ts';
+export { SqliteDeadLetterStore } from './dead-letter-store.ts';
+export type { SqliteDeadLetterStoreOptions, SqliteDeadLetterEntry } from './dead-letter-store.ts';
+export { createSqliteTransport, SqliteTransport } from './transport.ts';
+export type { SqliteTransportOptions, SqliteRetentionOptions, SqliteTransportStats, RetentionResult } from './transport.ts';

@@ -1,0 +1,73 @@
+import assert from 'node:assert/strict';
+import { after, describe, it } from 'node:test';
+import { isHeraldError } from '@herald/core';
+import { openDatabase, SCHEMA_VERSION } from './database.ts';
+import { tempDbPath } from './test-helpers.ts';
+
+const cleanups: Array<() => void> = [];
+after(() => {
+  for (const c of cleanups) c();
+});
+
+describe('openDatabase', () => {
+  it('opens in WAL mode with the requested synchronous level and busy timeout', () => {
+    const { path, cleanup } = tempDbPath();
+    cleanups.push(cleanup);
+    const db = openDatabase({ path, synchronous: 'FULL', busyTimeoutMs: 1234 });
+    assert.equal(db.db.pragma('journal_mode', { simple: true }), 'wal');
+    assert.equal(db.db.pragma('synchronous', { simple: true }), 2); // FULL
+    assert.equal(db.db.pragma('busy_timeout', { simple: true }), 1234);
+    db.close();
+    const normal = openDatabase({ path });
+    assert.equal(normal.db.pragma('synchronous', { simple: true }), 1); // NORMAL
+    normal.close();
+  });
+
+  it('migrates once, idempotently, and leaves PRAGMA user_version to the application', () => {
+    const { path, cleanup } = tempDbPath();
+    cleanups.push(cleanup);
+    const a = openDatabase({ path });
+    const b = openDatabase({ path });
+    assert.equal(a.schemaVersion(), SCHEMA_VERSION);
+    assert.equal(b.schemaVersion(), SCHEMA_VERSION);
+    assert.equal(a.db.pragma('user_version', { simple: true }), 0);
+    assert.equal(b.writeTransactions, 0, 'the second open found the schema current and wrote nothing');
+    a.close();
+    b.close();
+  });
+
+  it('refuses a file whose schema is newer than this code, with a clear typed error', () => {
+    const { path, cleanup } = tempDbPath();
+    cleanups.push(cleanup);
+    const a = openDatabase({ path });
+    a.db.prepare(`UPDATE herald_meta SET version = ? WHERE component = 'herald'`).run(SCHEMA_VERSION + 1);
+    a.close();
+    assert.throws(
+      () => openDatabase({ path }),
+      (e) => isHeraldError(e, 'HERALD_ERR_INVALID_ARGUMENT') && e.message.includes(`schema version ${SCHEMA_VERSION + 1}`) && e.message.includes('upgrade'),
+    );
+  });
+
+  it('rejects bad options', () => {
+    assert.throws(() => openDatabase({ path: '' }), (e) => isHeraldError(e, 'HERALD_ERR_INVALID_ARGUMENT'));
+    assert.throws(() => openDatabase({ path: 'x', synchronous: 'OFF' as 'FULL' }), (e) => isHeraldError(e, 'HERALD_ERR_INVALID_ARGUMENT'));
+  });
+
+  it('a write lock held by another connection past busyTimeoutMs is HERALD_ERR_STORAGE (retryable); use after close is HERALD_ERR_CLOSED', () => {
+    const { path, cleanup } = tempDbPath();
+    cleanups.push(cleanup);
+    const a = openDatabase({ path });
+    const b = openDatabase({ path, busyTimeoutMs: 50 });
+    a.db.exec('BEGIN IMMEDIATE');
+    assert.throws(
+      () => b.immediate(() => b.db.exec(`INSERT INTO herald_members VALUES ('s', 'm', 0)`)),
+      (e) => isHeraldError(e, 'HERALD_ERR_STORAGE') && e.retryable && /SQLITE_BUSY/.test(e.message),
+    );
+    a.db.exec('ROLLBACK');
+    b.immediate(() => b.db.exec(`INSERT INTO herald_members VALUES ('s', 'm', 0)`));
+    a.close();
+    b.close();
+    b.close();
+    assert.throws(() => b.immediate(() => 1), (e) => isHeraldError(e, 'HERALD_ERR_CLOSED'));
+  });
+});

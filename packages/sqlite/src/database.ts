@@ -1,0 +1,303 @@
+/**
+ * One SQLite database file shared by Herald's embedded backend: the partitioned log, the
+ * consumer-group offsets, the leases and the dead letters live in the same file, so a fenced
+ * write can check its lease in the same transaction as the write itself.
+ *
+ * Several OS processes may open the same file. The file runs in WAL mode (readers never block
+ * the writer); every write transaction is `BEGIN IMMEDIATE`, so it takes the write lock before
+ * it reads anything and never fails half-way with `SQLITE_BUSY_SNAPSHOT`. A writer that finds
+ * the lock taken waits up to `busyTimeoutMs`, then fails with `HERALD_ERR_STORAGE` (retryable).
+ *
+ * Schema versions are kept in a `herald_meta` table rather than `PRAGMA user_version`: the
+ * design puts a service's own tables (and its outbox) in the same file, and the service's
+ * migration tool may well own `user_version`. Migrations are idempotent and run under the
+ * write lock, so processes opening the file at the same time apply them once. A file whose
+ * schema is newer than this code is refused with `HERALD_ERR_INVALID_ARGUMENT`.
+ *
+ * Not safe to share across worker threads (better-sqlite3 connections are per thread). Every
+ * method is synchronous; transactions never span an `await`.
+ */
+import Database from 'better-sqlite3';
+import { HeraldError, isHeraldError } from '@herald/core';
+
+export type SqliteSynchronous = 'NORMAL' | 'FULL';
+
+export interface OpenDatabaseOptions {
+  /** Path of the database file (created if missing). `':memory:'` works for one connection only. */
+  readonly path: string;
+  /**
+   * `'NORMAL'` (default): a committed transaction survives a crash of the process; after a
+   * power loss or OS crash the last transactions may be rolled back (never corrupted).
+   * `'FULL'`: every commit is fsynced and survives power loss too.
+   */
+  readonly synchronous?: SqliteSynchronous;
+  /** How long a writer waits for the write lock held by another connection, ms (default 5000). 0 fails at once. */
+  readonly busyTimeoutMs?: number;
+}
+
+/** The schema version this code writes and understands. */
+export const SCHEMA_VERSION = 1;
+const SCHEMA_COMPONENT = 'herald';
+
+/** Migration n (1-based) takes the schema from version n-1 to n. Each must be idempotent. */
+const MIGRATIONS: readonly string[] = [
+  `
+  CREATE TABLE IF NOT EXISTS herald_topics (
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    partitions INTEGER NOT NULL,
+    created_at INTEGER NOT NULL
+  );
+  -- next offset to assign, one row per (topic, partition); offsets never go back even when every record was deleted
+  CREATE TABLE IF NOT EXISTS herald_partitions (
+    topic_id INTEGER NOT NULL,
+    partition INTEGER NOT NULL,
+    next_offset INTEGER NOT NULL,
+    PRIMARY KEY (topic_id, partition)
+  ) WITHOUT ROWID;
+  CREATE TABLE IF NOT EXISTS herald_log (
+    topic_id INTEGER NOT NULL,
+    partition INTEGER NOT NULL,
+    offset INTEGER NOT NULL,
+    key TEXT,
+    appended_at INTEGER NOT NULL,
+    envelope TEXT NOT NULL,
+    PRIMARY KEY (topic_id, partition, offset)
+  ) WITHOUT ROWID;
+  -- committed offset per (topic, group, partition); -1 = registered, nothing committed yet
+  CREATE TABLE IF NOT EXISTS herald_offsets (
+    topic_id INTEGER NOT NULL,
+    grp TEXT NOT NULL,
+    partition INTEGER NOT NULL,
+    committed INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL,
+    PRIMARY KEY (topic_id, grp, partition)
+  ) WITHOUT ROWID;
+  CREATE INDEX IF NOT EXISTS herald_offsets_by_partition ON herald_offsets (topic_id, partition, committed);
+  -- records a group never read because the hard size cap deleted them
+  CREATE TABLE IF NOT EXISTS herald_retention_dropped (
+    topic_id INTEGER NOT NULL,
+    grp TEXT NOT NULL,
+    dropped INTEGER NOT NULL,
+    PRIMARY KEY (topic_id, grp)
+  ) WITHOUT ROWID;
+  CREATE TABLE IF NOT EXISTS herald_leases (
+    scope TEXT NOT NULL,
+    resource TEXT NOT NULL,
+    owner TEXT,
+    epoch INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL,
+    PRIMARY KEY (scope, resource)
+  ) WITHOUT ROWID;
+  CREATE TABLE IF NOT EXISTS herald_members (
+    scope TEXT NOT NULL,
+    member TEXT NOT NULL,
+    expires_at INTEGER NOT NULL,
+    PRIMARY KEY (scope, member)
+  ) WITHOUT ROWID;
+  CREATE TABLE IF NOT EXISTS herald_dead_letters (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    grp TEXT NOT NULL,
+    topic TEXT NOT NULL,
+    partition INTEGER NOT NULL,
+    key TEXT,
+    handler TEXT NOT NULL,
+    event_id TEXT,
+    type TEXT,
+    status TEXT NOT NULL CHECK (status IN ('dead', 'parked', 'redrive')),
+    parked_behind TEXT,
+    envelope TEXT,
+    raw TEXT NOT NULL,
+    position TEXT NOT NULL,
+    error_code TEXT,
+    error_message TEXT NOT NULL,
+    error_stack TEXT,
+    attempts INTEGER NOT NULL,
+    first_failed_at INTEGER NOT NULL,
+    last_failed_at INTEGER NOT NULL
+  );
+  CREATE INDEX IF NOT EXISTS herald_dead_letters_by_key ON herald_dead_letters (grp, topic, key, id);
+  CREATE INDEX IF NOT EXISTS herald_dead_letters_by_status ON herald_dead_letters (status, grp, topic, partition, id);
+  CREATE TABLE IF NOT EXISTS herald_parked_keys (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    grp TEXT NOT NULL,
+    topic TEXT NOT NULL,
+    key TEXT NOT NULL,
+    partition INTEGER NOT NULL,
+    draining INTEGER NOT NULL DEFAULT 0,
+    UNIQUE (grp, topic, key)
+  );
+  `,
+];
+
+/**
+ * An open Herald database: the better-sqlite3 connection plus the write-transaction helper
+ * every Herald store on this file goes through.
+ */
+export class SqliteDatabase {
+  /** The raw connection. Use `immediate()` for writes. */
+  readonly db: Database.Database;
+  readonly path: string;
+  readonly synchronous: SqliteSynchronous;
+  readonly #runner: Database.Transaction<(fn: () => unknown) => unknown>;
+  readonly #statements = new Map<string, Database.Statement>();
+  #writeTransactions = 0;
+  #closed = false;
+
+  constructor(options: OpenDatabaseOptions) {
+    const synchronous = options.synchronous ?? 'NORMAL';
+    if (synchronous !== 'NORMAL' && synchronous !== 'FULL') {
+      throw new HeraldError('HERALD_ERR_INVALID_ARGUMENT', `synchronous must be 'NORMAL' or 'FULL' (got ${JSON.stringify(synchronous)})`);
+    }
+    const busyTimeoutMs = options.busyTimeoutMs ?? 5000;
+    if (!Number.isInteger(busyTimeoutMs) || busyTimeoutMs < 0) {
+      throw new HeraldError('HERALD_ERR_INVALID_ARGUMENT', `busyTimeoutMs must be a non-negative integer (got ${busyTimeoutMs})`);
+    }
+    if (typeof options.path !== 'string' || options.path.length === 0) {
+      throw new HeraldError('HERALD_ERR_INVALID_ARGUMENT', 'a database path is required');
+    }
+    this.path = options.path;
+    this.synchronous = synchronous;
+    let db: Database.Database;
+    try {
+      db = new Database(options.path, { timeout: busyTimeoutMs });
+    } catch (cause) {
+      throw storageError(`cannot open SQLite database "${options.path}"`, cause);
+    }
+    this.db = db;
+    try {
+      db.pragma(`busy_timeout = ${busyTimeoutMs}`);
+      const mode = db.pragma('journal_mode = WAL', { simple: true });
+      if (String(mode).toLowerCase() !== 'wal' && options.path !== ':memory:') {
+        throw new HeraldError('HERALD_ERR_STORAGE', `cannot switch "${options.path}" to WAL mode (journal_mode is ${String(mode)})`, { retryable: false });
+      }
+      db.pragma(`synchronous = ${synchronous}`);
+      db.pragma('temp_store = MEMORY');
+      db.pragma('cache_size = -16000');
+      db.function('herald_icontains', { deterministic: true }, (haystack: unknown, needle: unknown) =>
+        typeof haystack === 'string' && typeof needle === 'string' && haystack.toLowerCase().includes(needle.toLowerCase()) ? 1 : 0,
+      );
+      this.#runner = db.transaction((fn: () => unknown) => fn());
+      this.#migrate();
+    } catch (e) {
+      db.close();
+      if (isHeraldError(e)) throw e;
+      throw storageError(`cannot prepare SQLite database "${options.path}"`, e);
+    }
+  }
+
+  /** A prepared statement for `sql`, cached per connection. */
+  statement(sql: string): Database.Statement {
+    let st = this.#statements.get(sql);
+    if (!st) {
+      this.assertOpen();
+      st = this.db.prepare(sql);
+      this.#statements.set(sql, st);
+    }
+    return st;
+  }
+
+  /** Write transactions run through `immediate()` on this connection so far. */
+  get writeTransactions(): number {
+    return this.#writeTransactions;
+  }
+
+  get closed(): boolean {
+    return this.#closed;
+  }
+
+  /**
+   * Runs `fn` in a `BEGIN IMMEDIATE` transaction (a savepoint when already inside one) and
+   * returns its result; commits when it returns, rolls back when it throws. `fn` must be
+   * synchronous. SQLite failures (busy past the timeout, I/O) become `HERALD_ERR_STORAGE`;
+   * Herald errors thrown by `fn` pass through unchanged.
+   */
+  immediate<T>(fn: () => T): T {
+    this.assertOpen();
+    if (!this.db.inTransaction) this.#writeTransactions++;
+    try {
+      return this.#runner.immediate(fn) as T;
+    } catch (e) {
+      if (isHeraldError(e)) throw e;
+      throw storageError('SQLite write transaction failed', e);
+    }
+  }
+
+  /** Runs a read (no transaction needed for one statement); wraps SQLite failures like `immediate`. */
+  read<T>(fn: () => T): T {
+    this.assertOpen();
+    try {
+      return fn();
+    } catch (e) {
+      if (isHeraldError(e)) throw e;
+      throw storageError('SQLite read failed', e);
+    }
+  }
+
+  assertOpen(): void {
+    if (this.#closed) throw new HeraldError('HERALD_ERR_CLOSED', `SQLite database "${this.path}" is closed`);
+  }
+
+  /** Closes the connection. Idempotent. */
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.db.close();
+  }
+
+  /** The schema version stored in the file (0 for a file Herald has not initialised). */
+  schemaVersion(): number {
+    const hasMeta = this.db.prepare(`SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'herald_meta'`).get();
+    if (!hasMeta) return 0;
+    const row = this.db.prepare(`SELECT version FROM herald_meta WHERE component = ?`).get(SCHEMA_COMPONENT) as { version: number } | undefined;
+    return row?.version ?? 0;
+  }
+
+  #migrate(): void {
+    const check = (v: number): void => {
+      if (v > SCHEMA_VERSION) {
+        throw new HeraldError(
+          'HERALD_ERR_INVALID_ARGUMENT',
+          `database "${this.path}" has Herald schema version ${v}, newer than this @herald/sqlite understands (${SCHEMA_VERSION}); upgrade @herald/sqlite in every process that opens the file`,
+          { details: { path: this.path, found: v, supported: SCHEMA_VERSION } },
+        );
+      }
+    };
+    const seen = this.schemaVersion();
+    check(seen);
+    if (seen === SCHEMA_VERSION) return;
+    this.immediate(() => {
+      this.db.exec(`CREATE TABLE IF NOT EXISTS herald_meta (component TEXT PRIMARY KEY, version INTEGER NOT NULL) WITHOUT ROWID`);
+      const current = this.schemaVersion(); // another process may have migrated meanwhile
+      check(current);
+      for (let v = current; v < SCHEMA_VERSION; v++) this.db.exec(MIGRATIONS[v]!);
+      this.db
+        .prepare(`INSERT INTO herald_meta (component, version) VALUES (?, ?) ON CONFLICT (component) DO UPDATE SET version = excluded.version`)
+        .run(SCHEMA_COMPONENT, SCHEMA_VERSION);
+    });
+  }
+}
+
+/** Opens (creating and migrating if needed) a Herald database file. */
+export function openDatabase(options: OpenDatabaseOptions): SqliteDatabase {
+  return new SqliteDatabase(options);
+}
+
+/** Wraps a SQLite failure as a retryable `HERALD_ERR_STORAGE`. */
+export function storageError(message: string, cause: unknown): HeraldError {
+  const code = typeof cause === 'object' && cause !== null && typeof (cause as { code?: unknown }).code === 'string' ? (cause as { code: string }).code : undefined;
+  const text = cause instanceof Error ? cause.message : String(cause);
+  return new HeraldError('HERALD_ERR_STORAGE', `${message}: ${code ? `${code}: ` : ''}${text}`, { cause, details: code ? { sqliteCode: code } : {} });
+}
+
+/** A database given by the caller (shared, not closed by the user) or opened from a path (owned). */
+export type DatabaseSource = { readonly database: SqliteDatabase } | ({ readonly path: string } & Omit<OpenDatabaseOptions, 'path'>);
+
+/** Resolves a `DatabaseSource`; `owned` says whether the caller must close it. */
+export function resolveDatabase(source: DatabaseSource): { database: SqliteDatabase; owned: boolean } {
+  if ('database' in source && source.database !== undefined) {
+    if (!(source.database instanceof SqliteDatabase)) throw new HeraldError('HERALD_ERR_INVALID_ARGUMENT', '`database` must be a SqliteDatabase from openDatabase()');
+    return { database: source.database, owned: false };
+  }
+  return { database: openDatabase(source as OpenDatabaseOptions), owned: true };
+}

@@ -1,0 +1,653 @@
+/**
+ * The embedded SQLite transport: a durable partitioned log in one database file, shared by
+ * every process that opens it. Consumer groups divide partitions through fenced leases in the
+ * same file; reading, acks, offset tracking and redelivery are core's `LogSubscription`.
+ *
+ * Publishing: each message is encoded once (JSON structured format) and checked against
+ * `maxPayloadBytes` before anything is queued; a batch with one oversize message is refused
+ * whole (`HERALD_ERR_PAYLOAD_TOO_LARGE`), nothing written. Envelopes that are not frozen (not
+ * made by `createEnvelope` / `validateEnvelope`) are validated first. Accepted batches join a
+ * bounded publish queue; all `publish()` calls made in the same turn of the event loop are
+ * written in ONE `BEGIN IMMEDIATE` transaction (group commit), each caller's promise resolving
+ * once that transaction committed. If that transaction fails (the write lock stayed busy past
+ * `busyTimeoutMs`, disk full…), every publish in that batch rejects with the same
+ * `HERALD_ERR_STORAGE` error and nothing of the batch is stored. Offsets are assigned inside the
+ * transaction from a per-partition counter row, so they increase in commit order across
+ * processes and never repeat, even after retention emptied a partition.
+ *
+ * Backpressure: at most `maxQueuedMessages` messages wait in the publish queue; a publish that
+ * does not fit waits (FIFO) until earlier batches are written. A single batch larger than the
+ * bound is admitted alone.
+ *
+ * Retention (off by default): records older than `maxAgeMs` are deleted, but never past the
+ * slowest registered group's committed offset; `maxRecordsPerPartition` is a hard cap enforced
+ * in every publish transaction, which may delete records some group has not read yet: those
+ * are counted per group (`retentionDropped`). A group is registered on its first `subscribe()`.
+ *
+ * `close()` is idempotent and draining: queued publishes are written, subscriptions are closed
+ * (draining and committing, up to `timeoutMs`), then the database is closed if the transport
+ * opened it.
+ */
+import {
+  type Clock,
+  type CloudEvent,
+  DEFAULT_PARTITIONS,
+  type EnsureTopicOptions,
+  encodeEnvelope,
+  HeraldError,
+  isHeraldError,
+  type LeaseFence,
+  type LogRecord,
+  type LogSource,
+  LogSubscription,
+  type OutgoingMessage,
+  partitionForKey,
+  type PublishReceipt,
+  type SubscribeOptions,
+  type Subscription,
+  systemClock,
+  TOPIC_NAME_RE,
+  type TopicInfo,
+  type Transport,
+  type TransportCapabilities,
+  validateEnvelope,
+} from '@herald/core';
+import { RoundRobin, tooLarge } from '@herald/core/internal';
+import type { Statement } from 'better-sqlite3';
+import { openDatabase, type SqliteDatabase, type SqliteSynchronous } from './database.ts';
+import { assertFence, SqliteLeaseStore } from './lease-store.ts';
+
+export interface SqliteRetentionOptions {
+  /** Delete records older than this (ms since they were appended), never past the slowest group. Absent: keep forever. */
+  readonly maxAgeMs?: number;
+  /** Hard cap of records per partition, enforced at every publish; may drop records a group has not read (counted). Absent: no cap. */
+  readonly maxRecordsPerPartition?: number;
+  /** How often age retention runs, ms (default 1000). */
+  readonly intervalMs?: number;
+}
+
+export interface SqliteTransportOptions {
+  /** Database file (created if missing). Give `path` or `database`. */
+  readonly path?: string;
+  /** An already open database (shared with stores in this process); the transport does not close it. */
+  readonly database?: SqliteDatabase;
+  /** With `path`: 'NORMAL' (default) or 'FULL'; see docs/reference/durability.md. */
+  readonly synchronous?: SqliteSynchronous;
+  /** With `path`: how long a writer waits for another process's write lock, ms (default 5000). */
+  readonly busyTimeoutMs?: number;
+  /** Partitions for topics created implicitly (default 8). */
+  readonly defaultPartitions?: number;
+  /** Largest encoded envelope in bytes (default 1 MiB); 0 disables the check. */
+  readonly maxPayloadBytes?: number;
+  /** Partition lease time to live, ms (default 10 000). */
+  readonly leaseMs?: number;
+  /** Lease renewal / rebalance period, ms (default leaseMs / 3). */
+  readonly heartbeatMs?: number;
+  /** How often subscriptions look for records appended by other processes, ms (default 50). In-process appends wake them at once. */
+  readonly pollMs?: number;
+  /** Records read per fetch (default 256). */
+  readonly fetchBatch?: number;
+  /** Delay before a moved watermark is committed, ms (default 10). */
+  readonly commitIntervalMs?: number;
+  /** Most messages written by one group-commit transaction (default 4096). */
+  readonly maxBatchMessages?: number;
+  /** Bound of the publish queue in messages (default 65 536); publishers wait beyond it. */
+  readonly maxQueuedMessages?: number;
+  readonly retention?: SqliteRetentionOptions;
+  readonly clock?: Clock;
+}
+
+export interface SqliteTransportStats {
+  /** Write transactions on this transport's connection (publish, commit, lease, retention, topic creation). */
+  readonly writeTransactions: number;
+  /** Group-commit transactions written by publish. */
+  readonly publishTransactions: number;
+  /** `publish()` calls that were written. */
+  readonly publishCalls: number;
+  /** Messages written. */
+  readonly publishedMessages: number;
+  /** Messages waiting in the publish queue now. */
+  readonly queuedMessages: number;
+}
+
+export interface RetentionResult {
+  /** Records deleted. */
+  readonly deleted: number;
+}
+
+interface TopicMeta {
+  readonly id: number;
+  readonly name: string;
+  readonly partitions: number;
+  readonly rr: RoundRobin;
+  readonly listeners: Set<() => void>;
+}
+
+interface PendingPublish {
+  readonly topic: TopicMeta;
+  readonly partitions: Int32Array;
+  readonly keys: (string | null)[];
+  readonly bodies: string[];
+  readonly resolve: (r: readonly PublishReceipt[]) => void;
+  readonly reject: (e: unknown) => void;
+}
+
+const MIB = 1024 * 1024;
+
+/** Opens (or attaches to) a Herald SQLite file and returns its transport. */
+export function createSqliteTransport(options: SqliteTransportOptions): SqliteTransport {
+  return new SqliteTransport(options);
+}
+
+export class SqliteTransport implements Transport {
+  readonly name = 'sqlite';
+  readonly capabilities: TransportCapabilities;
+  /** The database this transport writes to (share it with `SqliteDeadLetterStore` / `SqliteLeaseStore`). */
+  readonly database: SqliteDatabase;
+  /** The lease store the transport's subscriptions divide partitions with. */
+  readonly leases: SqliteLeaseStore;
+
+  readonly #ownsDb: boolean;
+  readonly #clock: Clock;
+  readonly #defaultPartitions: number;
+  readonly #maxPayload: number;
+  readonly #leaseMs: number;
+  readonly #heartbeatMs: number | undefined;
+  readonly #pollMs: number;
+  readonly #fetchBatch: number | undefined;
+  readonly #commitIntervalMs: number | undefined;
+  readonly #maxBatch: number;
+  readonly #maxQueued: number;
+  readonly #maxAgeMs: number | undefined;
+  readonly #cap: number | undefined;
+  readonly #topics = new Map<string, TopicMeta>();
+  readonly #subs = new Set<LogSubscription>();
+  readonly #queue: PendingPublish[] = [];
+  /** Messages queued or reserved by admitted publishers. */
+  #queued = 0;
+  readonly #roomWaiters: Array<{ n: number; go: () => void }> = [];
+  #flushScheduled = false;
+  #retentionTimer: { cancel(): void } | undefined;
+  #closed = false;
+  #closePromise: Promise<void> | undefined;
+  #publishTransactions = 0;
+  #publishCalls = 0;
+  #publishedMessages = 0;
+  readonly #s: {
+    topicByName: Statement<[string], { id: number; partitions: number }>;
+    insertTopic: Statement<[string, number, number]>;
+    insertCounter: Statement<[number, number]>;
+    nextOffset: Statement<[number, number], { next_offset: number }>;
+    setNextOffset: Statement<[number, number, number]>;
+    append: Statement<[number, number, number, string | null, number, string]>;
+    fetch: Statement<[number, number, number, number]>;
+    committed: Statement<[number, string, number], { committed: number }>;
+    register: Statement<[number, string, number, number, number]>;
+    commit: Statement<[number, string, number, number, number]>;
+    firstOffset: Statement<[number, number], { offset: number }>;
+    firstYoung: Statement<[number, number, number], { offset: number }>;
+    groupsAt: Statement<[number, number], { grp: string; committed: number }>;
+    countRange: Statement<[number, number, number, number], { n: number }>;
+    deleteUpTo: Statement<[number, number, number]>;
+    addDropped: Statement<[number, string, number]>;
+    dropped: Statement<[number, string], { dropped: number }>;
+    droppedTotal: Statement<[number], { dropped: number | null }>;
+    allTopics: Statement<[], { id: number; name: string; partitions: number }>;
+  };
+
+  constructor(options: SqliteTransportOptions) {
+    if (options.database === undefined && options.path === undefined) {
+      throw new HeraldError('HERALD_ERR_INVALID_ARGUMENT', 'createSqliteTransport needs `path` or `database`');
+    }
+    if (options.database !== undefined && options.path !== undefined) {
+      throw new HeraldError('HERALD_ERR_INVALID_ARGUMENT', 'createSqliteTransport takes `path` or `database`, not both');
+    }
+    this.#clock = options.clock ?? systemClock;
+    this.#defaultPartitions = partitionCount(options.defaultPartitions ?? DEFAULT_PARTITIONS);
+    this.#maxPayload = nonNegative('maxPayloadBytes', options.maxPayloadBytes ?? MIB);
+    this.#leaseMs = positiveNumber('leaseMs', options.leaseMs ?? 10_000);
+    this.#heartbeatMs = options.heartbeatMs === undefined ? undefined : positiveNumber('heartbeatMs', options.heartbeatMs);
+    this.#pollMs = positiveNumber('pollMs', options.pollMs ?? 50);
+    this.#fetchBatch = options.fetchBatch;
+    this.#commitIntervalMs = options.commitIntervalMs;
+    this.#maxBatch = positiveInt('maxBatchMessages', options.maxBatchMessages ?? 4096);
+    this.#maxQueued = positiveInt('maxQueuedMessages', options.maxQueuedMessages ?? 65_536);
+    const r = options.retention ?? {};
+    this.#maxAgeMs = r.maxAgeMs === undefined ? undefined : positiveNumber('retention.maxAgeMs', r.maxAgeMs);
+    this.#cap = r.maxRecordsPerPartition === undefined ? undefined : positiveInt('retention.maxRecordsPerPartition', r.maxRecordsPerPartition);
+    const retentionIntervalMs = positiveNumber('retention.intervalMs', r.intervalMs ?? 1000);
+
+    if (options.database !== undefined) {
+      this.database = options.database;
+      this.#ownsDb = false;
+    } else {
+      this.database = openDatabase({
+        path: options.path!,
+        ...(options.synchronous !== undefined ? { synchronous: options.synchronous } : {}),
+        ...(options.busyTimeoutMs !== undefined ? { busyTimeoutMs: options.busyTimeoutMs } : {}),
+      });
+      this.#ownsDb = true;
+    }
+    this.database.assertOpen();
+    this.leases = new SqliteLeaseStore({ database: this.database, clock: this.#clock });
+    const sync = this.database.synchronous;
+    this.capabilities = Object.freeze({
+      ackModel: 'offset',
+      assignment: 'lease',
+      consumerGroups: true,
+      persistent: true,
+      replay: true,
+      nativeDelay: false,
+      maxPayloadBytes: this.#maxPayload === 0 ? Number.POSITIVE_INFINITY : this.#maxPayload,
+      multiProcess: true,
+      ackDeadlineMs: 0,
+      durability:
+        sync === 'FULL'
+          ? 'SQLite WAL, synchronous=FULL: an acknowledged publish is fsynced; it survives a process crash, an OS crash and a power loss'
+          : 'SQLite WAL, synchronous=NORMAL: an acknowledged publish survives a process crash; an OS crash or power loss may roll back the last transactions committed before the WAL was synced (the file is never corrupted)',
+    });
+
+    const db = this.database.db;
+    this.#s = {
+      topicByName: db.prepare(`SELECT id, partitions FROM herald_topics WHERE name = ?`),
+      insertTopic: db.prepare(`INSERT OR IGNORE INTO herald_topics (name, partitions, created_at) VALUES (?, ?, ?)`),
+      insertCounter: db.prepare(`INSERT OR IGNORE INTO herald_partitions (topic_id, partition, next_offset) VALUES (?, ?, 0)`),
+      nextOffset: db.prepare(`SELECT next_offset FROM herald_partitions WHERE topic_id = ? AND partition = ?`),
+      setNextOffset: db.prepare(`UPDATE herald_partitions SET next_offset = ? WHERE topic_id = ? AND partition = ?`),
+      append: db.prepare(`INSERT INTO herald_log (topic_id, partition, offset, key, appended_at, envelope) VALUES (?, ?, ?, ?, ?, ?)`),
+      fetch: db.prepare(`SELECT offset, key, envelope FROM herald_log WHERE topic_id = ? AND partition = ? AND offset > ? ORDER BY offset LIMIT ?`).raw(true),
+      committed: db.prepare(`SELECT committed FROM herald_offsets WHERE topic_id = ? AND grp = ? AND partition = ?`),
+      register: db.prepare(`INSERT OR IGNORE INTO herald_offsets (topic_id, grp, partition, committed, updated_at) VALUES (?, ?, ?, ?, ?)`),
+      commit: db.prepare(
+        `INSERT INTO herald_offsets (topic_id, grp, partition, committed, updated_at) VALUES (?, ?, ?, ?, ?)
+         ON CONFLICT (topic_id, grp, partition) DO UPDATE SET committed = excluded.committed, updated_at = excluded.updated_at
+         WHERE excluded.committed > herald_offsets.committed`,
+      ),
+      firstOffset: db.prepare(`SELECT offset FROM herald_log WHERE topic_id = ? AND partition = ? ORDER BY offset LIMIT 1`),
+      firstYoung: db.prepare(`SELECT offset FROM herald_log WHERE topic_id = ? AND partition = ? AND appended_at >= ? ORDER BY offset LIMIT 1`),
+      groupsAt: db.prepare(`SELECT grp, committed FROM herald_offsets WHERE topic_id = ? AND partition = ?`),
+      countRange: db.prepare(`SELECT count(*) AS n FROM herald_log WHERE topic_id = ? AND partition = ? AND offset > ? AND offset <= ?`),
+      deleteUpTo: db.prepare(`DELETE FROM herald_log WHERE topic_id = ? AND partition = ? AND offset <= ?`),
+      addDropped: db.prepare(
+        `INSERT INTO herald_retention_dropped (topic_id, grp, dropped) VALUES (?, ?, ?)
+         ON CONFLICT (topic_id, grp) DO UPDATE SET dropped = dropped + excluded.dropped`,
+      ),
+      dropped: db.prepare(`SELECT dropped FROM herald_retention_dropped WHERE topic_id = ? AND grp = ?`),
+      droppedTotal: db.prepare(`SELECT sum(dropped) AS dropped FROM herald_retention_dropped WHERE topic_id = ?`),
+      allTopics: db.prepare(`SELECT id, name, partitions FROM herald_topics ORDER BY id`),
+    };
+
+    if (this.#maxAgeMs !== undefined) {
+      const tick = (): void => {
+        if (this.#closed) return;
+        try {
+          this.runRetention();
+        } catch {
+          // busy or closed: the next round tries again
+        }
+        this.#retentionTimer = this.#clock.setTimer(tick, retentionIntervalMs);
+      };
+      this.#retentionTimer = this.#clock.setTimer(tick, retentionIntervalMs);
+    }
+  }
+
+  async ensureTopic(topic: string, options: EnsureTopicOptions = {}): Promise<TopicInfo> {
+    this.#open();
+    const t = this.#topic(topic, options.partitions);
+    return { topic, partitions: t.partitions };
+  }
+
+  /**
+   * Queues `messages` for the next group commit and resolves with their receipts (input order)
+   * once it committed. Safe to call concurrently. Validation and size errors are thrown
+   * before anything is queued.
+   */
+  async publish(topic: string, messages: readonly OutgoingMessage[]): Promise<readonly PublishReceipt[]> {
+    this.#open();
+    if (!Array.isArray(messages)) throw new HeraldError('HERALD_ERR_INVALID_ARGUMENT', 'publish takes an array of messages');
+    const t = this.#topic(topic);
+    const count = messages.length;
+    if (count === 0) return [];
+    const partitions = new Int32Array(count);
+    const keys: (string | null)[] = new Array(count);
+    const bodies: string[] = new Array(count);
+    const max = this.#maxPayload;
+    for (let i = 0; i < count; i++) {
+      const m = messages[i]!;
+      if (typeof m !== 'object' || m === null || typeof m.envelope !== 'object' || m.envelope === null) {
+        throw new HeraldError('HERALD_ERR_INVALID_ARGUMENT', `message ${i} to "${topic}" has no envelope`);
+      }
+      const env: CloudEvent = Object.isFrozen(m.envelope) ? m.envelope : validateEnvelope({ ...m.envelope });
+      const body = encode(env, topic);
+      // UTF-8 takes at most 3 bytes per UTF-16 unit: only long strings need counting.
+      if (max > 0 && body.length * 3 > max) {
+        const size = Buffer.byteLength(body, 'utf8');
+        if (size > max) throw tooLarge(topic, env.id, size, max);
+      }
+      const key = m.key ?? env.partitionkey;
+      if (key !== undefined && typeof key !== 'string') throw new HeraldError('HERALD_ERR_INVALID_ARGUMENT', `message ${i} to "${topic}": key must be a string`);
+      partitions[i] = key === undefined ? t.rr.next(t.partitions) : partitionForKey(key, t.partitions);
+      keys[i] = key ?? null;
+      bodies[i] = body;
+    }
+    // Reserve room in the queue (FIFO behind earlier waiters); admission reserves for waiters.
+    if (this.#roomWaiters.length === 0 && (this.#queued === 0 || this.#queued + count <= this.#maxQueued)) this.#queued += count;
+    else await new Promise<void>((go) => this.#roomWaiters.push({ n: count, go }));
+    return new Promise<readonly PublishReceipt[]>((resolve, reject) => {
+      this.#queue.push({ topic: t, partitions, keys, bodies, resolve, reject });
+      this.#scheduleFlush();
+    });
+  }
+
+  subscribe(topic: string, options: SubscribeOptions): Subscription {
+    this.#open();
+    if (typeof options?.group !== 'string' || options.group.length === 0) throw new HeraldError('HERALD_ERR_INVALID_ARGUMENT', 'subscribe needs a group');
+    const t = this.#topic(topic);
+    const group = options.group;
+    const db = this.database;
+    const s = this.#s;
+    // Register the group: it pins retention from now on. A 'latest' group starts at today's head.
+    db.immediate(() => {
+      const now = this.#clock.now();
+      for (let p = 0; p < t.partitions; p++) {
+        const start = options.startFrom === 'latest' ? (s.nextOffset.get(t.id, p)?.next_offset ?? 0) - 1 : -1;
+        s.register.run(t.id, group, p, start, now);
+      }
+    });
+    const scope = `log:${topic}:${group}`;
+    const source: LogSource = {
+      partitions: t.partitions,
+      committed: (p) => db.read(() => s.committed.get(t.id, group, p)?.committed ?? -1),
+      head: (p) => db.read(() => (s.nextOffset.get(t.id, p)?.next_offset ?? 0) - 1),
+      fetch: (p, after, limit) => db.read(() => (s.fetch.all(t.id, p, after, limit) as [number, string | null, unknown][]).map(toRecord)),
+      commit: (p, offset, fence) => {
+        db.immediate(() => {
+          if (fence) assertFence(db, { scope, resource: String(p), owner: fence.owner, epoch: fence.epoch } satisfies LeaseFence);
+          s.commit.run(t.id, group, p, offset, this.#clock.now());
+        });
+      },
+      onAppend: (l) => {
+        t.listeners.add(l);
+        return () => t.listeners.delete(l);
+      },
+    };
+    const sub = new LogSubscription({
+      ...options,
+      topic,
+      source,
+      clock: this.#clock,
+      ownership: { kind: 'lease', store: this.leases, leaseMs: this.#leaseMs, ...(this.#heartbeatMs !== undefined ? { heartbeatMs: this.#heartbeatMs } : {}) },
+      pollMs: this.#pollMs,
+      ...(this.#fetchBatch !== undefined ? { fetchBatch: this.#fetchBatch } : {}),
+      ...(this.#commitIntervalMs !== undefined ? { commitIntervalMs: this.#commitIntervalMs } : {}),
+    });
+    this.#subs.add(sub);
+    void sub.closed.then(
+      () => this.#subs.delete(sub),
+      () => this.#subs.delete(sub),
+    );
+    return sub;
+  }
+
+  /**
+   * Records of `topic` deleted by the hard size cap before `group` committed them; without
+   * `group`, the sum over every group. 0 for an unknown topic.
+   */
+  retentionDropped(topic: string, group?: string): number {
+    this.#open();
+    const row = this.database.read(() => this.#s.topicByName.get(topic));
+    if (!row) return 0;
+    return this.database.read(() =>
+      group === undefined ? (this.#s.droppedTotal.get(row.id)?.dropped ?? 0) : (this.#s.dropped.get(row.id, group)?.dropped ?? 0),
+    );
+  }
+
+  /**
+   * Applies retention to every topic in the file now (it also runs every `intervalMs` when
+   * `maxAgeMs` is set): deletes records older than `maxAgeMs` up to the slowest group's
+   * committed offset, and enforces the hard cap. One short write transaction per topic.
+   */
+  runRetention(): RetentionResult {
+    this.#open();
+    if (this.#maxAgeMs === undefined && this.#cap === undefined) return { deleted: 0 };
+    let deleted = 0;
+    const topics = this.database.read(() => this.#s.allTopics.all());
+    for (const t of topics) {
+      deleted += this.database.immediate(() => {
+        let n = 0;
+        const cutoff = this.#maxAgeMs === undefined ? undefined : this.#clock.now() - this.#maxAgeMs;
+        for (let p = 0; p < t.partitions; p++) n += this.#trim(t.id, p, cutoff);
+        return n;
+      });
+    }
+    return { deleted };
+  }
+
+  /** Counters for tests, benchmarks and metrics. */
+  stats(): SqliteTransportStats {
+    return {
+      writeTransactions: this.database.writeTransactions,
+      publishTransactions: this.#publishTransactions,
+      publishCalls: this.#publishCalls,
+      publishedMessages: this.#publishedMessages,
+      queuedMessages: this.#queued,
+    };
+  }
+
+  close(options: { timeoutMs?: number } = {}): Promise<void> {
+    if (!this.#closePromise) {
+      this.#closed = true;
+      this.#retentionTimer?.cancel();
+      this.#closePromise = this.#close(options);
+    }
+    return this.#closePromise;
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.close();
+  }
+
+  async #close(options: { timeoutMs?: number }): Promise<void> {
+    // Accepted publishes are written first.
+    while (this.#queued > 0 || this.#roomWaiters.length > 0) {
+      this.#flushNow();
+      await new Promise<void>((r) => setImmediate(r));
+    }
+    await Promise.all([...this.#subs].map((s) => s.close(options)));
+    await this.leases.close();
+    if (this.#ownsDb) this.database.close();
+  }
+
+  #scheduleFlush(): void {
+    if (this.#flushScheduled) return;
+    this.#flushScheduled = true;
+    setImmediate(() => {
+      this.#flushScheduled = false;
+      this.#flushNow();
+    });
+  }
+
+  /** Writes up to `maxBatchMessages` queued messages in one transaction; reschedules if more remain. */
+  #flushNow(): void {
+    if (this.#queue.length === 0) return;
+    let n = 0;
+    let take = 0;
+    while (take < this.#queue.length) {
+      const size = this.#queue[take]!.bodies.length;
+      if (take > 0 && n + size > this.#maxBatch) break;
+      n += size;
+      take++;
+    }
+    const batch = this.#queue.splice(0, take);
+    let receipts: PublishReceipt[][] | undefined;
+    let failure: unknown;
+    try {
+      if (this.database.closed) throw new HeraldError('HERALD_ERR_CLOSED', 'sqlite transport is closed');
+      receipts = this.database.immediate(() => this.#write(batch));
+      this.#publishTransactions++;
+      this.#publishCalls += batch.length;
+      this.#publishedMessages += n;
+    } catch (e) {
+      failure = e;
+    }
+    this.#queued -= n;
+    this.#admitWaiters();
+    if (receipts) {
+      const touched = new Set<TopicMeta>();
+      for (let i = 0; i < batch.length; i++) {
+        touched.add(batch[i]!.topic);
+        batch[i]!.resolve(receipts[i]!);
+      }
+      for (const t of touched) for (const l of t.listeners) l();
+    } else {
+      for (const b of batch) b.reject(failure);
+    }
+    if (this.#queue.length > 0) this.#scheduleFlush();
+  }
+
+  #admitWaiters(): void {
+    while (this.#roomWaiters.length > 0) {
+      const w = this.#roomWaiters[0]!;
+      if (this.#queued > 0 && this.#queued + w.n > this.#maxQueued) break;
+      this.#roomWaiters.shift();
+      this.#queued += w.n; // reserved now; the waiter enqueues in its continuation
+      w.go();
+    }
+  }
+
+  /** Inside the transaction: assigns offsets, appends, enforces the hard cap. */
+  #write(batch: readonly PendingPublish[]): PublishReceipt[][] {
+    const s = this.#s;
+    const now = this.#clock.now();
+    const nexts = new Map<TopicMeta, number[]>();
+    const out: PublishReceipt[][] = new Array(batch.length);
+    for (let b = 0; b < batch.length; b++) {
+      const { topic: t, partitions, keys, bodies } = batch[b]!;
+      let next = nexts.get(t);
+      if (!next) nexts.set(t, (next = new Array<number>(t.partitions).fill(-1)));
+      const receipts: PublishReceipt[] = new Array(bodies.length);
+      for (let i = 0; i < bodies.length; i++) {
+        const p = partitions[i]!;
+        let offset = next[p]!;
+        if (offset < 0) offset = s.nextOffset.get(t.id, p)?.next_offset ?? 0;
+        s.append.run(t.id, p, offset, keys[i]!, now, bodies[i]!);
+        next[p] = offset + 1;
+        receipts[i] = { topic: t.name, partition: p, position: String(offset) };
+      }
+      out[b] = receipts;
+    }
+    for (const [t, next] of nexts) {
+      for (let p = 0; p < next.length; p++) {
+        if (next[p]! < 0) continue;
+        s.setNextOffset.run(next[p]!, t.id, p);
+        if (this.#cap !== undefined) this.#trim(t.id, p, undefined, next[p]!);
+      }
+    }
+    return out;
+  }
+
+  /**
+   * Inside a write transaction: deletes what retention allows on one partition. Age: records
+   * appended before `cutoff`, never past the slowest registered group. Cap: whatever exceeds
+   * `maxRecordsPerPartition`, counting for each group the records it had not committed.
+   */
+  #trim(topicId: number, p: number, cutoff: number | undefined, knownNext?: number): number {
+    const s = this.#s;
+    const first = s.firstOffset.get(topicId, p)?.offset;
+    if (first === undefined) return 0;
+    const next = knownNext ?? s.nextOffset.get(topicId, p)?.next_offset ?? 0;
+    if (cutoff === undefined && (this.#cap === undefined || next - first <= this.#cap)) return 0;
+    const groups = s.groupsAt.all(topicId, p);
+    let upTo = first - 1;
+    if (cutoff !== undefined) {
+      const young = s.firstYoung.get(topicId, p, cutoff)?.offset ?? next;
+      let slowest = Number.POSITIVE_INFINITY;
+      for (const g of groups) slowest = Math.min(slowest, g.committed);
+      upTo = Math.max(upTo, Math.min(young - 1, slowest));
+    }
+    if (this.#cap !== undefined && next - Math.max(first, upTo + 1) > this.#cap) {
+      const forced = next - this.#cap - 1;
+      for (const g of groups) {
+        if (g.committed >= forced) continue;
+        const lostFrom = Math.max(g.committed, upTo);
+        const lost = s.countRange.get(topicId, p, lostFrom, forced)?.n ?? 0;
+        if (lost > 0) s.addDropped.run(topicId, g.grp, lost);
+      }
+      upTo = forced;
+    }
+    if (upTo < first) return 0;
+    return Number(s.deleteUpTo.run(topicId, p, upTo).changes);
+  }
+
+  #topic(name: string, partitions?: number): TopicMeta {
+    let t = this.#topics.get(name);
+    if (!t) {
+      if (typeof name !== 'string' || !TOPIC_NAME_RE.test(name)) {
+        throw new HeraldError('HERALD_ERR_INVALID_ARGUMENT', `topic name must be 1–200 of letters, digits, '.', '_', '-' (got ${JSON.stringify(name)})`);
+      }
+      const wanted = partitions === undefined ? this.#defaultPartitions : partitionCount(partitions);
+      let row = this.database.read(() => this.#s.topicByName.get(name));
+      if (!row) {
+        row = this.database.immediate(() => {
+          this.#s.insertTopic.run(name, wanted, this.#clock.now());
+          const r = this.#s.topicByName.get(name)!;
+          for (let p = 0; p < r.partitions; p++) this.#s.insertCounter.run(r.id, p);
+          return r;
+        });
+      }
+      t = { id: row.id, name, partitions: row.partitions, rr: new RoundRobin(), listeners: new Set() };
+      this.#topics.set(name, t);
+    }
+    if (partitions !== undefined && partitions !== t.partitions) {
+      throw new HeraldError('HERALD_ERR_TOPIC_MISMATCH', `topic "${name}" has ${t.partitions} partitions, not ${partitions}`, {
+        details: { topic: name, partitions: t.partitions, requested: partitions },
+      });
+    }
+    return t;
+  }
+
+  #open(): void {
+    if (this.#closed) throw new HeraldError('HERALD_ERR_CLOSED', 'sqlite transport is closed');
+  }
+}
+
+function toRecord(row: [number, string | null, unknown]): LogRecord {
+  const body = row[2];
+  return {
+    offset: row[0],
+    key: row[1] ?? undefined,
+    raw: typeof body === 'string' ? body : Buffer.isBuffer(body) ? body.toString('utf8') : String(body ?? ''),
+  };
+}
+
+function encode(env: CloudEvent, topic: string): string {
+  try {
+    return encodeEnvelope(env);
+  } catch (cause) {
+    if (isHeraldError(cause)) throw cause;
+    throw new HeraldError('HERALD_ERR_ENVELOPE_INVALID', `envelope "${String(env.id)}" to "${topic}" cannot be encoded as JSON: ${(cause as Error).message}`, {
+      cause,
+      details: { topic, id: env.id },
+    });
+  }
+}
+
+function partitionCount(n: number): number {
+  if (!Number.isInteger(n) || n < 1 || n > 4096) throw new HeraldError('HERALD_ERR_INVALID_ARGUMENT', `partitions must be an integer from 1 to 4096 (got ${n})`);
+  return n;
+}
+
+function positiveInt(name: string, v: number): number {
+  if (!Number.isInteger(v) || v < 1) throw new HeraldError('HERALD_ERR_INVALID_ARGUMENT', `${name} must be a positive integer (got ${v})`);
+  return v;
+}
+
+function positiveNumber(name: string, v: number): number {
+  if (!(typeof v === 'number' && Number.isFinite(v) && v > 0)) throw new HeraldError('HERALD_ERR_INVALID_ARGUMENT', `${name} must be a positive number (got ${v})`);
+  return v;
+}
+
+function nonNegative(name: string, v: number): number {
+  if (!Number.isInteger(v) || v < 0) throw new HeraldError('HERALD_ERR_INVALID_ARGUMENT', `${name} must be a non-negative integer (got ${v})`);
+  return v;
+}
