@@ -1,1 +1,9 @@
-export {};
+// Public surface of @herald/testkit.
+export { ManualClock, MANUAL_CLOCK_EPOCH, flushMicrotasks } from './manual-clock.ts';
+export type { ManualClockOptions } from './manual-clock.ts';
+export { waitFor, sleep, assertDelivered, assertOrderPerKey, diffDelivered, uniqueName, stressCount, Scope, withScope, DEFAULT_WAIT_MS } from './helpers.ts';
+export type { WaitForOptions, DeliveredDiff } from './helpers.ts';
+export { describeLeaseStoreContract, leaseStoreScenarios, SHORT_TTL_MS, LONG_TTL_MS } from './lease-store-contract.ts';
+export type { LeaseStoreHarness, LeaseStoreFactory } from './lease-store-contract.ts';
+export { describeDeadLetterContract, deadLetterScenarios } from './dead-letter-contract.ts';
+export type { DeadLetterStoreHarness, DeadLetterStoreFactory } from './dead-letter-contract.ts';
