@@ -67,7 +67,7 @@ function define(kind: 'event' | 'command', type: string, schema: StandardSchemaV
     throw new HeraldError('HERALD_ERR_INVALID_ARGUMENT', `${kind} "${type}": schema must implement Standard Schema (a "~standard" property with validate())`);
   }
   const version = options.version ?? 1;
-  if (!Number.isInteger(version) || version < 1) {
+  if (typeof version !== 'number' || !Number.isSafeInteger(version) || version < 1) {
     throw new HeraldError('HERALD_ERR_INVALID_ARGUMENT', `${kind} "${type}": version must be a positive integer (got ${version})`);
   }
   const def: MessageDefinition = {
@@ -87,12 +87,23 @@ export function dataschemaFor(type: string, version: number): string {
   return `urn:herald:schema:${type}:v${version}`;
 }
 
-/** The schema version an envelope carries (1 when it has no Herald `dataschema`). */
-export function versionOf(envelope: Pick<CloudEvent, 'dataschema'>): number | undefined {
+const HERALD_DATASCHEMA_PREFIX = 'urn:herald:schema:';
+const HERALD_DATASCHEMA_RE = /^urn:herald:schema:(.+):v([1-9]\d*)$/;
+
+/**
+ * The schema version an envelope carries: `<n>` from `urn:herald:schema:<type>:v<n>`, and 1
+ * when it has no `dataschema` or one that is not Herald's (another producer's schema URI).
+ * `undefined` when the Herald URN is malformed (`v0`, `v01`, no version), names a different
+ * type than `envelope.type` (when given), or the number is not a safe integer.
+ */
+export function versionOf(envelope: Pick<CloudEvent, 'dataschema'> & { readonly type?: string }): number | undefined {
   const ds = envelope.dataschema;
-  if (ds === undefined) return 1;
-  const m = /:v(\d+)$/.exec(ds);
-  return m ? Number(m[1]) : undefined;
+  if (ds === undefined || !ds.startsWith(HERALD_DATASCHEMA_PREFIX)) return 1;
+  const m = HERALD_DATASCHEMA_RE.exec(ds);
+  if (!m) return undefined;
+  if (envelope.type !== undefined && m[1] !== envelope.type) return undefined;
+  const n = Number(m[2]);
+  return Number.isSafeInteger(n) ? n : undefined;
 }
 
 export interface SchemaIssue {
@@ -102,8 +113,8 @@ export interface SchemaIssue {
 
 /** Validates `data` against `def`; throws `HERALD_ERR_SCHEMA_INVALID` listing every issue. */
 export async function validateData<T>(def: MessageDefinition<T>, data: unknown): Promise<T> {
-  let result = def.schema['~standard'].validate(data);
-  if (result instanceof Promise) result = await result;
+  // `await` covers sync results, native promises and foreign thenables alike.
+  const result = await def.schema['~standard'].validate(data);
   if (!result.issues) return result.value;
   const issues: SchemaIssue[] = result.issues.map((i) => ({ path: formatPath(i.path), message: i.message }));
   throw new HeraldError(
@@ -132,7 +143,14 @@ export class DefinitionRegistry {
     for (const d of definitions) this.add(d);
   }
 
+  /**
+   * Adds a definition. Adding the same definition object again is a no-op; another
+   * definition with the same type and version is `HERALD_ERR_DUPLICATE_DEFINITION`; an
+   * object that is not a valid definition is `HERALD_ERR_INVALID_ARGUMENT`.
+   */
   add(def: MessageDefinition): this {
+    const problem = definitionProblem(def);
+    if (problem) throw new HeraldError('HERALD_ERR_INVALID_ARGUMENT', `not a valid definition: ${problem}`);
     let versions = this.#byType.get(def.type);
     if (!versions) this.#byType.set(def.type, (versions = new Map()));
     const existing = versions.get(def.version);
@@ -170,4 +188,13 @@ export class DefinitionRegistry {
     }
     return def;
   }
+}
+
+function definitionProblem(def: unknown): string | undefined {
+  if (typeof def !== 'object' || def === null) return `expected a definition from defineEvent/defineCommand (got ${String(def)})`;
+  const d = def as Partial<MessageDefinition>;
+  if (typeof d.type !== 'string' || !TYPE_RE.test(d.type)) return `type must be 1–200 characters of letters, digits and . _ : / - (got ${JSON.stringify(d.type)})`;
+  if (typeof d.version !== 'number' || !Number.isSafeInteger(d.version) || d.version < 1) return `"${d.type}": version must be a positive integer (got ${String(d.version)})`;
+  if (typeof d.schema !== 'object' || d.schema === null || typeof d.schema['~standard']?.validate !== 'function') return `"${d.type}": schema must implement Standard Schema`;
+  return undefined;
 }

@@ -15,7 +15,7 @@ const BRAND: unique symbol = Symbol.for('herald.error');
 export const ERROR_CODES = {
   HERALD_ERR_INVALID_ARGUMENT: { retryable: false, summary: 'An option or argument is missing, of the wrong type or out of range.' },
   HERALD_ERR_ENVELOPE_INVALID: { retryable: false, summary: 'A CloudEvents envelope is malformed: a required attribute is missing, an attribute name or value breaks the spec.' },
-  HERALD_ERR_DECODE: { retryable: false, summary: 'Bytes could not be decoded into an envelope (not JSON, not an object).' },
+  HERALD_ERR_DECODE: { retryable: false, summary: 'Bytes could not be decoded into an envelope: they are not UTF-8 or not JSON. (JSON that is not an envelope object is HERALD_ERR_ENVELOPE_INVALID.)' },
   HERALD_ERR_SCHEMA_INVALID: { retryable: false, summary: "Event or command data failed its definition's schema; the error names the type, version and every failing path." },
   HERALD_ERR_UNKNOWN_EVENT_TYPE: { retryable: false, summary: 'An event type is not defined in the registry that was asked for it.' },
   HERALD_ERR_UNKNOWN_EVENT_VERSION: { retryable: false, summary: 'An event type is known but the schema version it carries is not.' },
@@ -51,7 +51,8 @@ export class HeraldError extends Error {
     super(message, options.cause === undefined ? undefined : { cause: options.cause });
     this.name = 'HeraldError';
     this.code = code;
-    this.retryable = options.retryable ?? ERROR_CODES[code].retryable;
+    // `?.`: a JavaScript caller may pass a code this copy of the library does not know.
+    this.retryable = options.retryable ?? (ERROR_CODES as Record<string, { retryable: boolean } | undefined>)[code]?.retryable ?? false;
     this.details = Object.freeze({ ...(options.details ?? {}) });
   }
 
@@ -92,13 +93,17 @@ export function isRetryable(e: unknown): boolean {
   return true;
 }
 
-/** A plain summary of any thrown value, for dead letters and logs. */
+/**
+ * A plain summary of any thrown value, for dead letters and logs. Errors from another realm
+ * (or error-like objects with a string `message`) are summarised like errors.
+ */
 export function describeError(e: unknown): { code?: string; message: string; stack?: string; name?: string } {
-  if (e instanceof Error) {
-    const out: { code?: string; message: string; stack?: string; name?: string } = { message: e.message, name: e.name };
-    const code = (e as { code?: unknown }).code;
-    if (typeof code === 'string') out.code = code;
-    if (e.stack !== undefined) out.stack = e.stack;
+  if (e instanceof Error || (typeof e === 'object' && e !== null && typeof (e as { message?: unknown }).message === 'string')) {
+    const err = e as { message: string; name?: unknown; code?: unknown; stack?: unknown };
+    const out: { code?: string; message: string; stack?: string; name?: string } = { message: err.message };
+    if (typeof err.name === 'string') out.name = err.name;
+    if (typeof err.code === 'string') out.code = err.code;
+    if (typeof err.stack === 'string') out.stack = err.stack;
     return out;
   }
   return { message: typeof e === 'string' ? e : safeStringify(e) };

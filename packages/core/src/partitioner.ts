@@ -4,6 +4,8 @@
  * partition on every Herald transport and in Kafka itself.
  */
 
+import { HeraldError } from './errors.ts';
+
 const SEED = 0x9747b28c;
 const M = 0x5bd1e995;
 const encoder = new TextEncoder();
@@ -36,8 +38,15 @@ export function murmur2(data: Uint8Array): number {
   return h | 0;
 }
 
-/** Partition for `key` among `partitions` (Kafka: `toPositive(murmur2(key)) % partitions`). */
+/**
+ * Partition for `key` among `partitions` (Kafka: `toPositive(murmur2(key)) % partitions`).
+ * The key is hashed as UTF-8 (`TextEncoder`, like `Buffer.from(key)`; a lone surrogate
+ * becomes U+FFFD, where Java's `getBytes(UTF_8)` would write "?"). `partitions` must be a
+ * positive integer, else `HERALD_ERR_INVALID_ARGUMENT`.
+ */
 export function partitionForKey(key: string, partitions: number): number {
+  checkPartitions(partitions);
+  if (typeof key !== 'string') throw new HeraldError('HERALD_ERR_INVALID_ARGUMENT', `partition key must be a string (got ${typeof key})`);
   return (murmur2(encoder.encode(key)) & 0x7fffffff) % partitions;
 }
 
@@ -45,8 +54,15 @@ export function partitionForKey(key: string, partitions: number): number {
 export class RoundRobin {
   #next = 0;
   next(partitions: number): number {
+    checkPartitions(partitions);
     const p = this.#next % partitions;
     this.#next = (this.#next + 1) % 0x7fffffff;
     return p;
+  }
+}
+
+function checkPartitions(partitions: number): void {
+  if (!Number.isSafeInteger(partitions) || partitions < 1) {
+    throw new HeraldError('HERALD_ERR_INVALID_ARGUMENT', `partitions must be a positive integer (got ${String(partitions)})`);
   }
 }
