@@ -163,7 +163,23 @@ export function createEnvelope<T>(input: EnvelopeInput<T>, now: number = Date.no
   }
   problems.push(...envelopeProblems(env, PRODUCING));
   if (problems.length > 0) throw invalid(problems, env);
-  return Object.freeze(env) as CloudEvent<T>;
+  const frozen = Object.freeze(env) as CloudEvent<T>;
+  checked.add(frozen);
+  return frozen;
+}
+
+/** Frozen envelopes that passed validation; their attributes cannot change afterwards. */
+const checked = new WeakSet<object>();
+
+/**
+ * Returns `value` as an envelope, validating it unless it is a frozen envelope Herald already
+ * validated (built by `createEnvelope`, or passed through `validateEnvelope` / `decodeEnvelope`).
+ * Transports call it on publish: bad input is refused before anything is stored, at the cost
+ * of a WeakSet lookup for envelopes built the usual way.
+ */
+export function ensureEnvelope(value: unknown): CloudEvent {
+  if (typeof value === 'object' && value !== null && checked.has(value)) return value as CloudEvent;
+  return validateEnvelope(value);
 }
 
 /**
@@ -242,7 +258,9 @@ export function envelopeProblems(value: unknown, options: EnvelopeCheckOptions =
 export function validateEnvelope(value: unknown, options: EnvelopeCheckOptions = {}): CloudEvent {
   const problems = envelopeProblems(value, options);
   if (problems.length > 0) throw invalid(problems, value);
-  return Object.freeze(value as CloudEvent);
+  const frozen = Object.freeze(value as CloudEvent);
+  checked.add(frozen);
+  return frozen;
 }
 
 /**

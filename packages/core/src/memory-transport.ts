@@ -5,7 +5,7 @@
  * subscriptions and rebalances when one joins or leaves. Nothing survives the process.
  */
 import { type Clock, systemClock } from './clock.ts';
-import { encodeEnvelope, encodedSize } from './envelope.ts';
+import { encodeEnvelope, encodedSize, ensureEnvelope } from './envelope.ts';
 import { HeraldError } from './errors.ts';
 import { LogSubscription, type LogRecord, type LogSource } from './log-subscription.ts';
 import { partitionForKey, RoundRobin } from './partitioner.ts';
@@ -108,8 +108,10 @@ export class MemoryTransport implements Transport {
     this.#open();
     const t = this.#topic(topic);
     const n = t.partitions.length;
-    if (this.#maxPayload > 0) {
-      for (const m of messages) {
+    // Refuse bad input before anything is stored: a malformed envelope, an oversize one.
+    for (const m of messages) {
+      ensureEnvelope(m.envelope);
+      if (this.#maxPayload > 0) {
         const size = encodedSize(encodeEnvelope(m.envelope));
         if (size > this.#maxPayload) throw tooLarge(topic, m.envelope.id, size, this.#maxPayload);
       }
@@ -121,7 +123,7 @@ export class MemoryTransport implements Transport {
       const p = key === undefined ? t.rr.next(n) : partitionForKey(key, n);
       const part = t.partitions[p]!;
       const offset = part.next++;
-      part.records.push(Object.isFrozen(m.envelope) ? { offset, key, envelope: m.envelope } : { offset, key, envelope: Object.freeze({ ...m.envelope }) });
+      part.records.push({ offset, key, envelope: m.envelope });
       if (part.records.length > this.#maxRecords) {
         const drop = part.records.length - this.#maxRecords;
         part.records.splice(0, drop);
