@@ -7,3 +7,29 @@ export { describeLeaseStoreContract, leaseStoreScenarios, SHORT_TTL_MS, LONG_TTL
 export type { LeaseStoreHarness, LeaseStoreFactory } from './lease-store-contract.ts';
 export { describeDeadLetterContract, deadLetterScenarios } from './dead-letter-contract.ts';
 export type { DeadLetterStoreHarness, DeadLetterStoreFactory } from './dead-letter-contract.ts';
+export {
+  describeTransportContract,
+  transportScenarios,
+  routerScenarios,
+  publishSubscribe,
+  batchPublishReceipts,
+  orderPerKey,
+  everyGroupGetsEveryMessage,
+  consumerGroupSplitsAndRebalances,
+  redeliveryOnNack,
+  redeliveryAfterMemberLost,
+  newGroupReplaysFromStart,
+  concurrentPublishers,
+  payloadLimit,
+  resumeFromCommitted,
+  closeWhileUnsettled,
+  maxInFlightBoundsUnsettled,
+  ensureTopicPartitions,
+  closedTransportRefuses,
+  reconnectAfterBrokerRestart,
+} from './transport-contract.ts';
+export type { TransportContractOptions, TransportScenario } from './transport-contract.ts';
+export { perKeyOrderUnderParallelism, deadLetterAfterMaxAttempts, permanentErrorDeadLettersAtOnce, redriveReachesOnlyFailedGroup, parkTheKey, ContractItemEvent } from './router-scenarios.ts';
+export type { ContractItem } from './router-scenarios.ts';
+export { Collector, TransportHarness, withTransport, within, idOf, idsOf, SETTLE_MS } from './transport-harness.ts';
+export type { Need } from './transport-harness.ts';

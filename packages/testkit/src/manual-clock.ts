@@ -54,8 +54,11 @@ export class ManualClock implements Clock {
     return this.#mono;
   }
 
-  /** Schedules `fn` at monotonic `now + delayMs` (negative or NaN delays count as 0). Fires only from advance/runNext/runAll. */
-  setTimer(fn: () => void, delayMs: number): TimerHandle {
+  /**
+   * Schedules `fn` at monotonic `now + delayMs` (negative or NaN delays count as 0). Fires only
+   * from advance/advanceSync/runNext/runAll. `unref` is accepted and ignored: no real timer exists.
+   */
+  setTimer(fn: () => void, delayMs: number, _options?: { unref?: boolean }): TimerHandle {
     const delay = Number.isFinite(delayMs) && delayMs > 0 ? delayMs : 0;
     const timer: ManualTimer = { seq: this.#seq++, due: this.#mono + delay, fn, cancelled: false };
     this.#insert(timer);

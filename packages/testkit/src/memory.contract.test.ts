@@ -1,5 +1,5 @@
-import { MemoryDeadLetterStore, MemoryLeaseStore } from '@herald/core';
-import { describeDeadLetterContract, describeLeaseStoreContract, ManualClock } from './index.ts';
+import { MemoryDeadLetterStore, MemoryLeaseStore, MemoryTransport } from '@herald/core';
+import { describeDeadLetterContract, describeLeaseStoreContract, describeTransportContract, ManualClock } from './index.ts';
 
 describeLeaseStoreContract('memory (manual clock)', async () => {
   const clock = new ManualClock();
@@ -15,4 +15,11 @@ describeLeaseStoreContract('memory (real time)', async () => {
 describeDeadLetterContract('memory', async () => {
   const store = new MemoryDeadLetterStore();
   return { store, cleanup: () => store.close() };
+});
+
+describeTransportContract('memory', {
+  create: async () => new MemoryTransport(),
+  // Members of one group live in one MemoryTransport: the peer is the same instance.
+  createInGroup: async (first) => first,
+  deadLetters: () => new MemoryDeadLetterStore(),
 });
