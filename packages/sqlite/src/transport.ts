@@ -121,6 +121,8 @@ interface TopicMeta {
   readonly partitions: number;
   readonly rr: RoundRobin;
   readonly listeners: Set<() => void>;
+  /** Per partition, bumped by every local append (lets readers skip queries on a partition known empty). */
+  readonly appends: Uint32Array;
 }
 
 interface PendingPublish {
@@ -355,11 +357,14 @@ export class SqliteTransport implements Transport {
       }
     });
     const scope = `log:${topic}:${group}`;
+    const readAhead = new ReadAhead(t, this.#fetchBatch ?? 256, Math.max(1, this.#pollMs / 2), this.#clock, (p, after, limit) =>
+      db.read(() => (s.fetch.all(t.id, p, after, limit) as [number, string | null, unknown][]).map(toRecord)),
+    );
     const source: LogSource = {
       partitions: t.partitions,
       committed: (p) => db.read(() => s.committed.get(t.id, group, p)?.committed ?? -1),
       head: (p) => db.read(() => (s.nextOffset.get(t.id, p)?.next_offset ?? 0) - 1),
-      fetch: (p, after, limit) => db.read(() => (s.fetch.all(t.id, p, after, limit) as [number, string | null, unknown][]).map(toRecord)),
+      fetch: (p, after, limit) => readAhead.fetch(p, after, limit),
       commit: (p, offset, fence) => {
         db.immediate(() => {
           if (fence) assertFence(db, { scope, resource: String(p), owner: fence.owner, epoch: fence.epoch } satisfies LeaseFence);
@@ -540,6 +545,7 @@ export class SqliteTransport implements Transport {
       for (let p = 0; p < next.length; p++) {
         if (next[p]! < 0) continue;
         s.setNextOffset.run(next[p]!, t.id, p);
+        t.appends[p]!++;
         if (this.#cap !== undefined) this.#trim(t.id, p, undefined, next[p]!);
       }
     }
@@ -595,7 +601,7 @@ export class SqliteTransport implements Transport {
           return r;
         });
       }
-      t = { id: row.id, name, partitions: row.partitions, rr: new RoundRobin(), listeners: new Set() };
+      t = { id: row.id, name, partitions: row.partitions, rr: new RoundRobin(), listeners: new Set(), appends: new Uint32Array(row.partitions) };
       this.#topics.set(name, t);
     }
     if (partitions !== undefined && partitions !== t.partitions) {
@@ -608,6 +614,61 @@ export class SqliteTransport implements Transport {
 
   #open(): void {
     if (this.#closed) throw new HeraldError('HERALD_ERR_CLOSED', 'sqlite transport is closed');
+  }
+}
+
+/**
+ * Per-partition read-ahead for one subscription. The reader often asks for a handful of records
+ * (one ack frees one slot); each query fetches at least `batch` and the rest is served from
+ * memory. Safe because a partition's visible records are always a gap-free run of offsets:
+ * offsets are assigned under the write lock and commit in order, so the records after a cached
+ * window's start cannot change (retention only deletes, and re-reading a deleted record once
+ * more is harmless under at-least-once).
+ *
+ * A caught-up reader is woken by every ack; to avoid one empty query per partition each time,
+ * a partition found empty stays "known empty" until this process appends to it, or for
+ * `emptyTtlMs` (half the poll period), after which appends by other processes are looked for.
+ */
+class ReadAhead {
+  readonly #windows: Array<{ rows: readonly LogRecord[]; at: number } | undefined>;
+  readonly #empty: Array<{ after: number; appends: number; at: number } | undefined>;
+  readonly #topic: TopicMeta;
+  readonly #batch: number;
+  readonly #emptyTtlMs: number;
+  readonly #clock: Clock;
+  readonly #query: (p: number, after: number, limit: number) => readonly LogRecord[];
+
+  constructor(topic: TopicMeta, batch: number, emptyTtlMs: number, clock: Clock, query: (p: number, after: number, limit: number) => readonly LogRecord[]) {
+    this.#topic = topic;
+    this.#windows = new Array(topic.partitions);
+    this.#empty = new Array(topic.partitions);
+    this.#batch = batch;
+    this.#emptyTtlMs = emptyTtlMs;
+    this.#clock = clock;
+    this.#query = query;
+  }
+
+  fetch(p: number, after: number, limit: number): readonly LogRecord[] {
+    let w = this.#windows[p];
+    if (w) {
+      // Skip what the reader has passed; the window is valid only if it resumes right after `after`.
+      while (w.at < w.rows.length && w.rows[w.at]!.offset <= after) w.at++;
+      if (w.at === 0 || w.at >= w.rows.length || w.rows[w.at - 1]!.offset !== after) w = this.#windows[p] = undefined;
+    }
+    if (!w) {
+      const e = this.#empty[p];
+      const now = this.#clock.monotonic();
+      if (e && e.after === after && e.appends === this.#topic.appends[p] && now - e.at < this.#emptyTtlMs) return [];
+      const appends = this.#topic.appends[p]!;
+      const rows = this.#query(p, after, Math.max(limit, this.#batch));
+      this.#empty[p] = rows.length === 0 ? { after, appends, at: now } : undefined;
+      if (rows.length <= limit) return rows;
+      w = this.#windows[p] = { rows, at: 0 };
+    }
+    const out = w.rows.slice(w.at, w.at + limit);
+    w.at += out.length;
+    if (w.at >= w.rows.length) this.#windows[p] = undefined;
+    return out;
   }
 }
 
