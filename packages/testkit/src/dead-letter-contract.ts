@@ -105,14 +105,24 @@ function makeEnvelope(type: string, key: string | null, i: number): CloudEvent {
   });
 }
 
-async function rejectsWith(p: () => Promise<unknown>, code: HeraldErrorCode, label: string): Promise<void> {
-  await assert.rejects(
-    async () => p(),
-    (e: unknown) => {
-      assert.ok(isHeraldError(e, code), `${label}: expected ${code}, got ${isHeraldError(e) ? e.code : String(e)}`);
-      return true;
-    },
-  );
+async function rejectsWith(p: () => unknown, code: HeraldErrorCode, label: string): Promise<void> {
+  let result: unknown;
+  try {
+    result = await p();
+  } catch (e) {
+    assert.ok(isHeraldError(e, code), `${label}: expected ${code}, got ${isHeraldError(e) ? e.code : 'a non-Herald error'}: ${String(e)}`);
+    return;
+  }
+  assert.fail(`${label}: expected a rejection with ${code}, but it succeeded (${safeShow(result)})`);
+}
+
+function safeShow(v: unknown): string {
+  try {
+    const s = JSON.stringify(v);
+    return s === undefined ? String(v) : s.length > 120 ? `${s.slice(0, 120)}…` : s;
+  } catch {
+    return String(v);
+  }
 }
 
 const ids = (es: readonly DeadLetterEntry[]): string[] => es.map((e) => e.id);

@@ -29,7 +29,7 @@ export {
   reconnectAfterBrokerRestart,
 } from './transport-contract.ts';
 export type { TransportContractOptions, TransportScenario } from './transport-contract.ts';
-export { perKeyOrderUnderParallelism, deadLetterAfterMaxAttempts, permanentErrorDeadLettersAtOnce, redriveReachesOnlyFailedGroup, parkTheKey, ContractItemEvent } from './router-scenarios.ts';
+export { perKeyOrderUnderParallelism, deadLetterAfterMaxAttempts, permanentErrorDeadLettersAtOnce, redriveReachesOnlyFailedGroup, parkTheKey, failedRedriveKeepsKeyParked, ContractItemEvent } from './router-scenarios.ts';
 export type { ContractItem } from './router-scenarios.ts';
 export { Collector, TransportHarness, withTransport, within, idOf, idsOf, SETTLE_MS } from './transport-harness.ts';
 export type { Need } from './transport-harness.ts';

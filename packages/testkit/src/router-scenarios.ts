@@ -367,6 +367,49 @@ export const parkTheKey: TransportScenario = (t, options) =>
     assert.equal(s.redriven, 3, 'stats().redriven');
   });
 
+export const failedRedriveKeepsKeyParked: TransportScenario = (t, options) =>
+  withRouter(t, options, async (r, h) => {
+    const group = h.group();
+    let broken = true;
+    await r.consumer(h.transport, group, (c) =>
+      c.handle(
+        ContractItemEvent,
+        async (data, ctx) => {
+          if (broken && data.key === 'parked' && data.seq === 0) throw new Error(`still failing (redrive: ${ctx.redrive})`);
+          r.record(group, data, ctx);
+        },
+        { topic: h.topic, name: 'parking', onDeadLetter: 'park', retry: { maxAttempts: 2, initialDelayMs: 5, jitter: 0 } },
+      ),
+    );
+    for (let seq = 0; seq < 3; seq++) await r.publish('parked', seq);
+    await waitFor(async () => (await r.deadLettersOf(group, 'parked')).length === 3, { what: () => `parked#0 dead-lettered and parked#1..2 parked${r.errorsText()}` });
+    const [head, p1, p2] = await r.deadLettersOf(group, 'parked');
+    assert.equal(await r.deadLetters.redrive({ ids: [head!.id] }), 3);
+    // The handler still fails: the head goes back to 'dead' with the new error, the rest back to 'parked'.
+    let seen: DeadLetterEntry | undefined;
+    await waitFor(
+      async () => {
+        seen = await r.deadLetters.get(head!.id);
+        return seen?.error.message === 'still failing (redrive: true)' && (await r.deadLetters.get(p2!.id))?.status === 'parked';
+      },
+      { what: () => `the failed redrive recorded (head now: ${JSON.stringify(seen && { status: seen.status, error: seen.error.message, attempts: seen.attempts })})${r.errorsText()}` },
+    );
+    await sleep(SETTLE_MS);
+    const again = await r.deadLetters.get(head!.id);
+    assert.equal(again!.status, 'dead', 'the head is dead again');
+    assert.ok(again!.attempts > head!.attempts, `attempts grow with the failed redrive (${head!.attempts} → ${again!.attempts})`);
+    assert.deepEqual([(await r.deadLetters.get(p1!.id))?.status, (await r.deadLetters.get(p2!.id))?.status], ['parked', 'parked'], 'the key’s other entries stop draining');
+    assert.deepEqual(r.handledBy(group, 'parked'), [], 'nothing of the key was handled out of order');
+    assert.deepEqual(await r.deadLetters.parkedKeys(group, h.topic), ['parked'], 'the key stays parked');
+    await r.publish('parked', 3);
+    await waitFor(async () => (await r.deadLettersOf(group, 'parked')).length === 4, { what: () => `parked#3 parked behind the rest${r.errorsText()}` });
+    broken = false;
+    await r.deadLetters.redrive({ ids: [p2!.id] });
+    await waitFor(() => r.handledBy(group, 'parked').length === 4, { what: () => `the key drained after the fix (handled ${preview(r.handledBy(group, 'parked').map((x) => `#${x.seq}`))})${r.errorsText()}` });
+    assert.deepEqual(seqs(r.handledBy(group, 'parked')), [0, 1, 2, 3], 'drained in order');
+    await waitFor(async () => (await r.deadLetters.parkedKeys(group, h.topic)).length === 0, { what: 'the key unparked' });
+  });
+
 /** Router-level scenarios, by name, in the order the suite runs them. */
 export const routerScenarios: Readonly<Record<string, TransportScenario>> = Object.freeze({
   'per-key order under parallelism (16 keys × 50, concurrency 8)': perKeyOrderUnderParallelism,
@@ -374,4 +417,5 @@ export const routerScenarios: Readonly<Record<string, TransportScenario>> = Obje
   'a PermanentError goes to dead letters after one attempt': permanentErrorDeadLettersAtOnce,
   'redrive reaches only the failed group': redriveReachesOnlyFailedGroup,
   "park the key: later messages parked in order, redrive drains them and unparks": parkTheKey,
+  'a redrive that fails again keeps the key parked; a later one drains it': failedRedriveKeepsKeyParked,
 });
