@@ -125,6 +125,7 @@ const MIGRATIONS: readonly string[] = [
     key TEXT NOT NULL,
     partition INTEGER NOT NULL,
     draining INTEGER NOT NULL DEFAULT 0,
+    parked_by INTEGER, -- the dead letter that parked the key: later messages are parked behind it
     UNIQUE (grp, topic, key)
   );
   `,

@@ -104,10 +104,10 @@ export class SqliteDeadLetterStore implements DeadLetterStore {
       if (options.park && entry.key !== null) {
         this.database
           .statement(
-            `INSERT INTO herald_parked_keys (grp, topic, key, partition, draining) VALUES (?, ?, ?, ?, 0)
-             ON CONFLICT (grp, topic, key) DO UPDATE SET partition = excluded.partition, draining = 0`,
+            `INSERT INTO herald_parked_keys (grp, topic, key, partition, draining, parked_by) VALUES (?, ?, ?, ?, 0, ?)
+             ON CONFLICT (grp, topic, key) DO UPDATE SET partition = excluded.partition, draining = 0, parked_by = excluded.parked_by`,
           )
-          .run(entry.group, entry.topic, entry.key, entry.partition);
+          .run(entry.group, entry.topic, entry.key, entry.partition, Number(stored.id));
       }
       return stored;
     });
@@ -120,10 +120,8 @@ export class SqliteDeadLetterStore implements DeadLetterStore {
       if (entry.key === null) throw new HeraldError('HERALD_ERR_INVALID_ARGUMENT', 'only a message with a key can be parked');
       const park = this.#parkRow(entry.group, entry.topic, entry.key);
       if (!park) throw new HeraldError('HERALD_ERR_NOT_FOUND', `key "${entry.key}" is not parked in group "${entry.group}" on topic "${entry.topic}"`);
-      const head = this.database
-        .statement(`SELECT id FROM herald_dead_letters WHERE grp = ? AND topic = ? AND key = ? ORDER BY id LIMIT 1`)
-        .get(entry.group, entry.topic, entry.key) as { id: number } | undefined;
-      return this.#insert(entry, park.draining ? 'redrive' : 'parked', head ? formatId(head.id) : null);
+      // Parked behind the dead letter that parked the key (not an older dead letter of the same key).
+      return this.#insert(entry, park.draining ? 'redrive' : 'parked', park.parked_by === null ? null : formatId(park.parked_by));
     });
   }
 
@@ -347,9 +345,9 @@ export class SqliteDeadLetterStore implements DeadLetterStore {
     });
   }
 
-  #parkRow(group: string, topic: string, key: string): { draining: number } | undefined {
-    return this.database.statement(`SELECT draining FROM herald_parked_keys WHERE grp = ? AND topic = ? AND key = ?`).get(group, topic, key) as
-      | { draining: number }
+  #parkRow(group: string, topic: string, key: string): { draining: number; parked_by: number | null } | undefined {
+    return this.database.statement(`SELECT draining, parked_by FROM herald_parked_keys WHERE grp = ? AND topic = ? AND key = ?`).get(group, topic, key) as
+      | { draining: number; parked_by: number | null }
       | undefined;
   }
 
