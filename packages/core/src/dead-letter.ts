@@ -131,7 +131,7 @@ export type FenceCheck = (fence: LeaseFence) => boolean | Promise<boolean>;
 export class MemoryDeadLetterStore implements DeadLetterStore {
   readonly #entries = new Map<string, DeadLetterEntry>();
   /** `${group}\0${topic}\0${key}` → draining */
-  readonly #parked = new Map<string, { draining: boolean; partition: number }>();
+  readonly #parked = new Map<string, { draining: boolean; partition: number; parkedBy: string }>();
   #seq = 0;
   readonly #fenceCheck: FenceCheck | undefined;
   #closed = false;
@@ -145,7 +145,7 @@ export class MemoryDeadLetterStore implements DeadLetterStore {
     await this.#checkFence(options.fence);
     const stored = this.#store(entry, 'dead', null);
     if (options.park && entry.key !== null) {
-      this.#parked.set(parkKey(entry.group, entry.topic, entry.key), { draining: false, partition: entry.partition });
+      this.#parked.set(parkKey(entry.group, entry.topic, entry.key), { draining: false, partition: entry.partition, parkedBy: stored.id });
     }
     return stored;
   }
@@ -155,8 +155,8 @@ export class MemoryDeadLetterStore implements DeadLetterStore {
     if (entry.key === null) throw new HeraldError('HERALD_ERR_INVALID_ARGUMENT', 'only a message with a key can be parked');
     const park = this.#parked.get(parkKey(entry.group, entry.topic, entry.key));
     if (!park) throw new HeraldError('HERALD_ERR_NOT_FOUND', `key "${entry.key}" is not parked in group "${entry.group}" on topic "${entry.topic}"`);
-    const head = [...this.#entries.values()].find((e) => e.group === entry.group && e.topic === entry.topic && e.key === entry.key);
-    return this.#store(entry, park.draining ? 'redrive' : 'parked', head?.id ?? null);
+    // Behind the dead letter that parked the key, not an older dead letter of the same key.
+    return this.#store(entry, park.draining ? 'redrive' : 'parked', park.parkedBy);
   }
 
   async parkedKeys(group: string, topic: string, partition?: number): Promise<readonly string[]> {
