@@ -18,6 +18,7 @@ export {
   consumerGroupSplitsAndRebalances,
   redeliveryOnNack,
   redeliveryAfterMemberLost,
+  redeliveryAfterMemberTransportClosed,
   newGroupReplaysFromStart,
   concurrentPublishers,
   payloadLimit,

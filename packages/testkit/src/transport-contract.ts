@@ -284,6 +284,34 @@ export const redeliveryAfterMemberLost: TransportScenario = (t, options) =>
     assertDelivered([], cc.ids(), { label: 'after B acked everything, nothing is redelivered' });
   });
 
+export const redeliveryAfterMemberTransportClosed: TransportScenario = (t, options) =>
+  withTransport(t, options, ['consumerGroups', 'multiProcess'], async (h) => {
+    const peer = await h.peer();
+    if (peer === h.transport) {
+      t.skip('needs createInGroup to return another transport instance (multiProcess is declared)');
+      return;
+    }
+    const group = h.group();
+    const a = h.subscribe(h.transport, { group });
+    const ca = h.consume(a, 'A (never acks)', () => {});
+    const b = h.subscribe(peer, { group });
+    const cb = h.consume(b, 'B (other instance)');
+    const P = await h.partitions();
+    await h.waitAssigned([a, b], P, 'members on two transport instances split the partitions', P >= 2);
+    const msgs = h.messages(0, 60, (i) => `key-${i}`);
+    await peer.publish(h.topic, msgs);
+    await h.waitIds([ca, cb], idsOf(msgs), 'first deliveries');
+    const held = ca.ids();
+    if (P >= 2) assert.ok(held.length > 0, 'A received some messages (otherwise the scenario proves nothing)');
+    // A's whole process goes away: its transport closes with deliveries unsettled.
+    await within(h.transport.close({ timeoutMs: 100 }), 1500, 'closing A’s transport with unacked deliveries');
+    await within(a.closed, 1000, 'A’s subscription closed with its transport');
+    await h.waitIds([cb], held, 'the other instance receives what A’s process held unacked');
+    await h.waitAssigned([b], P, 'B owns every partition');
+    await sleep(SETTLE_MS);
+    assertDelivered(idsOf(msgs), cb.ids(), { label: 'B: its own messages plus those A’s process left unacked, each once' });
+  });
+
 export const newGroupReplaysFromStart: TransportScenario = (t, options) =>
   withTransport(t, options, ['replay'], async (h) => {
     const P = await h.partitions();
@@ -525,6 +553,7 @@ export const transportScenarios: Readonly<Record<string, TransportScenario>> = O
   'a consumer group splits work and rebalances when a member joins and leaves': consumerGroupSplitsAndRebalances,
   'redelivery on nack (attempt grows, delay kept); ack and reject settle once': redeliveryOnNack,
   'redelivery of a lost member’s unacked messages to the survivor': redeliveryAfterMemberLost,
+  'redelivery when a member’s whole transport (process) closes without acking': redeliveryAfterMemberTransportClosed,
   'a new group replays from the start; latest starts at the head': newGroupReplaysFromStart,
   'concurrent publishers: 8 × 50, nothing lost, each in order': concurrentPublishers,
   'payload of exactly maxPayloadBytes accepted, one byte more refused before sending': payloadLimit,

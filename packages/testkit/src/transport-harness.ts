@@ -34,7 +34,7 @@ export interface TransportContractOptions {
 export type TransportScenario = (t: TestContext, options: TransportContractOptions) => Promise<void>;
 
 /** A capability a scenario needs: a `true` boolean capability, a finite payload limit, or a harness hook. */
-export type Need = 'consumerGroups' | 'replay' | 'persistent' | 'finitePayloadLimit' | 'restartBroker';
+export type Need = 'consumerGroups' | 'replay' | 'persistent' | 'multiProcess' | 'finitePayloadLimit' | 'restartBroker';
 
 /** How long the suites wait after a set is complete, to catch extra or duplicate deliveries. */
 export const SETTLE_MS = 150;
