@@ -9,6 +9,7 @@
  * partition stops fetching while `maxUncommittedPerPartition` of its delivered messages are
  * above the committed position.
  */
+import { setMaxListeners } from 'node:events';
 import { type Clock, systemClock } from './clock.ts';
 import type { CloudEvent } from './envelope.ts';
 import { decodeEnvelope } from './envelope.ts';
@@ -167,9 +168,12 @@ export class LogSubscription implements Subscription {
       return;
     }
     if (this.#closing || this.#parts.has(partition)) return;
+    const controller = new AbortController();
+    // The router's queued and retrying deliveries of this partition listen on it (bounded by maxInFlight).
+    setMaxListeners(0, controller.signal);
     this.#parts.set(partition, {
       partition,
-      controller: new AbortController(),
+      controller,
       tracker: new OffsetTracker(committed),
       fence: grant,
       readPos: committed,

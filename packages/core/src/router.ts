@@ -19,6 +19,7 @@
  * Redrive: the member owning a dead letter's partition picks entries marked for redrive from
  * the DeadLetterStore and runs them through the same handler, in the key's lane.
  */
+import { setMaxListeners } from 'node:events';
 import { type Clock, type Random, systemClock, systemRandom } from './clock.ts';
 import type { DeadLetterEntry, DeadLetterStore, NewDeadLetter } from './dead-letter.ts';
 import { type MessageDefinition, versionOf } from './definitions.ts';
@@ -214,6 +215,8 @@ class ConsumerRuntime implements Consumer {
     this.#defaultRetry = resolveRetry(DEFAULT_RETRY, options.retry);
     this.#defaultTimeout = options.timeoutMs ?? 30_000;
     this.#validate = options.validate ?? true;
+    // Every running attempt listens on these; the bound is `concurrency`, not a leak.
+    setMaxListeners(0, this.#drain.signal, this.#hard.signal);
   }
 
   handle<T>(definition: MessageDefinition<T>, handler: (data: T, ctx: MessageContext) => Promise<void> | void, options: HandlerOptions = {}): this {
