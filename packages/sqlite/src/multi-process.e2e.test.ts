@@ -47,6 +47,25 @@ async function waitFor(cond: () => boolean, what: string, timeoutMs: number): Pr
   }
 }
 
+async function assignment(m: Member): Promise<number[]> {
+  const before = m.messages.length;
+  m.child.send({ type: 'assignment' });
+  await waitFor(() => m.messages.slice(before).some((x) => x.type === 'assignment'), `assignment of ${m.name}`, 2000);
+  return m.messages.slice(before).find((x) => x.type === 'assignment')!.partitions as number[];
+}
+
+/** Waits until every member owns a share and together they own every partition. */
+async function waitBalanced(members: Member[], partitions: number): Promise<number[][]> {
+  const end = Date.now() + 15_000;
+  for (;;) {
+    const owned = await Promise.all(members.map(assignment));
+    const all = owned.flat();
+    if (owned.every((o) => o.length > 0) && new Set(all).size === partitions && all.length === partitions) return owned;
+    if (Date.now() > end) throw new Error(`group did not balance within 15 s: ${JSON.stringify(owned)}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
 function stop(m: Member): Promise<void> {
   if (m.child.exitCode !== null || m.child.signalCode !== null) return Promise.resolve();
   return new Promise((resolve) => {
@@ -80,6 +99,9 @@ test('3 processes, one group, one file: SIGKILL of a member mid-stream loses not
   const env = { MP_DB: db, MP_RESULTS: resultsPath, MP_TOPIC: topic, MP_LEASE_MS: '1000' };
   const members = await Promise.all(['m0', 'm1', 'm2'].map((n) => startMember(n, env)));
   try {
+    const owned = await waitBalanced(members, PARTITIONS);
+    t.diagnostic(`balanced: ${owned.map((o, i) => `m${i}=[${o.join(',')}]`).join(' ')}`);
+    const byM0 = results.prepare("SELECT count(*) AS n FROM handled WHERE member = 'm0'");
     const distinct = results.prepare('SELECT count(*) AS n FROM (SELECT DISTINCT k, seq FROM handled)');
     const handledCount = (): number => (distinct.get() as { n: number }).n;
     // Publish in batches while the members consume; kill m0 a quarter of the way in.
@@ -95,12 +117,17 @@ test('3 processes, one group, one file: SIGKILL of a member mid-stream loses not
         await new Promise((r) => setTimeout(r, 2));
       }
     })();
-    await waitFor(() => handledCount() >= N / 4, 'a quarter handled before the kill', 60_000);
+    // Kill m0 while it is working: once it has handled a share and before the stream ends.
+    await waitFor(() => (byM0.get() as { n: number }).n >= N / 20, 'm0 to handle a share before the kill', 60_000);
     members[0]!.child.kill('SIGKILL');
     killedAt = handledCount();
     await publishing;
     await waitFor(() => handledCount() === N, `all ${N} messages handled (have ${handledCount()})`, 120_000);
 
+    for (const m of members) {
+      const errors = m.messages.filter((x) => x.type === 'error');
+      if (errors.length) t.diagnostic(`${m.name} reported ${errors.length} handled error(s): ${[...new Set(errors.map((e) => e.code))].join(', ')}`);
+    }
     const rows = results.prepare('SELECT member, k, seq FROM handled ORDER BY id').all() as Array<{ member: string; k: string; seq: number }>;
     const first = new Map<string, string>();
     const orderByKey = new Map<string, number[]>();
@@ -128,9 +155,13 @@ test('3 processes, one group, one file: SIGKILL of a member mid-stream loses not
       assert.deepEqual(seqs, expected, `first handlings of key ${k} out of order`);
       assert.ok(seqs.length === perKey || seqs.length === perKey - 1);
     }
+    const perMember = results.prepare('SELECT member, count(*) AS n FROM handled GROUP BY member ORDER BY member').all() as Array<{ member: string; n: number }>;
+    const byMember = Object.fromEntries(perMember.map((r) => [r.member, r.n]));
+    assert.ok((byMember.m0 ?? 0) > 0 && (byMember.m1 ?? 0) > 0 && (byMember.m2 ?? 0) > 0, `every member handled a share: ${JSON.stringify(byMember)}`);
     for (const [by, n] of duplicateFirstBy) assert.equal(by, 'm0', `${n} duplicate(s) first handled by surviving member ${by}: only the killed member's uncommitted window may repeat`);
-    t.diagnostic(`messages ${N}, handled rows ${rows.length}, duplicates ${duplicates} (all from the killed member m0's uncommitted window), handled when killed ${killedAt}`);
-    console.log(`# multi-process kill: ${N} messages over ${KEYS} keys, 3 members; m0 SIGKILLed at ${killedAt} handled; duplicates ${duplicates}, all first handled by m0`);
+    const summary = `${N} messages over ${KEYS} keys, 3 members; m0 SIGKILLed when ${killedAt} were handled; rows per member ${JSON.stringify(byMember)}; duplicates ${duplicates}, all first handled by the killed m0`;
+    t.diagnostic(summary);
+    console.log(`# multi-process kill: ${summary}`);
   } finally {
     await Promise.all(members.map(stop));
     await transport.close();

@@ -175,6 +175,7 @@ export class SqliteTransport implements Transport {
   #publishTransactions = 0;
   #publishCalls = 0;
   #publishedMessages = 0;
+  #dv: number | undefined;
   readonly #s: {
     topicByName: Statement<[string], { id: number; partitions: number }>;
     insertTopic: Statement<[string, number, number]>;
@@ -195,6 +196,7 @@ export class SqliteTransport implements Transport {
     dropped: Statement<[number, string], { dropped: number }>;
     droppedTotal: Statement<[number], { dropped: number | null }>;
     allTopics: Statement<[], { id: number; name: string; partitions: number }>;
+    dataVersion: Statement<[]>;
   };
 
   constructor(options: SqliteTransportOptions) {
@@ -277,6 +279,7 @@ export class SqliteTransport implements Transport {
       dropped: db.prepare(`SELECT dropped FROM herald_retention_dropped WHERE topic_id = ? AND grp = ?`),
       droppedTotal: db.prepare(`SELECT sum(dropped) AS dropped FROM herald_retention_dropped WHERE topic_id = ?`),
       allTopics: db.prepare(`SELECT id, name, partitions FROM herald_topics ORDER BY id`),
+      dataVersion: db.prepare(`PRAGMA data_version`).pluck(),
     };
 
     if (this.#maxAgeMs !== undefined) {
@@ -357,13 +360,18 @@ export class SqliteTransport implements Transport {
       }
     });
     const scope = `log:${topic}:${group}`;
-    const readAhead = new ReadAhead(t, this.#fetchBatch ?? 256, Math.max(1, this.#pollMs / 2), this.#clock, (p, after, limit) =>
-      db.read(() => (s.fetch.all(t.id, p, after, limit) as [number, string | null, unknown][]).map(toRecord)),
+    const readAhead = new ReadAhead(
+      t,
+      this.#fetchBatch ?? 256,
+      () => this.#dataVersion(),
+      (p, after, limit) => db.read(() => (s.fetch.all(t.id, p, after, limit) as [number, string | null, unknown][]).map(toRecord)),
     );
     const source: LogSource = {
       partitions: t.partitions,
       committed: (p) => db.read(() => s.committed.get(t.id, group, p)?.committed ?? -1),
-      head: (p) => db.read(() => (s.nextOffset.get(t.id, p)?.next_offset ?? 0) - 1),
+      // Where a 'latest' group starts: the head as of the group's registration (above), so records
+      // published between subscribe() and the partition's assignment are not skipped.
+      head: (p) => db.read(() => s.committed.get(t.id, group, p)?.committed ?? (s.nextOffset.get(t.id, p)?.next_offset ?? 0) - 1),
       fetch: (p, after, limit) => readAhead.fetch(p, after, limit),
       commit: (p, offset, fence) => {
         db.immediate(() => {
@@ -615,6 +623,20 @@ export class SqliteTransport implements Transport {
   #open(): void {
     if (this.#closed) throw new HeraldError('HERALD_ERR_CLOSED', 'sqlite transport is closed');
   }
+
+  /**
+   * `PRAGMA data_version`: changes when another connection (another process, or another
+   * transport in this one) committed. Read at most once per turn of the event loop.
+   */
+  #dataVersion(): number {
+    if (this.#dv === undefined) {
+      this.#dv = this.database.read(() => this.#s.dataVersion.get() as number);
+      setImmediate(() => {
+        this.#dv = undefined;
+      });
+    }
+    return this.#dv;
+  }
 }
 
 /**
@@ -626,25 +648,23 @@ export class SqliteTransport implements Transport {
  * more is harmless under at-least-once).
  *
  * A caught-up reader is woken by every ack; to avoid one empty query per partition each time,
- * a partition found empty stays "known empty" until this process appends to it, or for
- * `emptyTtlMs` (half the poll period), after which appends by other processes are looked for.
+ * a partition found empty stays "known empty" until this transport appends to it or another
+ * connection commits anything (`PRAGMA data_version` moves).
  */
 class ReadAhead {
   readonly #windows: Array<{ rows: readonly LogRecord[]; at: number } | undefined>;
-  readonly #empty: Array<{ after: number; appends: number; at: number } | undefined>;
+  readonly #empty: Array<{ after: number; appends: number; dataVersion: number } | undefined>;
   readonly #topic: TopicMeta;
   readonly #batch: number;
-  readonly #emptyTtlMs: number;
-  readonly #clock: Clock;
+  readonly #dataVersion: () => number;
   readonly #query: (p: number, after: number, limit: number) => readonly LogRecord[];
 
-  constructor(topic: TopicMeta, batch: number, emptyTtlMs: number, clock: Clock, query: (p: number, after: number, limit: number) => readonly LogRecord[]) {
+  constructor(topic: TopicMeta, batch: number, dataVersion: () => number, query: (p: number, after: number, limit: number) => readonly LogRecord[]) {
     this.#topic = topic;
     this.#windows = new Array(topic.partitions);
     this.#empty = new Array(topic.partitions);
     this.#batch = batch;
-    this.#emptyTtlMs = emptyTtlMs;
-    this.#clock = clock;
+    this.#dataVersion = dataVersion;
     this.#query = query;
   }
 
@@ -656,12 +676,12 @@ class ReadAhead {
       if (w.at === 0 || w.at >= w.rows.length || w.rows[w.at - 1]!.offset !== after) w = this.#windows[p] = undefined;
     }
     if (!w) {
-      const e = this.#empty[p];
-      const now = this.#clock.monotonic();
-      if (e && e.after === after && e.appends === this.#topic.appends[p] && now - e.at < this.#emptyTtlMs) return [];
       const appends = this.#topic.appends[p]!;
+      const dataVersion = this.#dataVersion();
+      const e = this.#empty[p];
+      if (e && e.after === after && e.appends === appends && e.dataVersion === dataVersion) return [];
       const rows = this.#query(p, after, Math.max(limit, this.#batch));
-      this.#empty[p] = rows.length === 0 ? { after, appends, at: now } : undefined;
+      this.#empty[p] = rows.length === 0 ? { after, appends, dataVersion } : undefined;
       if (rows.length <= limit) return rows;
       w = this.#windows[p] = { rows, at: 0 };
     }
