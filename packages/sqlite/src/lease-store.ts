@@ -167,7 +167,9 @@ export function leaseLost(fence: LeaseFence, row: { owner: string | null; epoch:
   return new HeraldError(
     'HERALD_ERR_LEASE_LOST',
     `write refused: lease ${fence.scope}/${fence.resource} epoch ${fence.epoch} of "${fence.owner}" is no longer current` +
-      (row ? ` (now ${row.owner === null ? 'released' : `"${row.owner}"`} at epoch ${row.epoch})` : ' (no such lease)'),
+      (row
+        ? ` (now ${row.owner === null ? 'released' : `"${row.owner}"`} at epoch ${row.epoch})`
+        : ' (no such lease in this database file: fenced writes must use the file the leases live in, or a fenceCheck)'),
     { details: { ...fence, currentOwner: row?.owner ?? null, currentEpoch: row?.epoch ?? null } },
   );
 }

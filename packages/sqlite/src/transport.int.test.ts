@@ -396,6 +396,16 @@ describe('SqliteTransport', () => {
     const got = await collect(again, 4);
     assert.deepEqual(got.map((d) => d.position), ['8', '9', '10', '11']);
     await again.close();
+    await waitFor(() => committed(capped, topic, 'slow') === 11, 'slow to commit 11');
+    // now fast (at 9) is the slowest; once it is forgotten, age retention passes it
+    clock.advance(5000);
+    assert.deepEqual(t.runRetention(), { deleted: 2 }, 'up to fast’s offset 9');
+    assert.equal(t.forgetGroup(topic, 'nobody'), false);
+    assert.equal(t.forgetGroup(topic, 'fast'), true);
+    assert.deepEqual(t.runRetention(), { deleted: 2 }, 'then up to slow’s offset 11');
+    assert.deepEqual(offsetsIn(t, topic), []);
+    const [r] = await t.publish(topic, [{ envelope: event(12), key: 'k' }]);
+    assert.equal(r!.position, '12', 'offsets never restart, even in an emptied partition');
   });
 
   it('close() drains queued publishes, is idempotent, and later calls fail with HERALD_ERR_CLOSED', async () => {

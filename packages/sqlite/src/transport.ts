@@ -416,6 +416,22 @@ export class SqliteTransport implements Transport {
   }
 
   /**
+   * Forgets `group` on `topic`: its committed offsets and dropped counts are deleted, so
+   * retention stops waiting for it. A member still running re-creates its offsets at its next
+   * commit. Returns whether the group was known.
+   */
+  forgetGroup(topic: string, group: string): boolean {
+    this.#open();
+    const row = this.database.read(() => this.#s.topicByName.get(topic));
+    if (!row) return false;
+    return this.database.immediate(() => {
+      const n = this.database.statement(`DELETE FROM herald_offsets WHERE topic_id = ? AND grp = ?`).run(row.id, group).changes;
+      this.database.statement(`DELETE FROM herald_retention_dropped WHERE topic_id = ? AND grp = ?`).run(row.id, group);
+      return n > 0;
+    });
+  }
+
+  /**
    * Applies retention to every topic in the file now (it also runs every `intervalMs` when
    * `maxAgeMs` is set): deletes records older than `maxAgeMs` up to the slowest group's
    * committed offset, and enforces the hard cap. One short write transaction per topic.
