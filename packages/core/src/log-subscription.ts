@@ -341,7 +341,12 @@ export class LogSubscription implements Subscription {
           }
           if (records.length > 0) fetchedAny = true;
         }
-        if (fetchedAny) this.#pumpAgain = true;
+        if (fetchedAny) {
+          this.#pumpAgain = true;
+          // Yield to the event loop between rounds: with fast handlers everything else is
+          // microtasks, and timers (commits, lease heartbeats) would starve under load.
+          await new Promise<void>((resolve) => setImmediate(resolve));
+        }
       } while (this.#pumpAgain && !this.#closing && this.#inFlight < this.#maxInFlight);
     } finally {
       this.#pumping = false;
