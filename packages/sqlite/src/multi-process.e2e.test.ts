@@ -169,3 +169,71 @@ test('3 processes, one group, one file: SIGKILL of a member mid-stream loses not
     rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test('a stalled member (SIGSTOP past its lease, then SIGCONT) cannot commit for partitions it lost', { timeout: 60_000 }, async (t) => {
+  const { dir, db, results, resultsPath } = setup();
+  const topic = 'mp-stall';
+  const transport = createSqliteTransport({ path: db });
+  await transport.ensureTopic(topic, { partitions: PARTITIONS });
+  const env = { MP_DB: db, MP_RESULTS: resultsPath, MP_TOPIC: topic, MP_LEASE_MS: '1000' };
+  const [a, b] = await Promise.all(['A', 'B'].map((n) => startMember(n, env))) as [Member, Member];
+  const log = new Database(db, { readonly: true });
+  try {
+    const [ownedA] = await waitBalanced([a, b], PARTITIONS);
+    let key = '';
+    for (let i = 0; key === ''; i++) if (ownedA!.includes(partitionForKey(`stall-${i}`, PARTITIONS))) key = `stall-${i}`;
+    const partition = partitionForKey(key, PARTITIONS);
+    const send = (seq: number, stall = false) =>
+      transport.publish(topic, [{ key, envelope: createEnvelope({ type: 'mp.item', source: 'mp-test', data: { k: key, seq, ...(stall ? { stall } : {}) } }) }]);
+
+    // A takes the first message and stops (SIGSTOP) before it can ack or commit it.
+    let stopped = false;
+    a.child.on('message', (m: { type?: string }) => {
+      if (m.type === 'stalling' && !stopped) {
+        stopped = true;
+        a.child.kill('SIGSTOP');
+      }
+    });
+    await send(0, true);
+    await waitFor(() => stopped, 'A to stall on the first message', 5000);
+    for (let seq = 1; seq < 10; seq++) await send(seq);
+
+    // B takes the partition once A's lease expires, and handles everything from A's committed position.
+    const rowsOf = (member: string) =>
+      results.prepare('SELECT seq FROM handled WHERE member = ? AND k = ? ORDER BY id').all(member, key).map((r) => (r as { seq: number }).seq);
+    await waitFor(() => rowsOf('B').length >= 10, 'B to handle the stalled partition', 10_000);
+    assert.deepEqual(rowsOf('B'), [0, 1, 2, 3, 4, 5, 6, 7, 8, 9], 'B handles the message A never committed, then the rest, in order');
+    const committedOf = () =>
+      (log.prepare("SELECT o.committed FROM herald_offsets o JOIN herald_topics t ON t.id = o.topic_id WHERE t.name = ? AND o.grp = 'g' AND o.partition = ?").get(topic, partition) as { committed: number }).committed;
+    const head = (log.prepare('SELECT max(l.offset) AS o FROM herald_log l JOIN herald_topics t ON t.id = l.topic_id WHERE t.name = ? AND l.partition = ?').get(topic, partition) as { o: number }).o;
+    await waitFor(() => committedOf() === head, 'B to commit the head of the partition', 3000);
+
+    const epochOf = () =>
+      (log.prepare("SELECT epoch FROM herald_leases WHERE scope = ? AND resource = ?").get(`log:${topic}:g`, String(partition)) as { epoch: number }).epoch;
+    const epochWhileStopped = epochOf();
+
+    // A wakes up. Its ack of the stalled message must not move the group's position; if the group
+    // hands the partition back to A (it rejoined), that is a new lease from B's committed offset.
+    a.child.kill('SIGCONT');
+    await waitFor(() => a.messages.some((m) => m.type === 'resumed'), 'A to resume', 5000);
+    await new Promise((r) => setTimeout(r, 1500)); // a few lease rounds: room for any late commit by A
+    assert.equal(committedOf(), head, `the committed offset of partition ${partition} stays at B's ${head}`);
+    const owners = await Promise.all([a, b].map(assignment));
+    const ownerNow = owners[0]!.includes(partition) ? 'A' : owners[1]!.includes(partition) ? 'B' : 'nobody';
+    if (ownerNow === 'A') assert.ok(epochOf() > epochWhileStopped, 'A owns the partition again only under a newer lease epoch');
+    await send(10);
+    await waitFor(() => rowsOf('A').length + rowsOf('B').length === 12, 'seq 10 handled once', 5000);
+    assert.deepEqual(rowsOf('A').filter((x) => x !== 10), [0], 'A re-handled nothing it had lost');
+    assert.deepEqual(rowsOf('B').filter((x) => x !== 10), [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]);
+    await waitFor(() => committedOf() > head, 'the group to commit past seq 10', 2000);
+    const fenced = a.messages.filter((m) => m.type === 'error' && m.code === 'HERALD_ERR_LEASE_LOST').length;
+    t.diagnostic(`partition ${partition}: A stalled with seq 0 unacked; B re-handled it and committed ${head}; after SIGCONT the partition is with ${ownerNow} (lease epoch ${epochWhileStopped} → ${epochOf()}); A's late writes refused by fencing: ${fenced}`);
+  } finally {
+    if (a.child.signalCode === null && a.child.exitCode === null) a.child.kill('SIGCONT');
+    await Promise.all([a, b].map(stop));
+    log.close();
+    await transport.close();
+    results.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
