@@ -48,6 +48,47 @@ describe('openDatabase', () => {
     );
   });
 
+  it('immediateAsync waits for another connection’s write lock without blocking the event loop, then runs once', async () => {
+    const { path, cleanup } = tempDbPath();
+    cleanups.push(cleanup);
+    const a = openDatabase({ path });
+    const b = openDatabase({ path, busyTimeoutMs: 2000 });
+    a.db.exec('BEGIN IMMEDIATE');
+    let runs = 0;
+    const pending = b.immediateAsync(() => {
+      runs++;
+      b.db.exec(`INSERT INTO herald_members VALUES ('s', 'async', 0)`);
+      return 'written';
+    });
+    let ticks = 0;
+    await new Promise<void>((resolve) => {
+      const t = setInterval(() => {
+        if (++ticks === 5) {
+          clearInterval(t);
+          resolve();
+        }
+      }, 2);
+    });
+    assert.equal(runs, 0, 'nothing ran while the lock was held');
+    assert.equal(ticks, 5, 'timers kept firing while the writer waited');
+    a.db.exec('COMMIT');
+    assert.equal(await pending, 'written');
+    assert.equal(runs, 1);
+    assert.equal(b.writeTransactions, 1);
+
+    const c = openDatabase({ path, busyTimeoutMs: 30 });
+    a.db.exec('BEGIN IMMEDIATE');
+    const t0 = performance.now();
+    await assert.rejects(
+      c.immediateAsync(() => 1),
+      (e) => isHeraldError(e, 'HERALD_ERR_STORAGE') && e.retryable && /busy/.test(e.message),
+    );
+    assert.ok(performance.now() - t0 >= 25);
+    a.db.exec('ROLLBACK');
+    assert.equal(await c.immediateAsync(() => 2), 2);
+    for (const d of [a, b, c]) d.close();
+  });
+
   it('rejects bad options', () => {
     assert.throws(() => openDatabase({ path: '' }), (e) => isHeraldError(e, 'HERALD_ERR_INVALID_ARGUMENT'));
     assert.throws(() => openDatabase({ path: 'x', synchronous: 'OFF' as 'FULL' }), (e) => isHeraldError(e, 'HERALD_ERR_INVALID_ARGUMENT'));

@@ -7,6 +7,10 @@
  * the writer); every write transaction is `BEGIN IMMEDIATE`, so it takes the write lock before
  * it reads anything and never fails half-way with `SQLITE_BUSY_SNAPSHOT`. A writer that finds
  * the lock taken waits up to `busyTimeoutMs`, then fails with `HERALD_ERR_STORAGE` (retryable).
+ * Asynchronous writers (`immediateAsync`: publish, offset commits, leases, dead letters) wait
+ * without blocking the event loop: they try the lock, and retry on a short timer while another
+ * connection holds it. Synchronous writers (`immediate`: topic creation, subscribe, migrations)
+ * block in SQLite's own busy handler.
  *
  * Schema versions are kept in a `herald_meta` table rather than `PRAGMA user_version`: the
  * design puts a service's own tables (and its outbox) in the same file, and the service's
@@ -34,6 +38,9 @@ export interface OpenDatabaseOptions {
   /** How long a writer waits for the write lock held by another connection, ms (default 5000). 0 fails at once. */
   readonly busyTimeoutMs?: number;
 }
+
+/** `tryImmediate` could not take the write lock. */
+export const BUSY: unique symbol = Symbol('herald.sqlite.busy');
 
 /** The schema version this code writes and understands. */
 export const SCHEMA_VERSION = 1;
@@ -140,8 +147,11 @@ export class SqliteDatabase {
   readonly db: Database.Database;
   readonly path: string;
   readonly synchronous: SqliteSynchronous;
+  readonly busyTimeoutMs: number;
   readonly #runner: Database.Transaction<(fn: () => unknown) => unknown>;
   readonly #statements = new Map<string, Database.Statement>();
+  readonly #noWait: Database.Statement;
+  readonly #wait: Database.Statement;
   #writeTransactions = 0;
   #closed = false;
 
@@ -159,6 +169,7 @@ export class SqliteDatabase {
     }
     this.path = options.path;
     this.synchronous = synchronous;
+    this.busyTimeoutMs = busyTimeoutMs;
     let db: Database.Database;
     try {
       db = new Database(options.path, { timeout: busyTimeoutMs });
@@ -179,6 +190,8 @@ export class SqliteDatabase {
         typeof haystack === 'string' && typeof needle === 'string' && haystack.toLowerCase().includes(needle.toLowerCase()) ? 1 : 0,
       );
       this.#runner = db.transaction((fn: () => unknown) => fn());
+      this.#noWait = db.prepare('PRAGMA busy_timeout = 0');
+      this.#wait = db.prepare(`PRAGMA busy_timeout = ${busyTimeoutMs}`);
       this.#migrate();
     } catch (e) {
       db.close();
@@ -215,12 +228,57 @@ export class SqliteDatabase {
    */
   immediate<T>(fn: () => T): T {
     this.assertOpen();
-    if (!this.db.inTransaction) this.#writeTransactions++;
+    const outer = !this.db.inTransaction;
     try {
-      return this.#runner.immediate(fn) as T;
+      const value = this.#runner.immediate(fn) as T;
+      if (outer) this.#writeTransactions++;
+      return value;
     } catch (e) {
       if (isHeraldError(e)) throw e;
       throw storageError('SQLite write transaction failed', e);
+    }
+  }
+
+  /**
+   * `immediate()` for asynchronous callers: when another connection holds the write lock, waits
+   * for it on a timer (1 ms, growing to 8 ms) instead of blocking the event loop, up to
+   * `busyTimeoutMs`; then `HERALD_ERR_STORAGE` (retryable). `fn` runs once, when the lock is held.
+   * The retry timer is real time (it paces I/O, it is not part of Herald's semantics).
+   */
+  async immediateAsync<T>(fn: () => T): Promise<T> {
+    const first = this.tryImmediate(fn);
+    if (first !== BUSY) return first;
+    const deadline = performance.now() + this.busyTimeoutMs;
+    for (let delay = 1; ; delay = Math.min(8, delay * 2)) {
+      if (performance.now() >= deadline) {
+        throw new HeraldError('HERALD_ERR_STORAGE', `SQLite write lock on "${this.path}" stayed busy for ${this.busyTimeoutMs} ms`, { details: { sqliteCode: 'SQLITE_BUSY' } });
+      }
+      await new Promise((r) => setTimeout(r, delay));
+      const r = this.tryImmediate(fn);
+      if (r !== BUSY) return r;
+    }
+  }
+
+  /** Runs `fn` in a write transaction if the write lock is free now; `BUSY` when another connection holds it. */
+  tryImmediate<T>(fn: () => T): T | typeof BUSY {
+    this.assertOpen();
+    if (this.db.inTransaction) return this.immediate(fn);
+    this.#noWait.run();
+    let began = false;
+    try {
+      const value = this.#runner.immediate(() => {
+        began = true;
+        return fn();
+      }) as T;
+      this.#writeTransactions++;
+      return value;
+    } catch (e) {
+      if (isHeraldError(e)) throw e;
+      // Only a refused BEGIN is retried: `fn` has not run.
+      if (!began && (e as { code?: unknown })?.code === 'SQLITE_BUSY') return BUSY;
+      throw storageError('SQLite write transaction failed', e);
+    } finally {
+      if (this.db.open) this.#wait.run();
     }
   }
 

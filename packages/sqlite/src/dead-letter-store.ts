@@ -98,7 +98,7 @@ export class SqliteDeadLetterStore implements DeadLetterStore {
 
   async add(entry: NewDeadLetter, options: WriteOptions & { park?: boolean } = {}): Promise<DeadLetterEntry> {
     await this.#preFence(options.fence);
-    return this.database.immediate(() => {
+    return this.database.immediateAsync(() => {
       this.#fence(options.fence);
       const stored = this.#insert(entry, 'dead', null);
       if (options.park && entry.key !== null) {
@@ -115,7 +115,7 @@ export class SqliteDeadLetterStore implements DeadLetterStore {
 
   async parkMessage(entry: NewDeadLetter, options: WriteOptions = {}): Promise<DeadLetterEntry> {
     await this.#preFence(options.fence);
-    return this.database.immediate(() => {
+    return this.database.immediateAsync(() => {
       this.#fence(options.fence);
       if (entry.key === null) throw new HeraldError('HERALD_ERR_INVALID_ARGUMENT', 'only a message with a key can be parked');
       const park = this.#parkRow(entry.group, entry.topic, entry.key);
@@ -172,7 +172,7 @@ export class SqliteDeadLetterStore implements DeadLetterStore {
     this.#open();
     const params: unknown[] = [];
     const sel = selectorClause(selector, params);
-    return this.database.immediate(() => {
+    return this.database.immediateAsync(() => {
       // Keys of the chosen entries that are parked: all their entries drain, in order.
       const keys = this.database
         .statement(
@@ -221,7 +221,7 @@ export class SqliteDeadLetterStore implements DeadLetterStore {
 
   async completeRedrive(id: string, options: WriteOptions = {}): Promise<{ unparked: boolean }> {
     await this.#preFence(options.fence);
-    return this.database.immediate(() => {
+    return this.database.immediateAsync(() => {
       this.#fence(options.fence);
       const n = parseId(id);
       const row =
@@ -234,7 +234,7 @@ export class SqliteDeadLetterStore implements DeadLetterStore {
 
   async failRedrive(id: string, error: DeadLetterError, attempts: number, at: number, options: WriteOptions = {}): Promise<void> {
     await this.#preFence(options.fence);
-    this.database.immediate(() => {
+    await this.database.immediateAsync(() => {
       this.#fence(options.fence);
       const n = parseId(id);
       const row =
@@ -257,7 +257,7 @@ export class SqliteDeadLetterStore implements DeadLetterStore {
     this.#open();
     const params: unknown[] = [];
     const sel = selectorClause(selector, params).replaceAll('$.', '');
-    return this.database.immediate(() => {
+    return this.database.immediateAsync(() => {
       const chosen = this.database.statement(`SELECT DISTINCT grp, topic, key FROM herald_dead_letters WHERE ${sel}`).all(...params) as KeyRow[];
       const n = Number(this.database.statement(`DELETE FROM herald_dead_letters WHERE ${sel}`).run(...params).changes);
       for (const k of chosen) this.#unparkIfEmpty(k);

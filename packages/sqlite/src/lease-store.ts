@@ -8,7 +8,7 @@
  * Expiry uses the wall clock of the injected `Clock` (`now()`); processes sharing a file must
  * have roughly synchronised clocks (they do on one machine). Every method is one short
  * `BEGIN IMMEDIATE` transaction (or one read), atomic across processes and safe to call
- * concurrently. After `close()` every method rejects with `HERALD_ERR_CLOSED`.
+ * concurrently; waiting for another process's write lock does not block the event loop. After `close()` every method rejects with `HERALD_ERR_CLOSED`.
  */
 import { type Clock, HeraldError, type LeaseFence, type LeaseGrant, type LeaseStore, systemClock } from '@herald/core';
 import type { Statement } from 'better-sqlite3';
@@ -67,7 +67,7 @@ export class SqliteLeaseStore implements LeaseStore {
   async acquire(scope: string, resource: string, owner: string, ttlMs: number): Promise<LeaseGrant | null> {
     this.#open();
     checkTtl(ttlMs);
-    return this.database.immediate(() => {
+    return this.database.immediateAsync(() => {
       const now = this.#clock.now();
       const cur = this.#s.get.get(scope, resource);
       if (cur && cur.owner !== null && cur.owner !== owner && cur.expires_at > now) return null;
@@ -82,7 +82,7 @@ export class SqliteLeaseStore implements LeaseStore {
   async renew(fence: LeaseFence, ttlMs: number): Promise<LeaseGrant | null> {
     this.#open();
     checkTtl(ttlMs);
-    return this.database.immediate(() => {
+    return this.database.immediateAsync(() => {
       const expiresAt = this.#clock.now() + ttlMs;
       const r = this.#s.renew.run(expiresAt, fence.scope, fence.resource, fence.owner, fence.epoch);
       return r.changes === 1 ? { scope: fence.scope, resource: fence.resource, owner: fence.owner, epoch: fence.epoch, expiresAt } : null;
@@ -91,7 +91,7 @@ export class SqliteLeaseStore implements LeaseStore {
 
   async release(fence: LeaseFence): Promise<void> {
     this.#open();
-    this.database.immediate(() => {
+    await this.database.immediateAsync(() => {
       this.#s.release.run(fence.scope, fence.resource, fence.owner, fence.epoch);
     });
   }
@@ -117,7 +117,7 @@ export class SqliteLeaseStore implements LeaseStore {
   async heartbeat(scope: string, member: string, ttlMs: number): Promise<void> {
     this.#open();
     checkTtl(ttlMs);
-    this.database.immediate(() => {
+    await this.database.immediateAsync(() => {
       const now = this.#clock.now();
       this.#s.beat.run(scope, member, now + ttlMs);
       this.#s.prune.run(scope, now);
@@ -132,7 +132,7 @@ export class SqliteLeaseStore implements LeaseStore {
 
   async leave(scope: string, member: string): Promise<void> {
     this.#open();
-    this.database.immediate(() => {
+    await this.database.immediateAsync(() => {
       this.#s.leave.run(scope, member);
     });
   }

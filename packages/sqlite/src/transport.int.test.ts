@@ -146,6 +146,26 @@ describe('SqliteTransport', () => {
     }
   });
 
+  it('while another process holds the write lock, publishes wait without blocking the event loop, then go in one transaction', async () => {
+    const path = freshPath();
+    const t = open(path);
+    const topic = topicName();
+    await t.ensureTopic(topic);
+    const other = open(path);
+    other.database.db.exec('BEGIN IMMEDIATE');
+    const before = t.stats().publishTransactions;
+    const first = t.publish(topic, [{ envelope: event(1), key: 'a' }]);
+    await new Promise((r) => setTimeout(r, 20)); // the event loop runs meanwhile
+    const second = t.publish(topic, [{ envelope: event(2), key: 'b' }]);
+    let settled = false;
+    void Promise.all([first, second]).then(() => (settled = true));
+    await new Promise((r) => setTimeout(r, 20));
+    assert.equal(settled, false, 'nothing is written while the lock is held');
+    other.database.db.exec('COMMIT');
+    await Promise.all([first, second]);
+    assert.equal(t.stats().publishTransactions - before, 1, 'what queued while waiting went into the same transaction');
+  });
+
   it('bounds the publish queue: publishers beyond maxQueuedMessages wait, and all are written in order', async () => {
     const t = open(freshPath(), { maxQueuedMessages: 10, maxBatchMessages: 10 });
     const topic = topicName();
@@ -379,7 +399,7 @@ describe('SqliteTransport', () => {
     await fast.close();
 
     clock.advance(5000); // every record is now older than maxAgeMs
-    assert.deepEqual(t.runRetention(), { deleted: 3 }, 'only what the slowest group committed (offsets 0..2)');
+    assert.deepEqual(await t.runRetention(), { deleted: 3 }, 'only what the slowest group committed (offsets 0..2)');
     assert.deepEqual(offsetsIn(t, topic), [3, 4, 5, 6, 7, 8, 9]);
     assert.equal(t.retentionDropped(topic), 0);
 
@@ -399,10 +419,10 @@ describe('SqliteTransport', () => {
     await waitFor(() => committed(capped, topic, 'slow') === 11, 'slow to commit 11');
     // now fast (at 9) is the slowest; once it is forgotten, age retention passes it
     clock.advance(5000);
-    assert.deepEqual(t.runRetention(), { deleted: 2 }, 'up to fast’s offset 9');
-    assert.equal(t.forgetGroup(topic, 'nobody'), false);
-    assert.equal(t.forgetGroup(topic, 'fast'), true);
-    assert.deepEqual(t.runRetention(), { deleted: 2 }, 'then up to slow’s offset 11');
+    assert.deepEqual(await t.runRetention(), { deleted: 2 }, 'up to fast’s offset 9');
+    assert.equal(await t.forgetGroup(topic, 'nobody'), false);
+    assert.equal(await t.forgetGroup(topic, 'fast'), true);
+    assert.deepEqual(await t.runRetention(), { deleted: 2 }, 'then up to slow’s offset 11');
     assert.deepEqual(offsetsIn(t, topic), []);
     const [r] = await t.publish(topic, [{ envelope: event(12), key: 'k' }]);
     assert.equal(r!.position, '12', 'offsets never restart, even in an emptied partition');

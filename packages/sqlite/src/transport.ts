@@ -5,11 +5,11 @@
  *
  * Publishing: each message is encoded once (JSON structured format) and checked against
  * `maxPayloadBytes` before anything is queued; a batch with one oversize message is refused
- * whole (`HERALD_ERR_PAYLOAD_TOO_LARGE`), nothing written. Envelopes that are not frozen (not
- * made by `createEnvelope` / `validateEnvelope`) are validated first. Accepted batches join a
- * bounded publish queue; all `publish()` calls made in the same turn of the event loop are
- * written in ONE `BEGIN IMMEDIATE` transaction (group commit), each caller's promise resolving
- * once that transaction committed. If that transaction fails (the write lock stayed busy past
+ * whole (`HERALD_ERR_PAYLOAD_TOO_LARGE`), nothing written. Envelopes Herald did not build or
+ * validate itself (`ensureEnvelope`) are validated first (`HERALD_ERR_ENVELOPE_INVALID`).
+ * Accepted batches join a bounded publish queue; all `publish()` calls made in the same turn
+ * of the event loop are written in ONE `BEGIN IMMEDIATE` transaction (group commit), each
+ * caller's promise resolving once that transaction committed. If that transaction fails (the write lock stayed busy past
  * `busyTimeoutMs`, disk full…), every publish in that batch rejects with the same
  * `HERALD_ERR_STORAGE` error and nothing of the batch is stored. Offsets are assigned inside the
  * transaction from a per-partition counter row, so they increase in commit order across
@@ -34,6 +34,7 @@ import {
   DEFAULT_PARTITIONS,
   type EnsureTopicOptions,
   encodeEnvelope,
+  ensureEnvelope,
   HeraldError,
   isHeraldError,
   type LeaseFence,
@@ -50,7 +51,6 @@ import {
   type TopicInfo,
   type Transport,
   type TransportCapabilities,
-  validateEnvelope,
 } from '@herald/core';
 import { RoundRobin, tooLarge } from '@herald/core/internal';
 import type { Statement } from 'better-sqlite3';
@@ -134,6 +134,16 @@ interface PendingPublish {
   readonly reject: (e: unknown) => void;
 }
 
+interface PendingCommit {
+  readonly topicId: number;
+  readonly group: string;
+  readonly partition: number;
+  readonly offset: number;
+  readonly fence: LeaseFence | undefined;
+  readonly resolve: () => void;
+  readonly reject: (e: unknown) => void;
+}
+
 const MIB = 1024 * 1024;
 
 /** Opens (or attaches to) a Herald SQLite file and returns its transport. */
@@ -169,6 +179,9 @@ export class SqliteTransport implements Transport {
   #queued = 0;
   readonly #roomWaiters: Array<{ n: number; go: () => void }> = [];
   #flushScheduled = false;
+  #flushing: Promise<void> | undefined;
+  readonly #commits: PendingCommit[] = [];
+  #commitsFlushing: Promise<void> | undefined;
   #retentionTimer: { cancel(): void } | undefined;
   #closed = false;
   #closePromise: Promise<void> | undefined;
@@ -285,12 +298,12 @@ export class SqliteTransport implements Transport {
     if (this.#maxAgeMs !== undefined) {
       const tick = (): void => {
         if (this.#closed) return;
-        try {
-          this.runRetention();
-        } catch {
-          // busy or closed: the next round tries again
-        }
-        this.#retentionTimer = this.#clock.setTimer(tick, retentionIntervalMs);
+        // Busy or closed: the next round tries again.
+        void this.runRetention()
+          .catch(() => {})
+          .finally(() => {
+            if (!this.#closed) this.#retentionTimer = this.#clock.setTimer(tick, retentionIntervalMs);
+          });
       };
       this.#retentionTimer = this.#clock.setTimer(tick, retentionIntervalMs);
     }
@@ -322,7 +335,7 @@ export class SqliteTransport implements Transport {
       if (typeof m !== 'object' || m === null || typeof m.envelope !== 'object' || m.envelope === null) {
         throw new HeraldError('HERALD_ERR_INVALID_ARGUMENT', `message ${i} to "${topic}" has no envelope`);
       }
-      const env: CloudEvent = Object.isFrozen(m.envelope) ? m.envelope : validateEnvelope({ ...m.envelope });
+      const env: CloudEvent = ensureEnvelope(m.envelope); // a WeakSet lookup for envelopes Herald built or validated
       const body = encode(env, topic);
       // UTF-8 takes at most 3 bytes per UTF-16 unit: only long strings need counting.
       if (max > 0 && body.length * 3 > max) {
@@ -373,12 +386,15 @@ export class SqliteTransport implements Transport {
       // published between subscribe() and the partition's assignment are not skipped.
       head: (p) => db.read(() => s.committed.get(t.id, group, p)?.committed ?? (s.nextOffset.get(t.id, p)?.next_offset ?? 0) - 1),
       fetch: (p, after, limit) => readAhead.fetch(p, after, limit),
-      commit: (p, offset, fence) => {
-        db.immediate(() => {
-          if (fence) assertFence(db, { scope, resource: String(p), owner: fence.owner, epoch: fence.epoch } satisfies LeaseFence);
-          s.commit.run(t.id, group, p, offset, this.#clock.now());
-        });
-      },
+      commit: (p, offset, fence) =>
+        this.#commitOffset({
+          topicId: t.id,
+          group,
+          partition: p,
+          offset,
+          // Checked against this partition's lease, whatever scope the caller's fence names.
+          fence: fence ? { scope, resource: String(p), owner: fence.owner, epoch: fence.epoch } : undefined,
+        }),
       onAppend: (l) => {
         t.listeners.add(l);
         return () => t.listeners.delete(l);
@@ -420,11 +436,11 @@ export class SqliteTransport implements Transport {
    * retention stops waiting for it. A member still running re-creates its offsets at its next
    * commit. Returns whether the group was known.
    */
-  forgetGroup(topic: string, group: string): boolean {
+  async forgetGroup(topic: string, group: string): Promise<boolean> {
     this.#open();
     const row = this.database.read(() => this.#s.topicByName.get(topic));
     if (!row) return false;
-    return this.database.immediate(() => {
+    return this.database.immediateAsync(() => {
       const n = this.database.statement(`DELETE FROM herald_offsets WHERE topic_id = ? AND grp = ?`).run(row.id, group).changes;
       this.database.statement(`DELETE FROM herald_retention_dropped WHERE topic_id = ? AND grp = ?`).run(row.id, group);
       return n > 0;
@@ -436,13 +452,13 @@ export class SqliteTransport implements Transport {
    * `maxAgeMs` is set): deletes records older than `maxAgeMs` up to the slowest group's
    * committed offset, and enforces the hard cap. One short write transaction per topic.
    */
-  runRetention(): RetentionResult {
+  async runRetention(): Promise<RetentionResult> {
     this.#open();
     if (this.#maxAgeMs === undefined && this.#cap === undefined) return { deleted: 0 };
     let deleted = 0;
     const topics = this.database.read(() => this.#s.allTopics.all());
     for (const t of topics) {
-      deleted += this.database.immediate(() => {
+      deleted += await this.database.immediateAsync(() => {
         let n = 0;
         const cutoff = this.#maxAgeMs === undefined ? undefined : this.#clock.now() - this.#maxAgeMs;
         for (let p = 0; p < t.partitions; p++) n += this.#trim(t.id, p, cutoff);
@@ -478,27 +494,78 @@ export class SqliteTransport implements Transport {
 
   async #close(options: { timeoutMs?: number }): Promise<void> {
     // Accepted publishes are written first.
-    while (this.#queued > 0 || this.#roomWaiters.length > 0) {
-      this.#flushNow();
+    while (this.#queued > 0 || this.#roomWaiters.length > 0 || this.#flushing) {
+      await (this.#flushing ?? this.#flush());
       await new Promise<void>((r) => setImmediate(r));
     }
     await Promise.all([...this.#subs].map((s) => s.close(options)));
+    while (this.#commitsFlushing || this.#commits.length > 0) await (this.#commitsFlushing ?? this.#flushCommits());
     await this.leases.close();
     if (this.#ownsDb) this.database.close();
   }
 
   #scheduleFlush(): void {
-    if (this.#flushScheduled) return;
+    if (this.#flushScheduled || this.#flushing) return;
     this.#flushScheduled = true;
     setImmediate(() => {
       this.#flushScheduled = false;
-      this.#flushNow();
+      void this.#flush();
     });
   }
 
-  /** Writes up to `maxBatchMessages` queued messages in one transaction; reschedules if more remain. */
-  #flushNow(): void {
-    if (this.#queue.length === 0) return;
+  /**
+   * Writes the queue, `maxBatchMessages` at most per transaction, until it is empty. One flush
+   * runs at a time; publishes arriving meanwhile join the next transaction. The batch is taken
+   * when the write lock is held, so everything queued while waiting for it goes in.
+   */
+  #flush(): Promise<void> {
+    if (this.#flushing) return this.#flushing;
+    if (this.#queue.length === 0) return Promise.resolve();
+    const run = async (): Promise<void> => {
+      while (this.#queue.length > 0) {
+        let batch: PendingPublish[] = [];
+        let receipts: PublishReceipt[][] | undefined;
+        let failure: unknown;
+        try {
+          if (this.database.closed) throw new HeraldError('HERALD_ERR_CLOSED', 'sqlite transport is closed');
+          receipts = await this.database.immediateAsync(() => {
+            batch = this.#take();
+            return this.#write(batch);
+          });
+        } catch (e) {
+          failure = e;
+          if (batch.length === 0) batch = this.#take(); // the lock never came: fail the head of the queue
+        }
+        let n = 0;
+        for (const b of batch) n += b.bodies.length;
+        this.#queued -= n;
+        this.#admitWaiters();
+        if (receipts) {
+          this.#publishTransactions++;
+          this.#publishCalls += batch.length;
+          this.#publishedMessages += n;
+          const touched = new Set<TopicMeta>();
+          for (let i = 0; i < batch.length; i++) {
+            touched.add(batch[i]!.topic);
+            batch[i]!.resolve(receipts[i]!);
+          }
+          for (const t of touched) for (const l of t.listeners) l();
+        } else {
+          for (const b of batch) b.reject(failure);
+        }
+        // Let the callers' continuations (and new publishes) run before the next batch.
+        if (this.#queue.length > 0) await new Promise<void>((r) => setImmediate(r));
+      }
+    };
+    this.#flushing = run().finally(() => {
+      this.#flushing = undefined;
+      if (this.#queue.length > 0) this.#scheduleFlush();
+    });
+    return this.#flushing;
+  }
+
+  /** Takes the next batch off the queue: whole publish calls, up to `maxBatchMessages` (at least one call). */
+  #take(): PendingPublish[] {
     let n = 0;
     let take = 0;
     while (take < this.#queue.length) {
@@ -507,31 +574,60 @@ export class SqliteTransport implements Transport {
       n += size;
       take++;
     }
-    const batch = this.#queue.splice(0, take);
-    let receipts: PublishReceipt[][] | undefined;
-    let failure: unknown;
-    try {
-      if (this.database.closed) throw new HeraldError('HERALD_ERR_CLOSED', 'sqlite transport is closed');
-      receipts = this.database.immediate(() => this.#write(batch));
-      this.#publishTransactions++;
-      this.#publishCalls += batch.length;
-      this.#publishedMessages += n;
-    } catch (e) {
-      failure = e;
-    }
-    this.#queued -= n;
-    this.#admitWaiters();
-    if (receipts) {
-      const touched = new Set<TopicMeta>();
-      for (let i = 0; i < batch.length; i++) {
-        touched.add(batch[i]!.topic);
-        batch[i]!.resolve(receipts[i]!);
+    return this.#queue.splice(0, take);
+  }
+
+  /**
+   * A fenced offset commit. Commits requested in the same turn of the event loop (several
+   * partitions, several subscriptions) share one write transaction; each is checked against
+   * its own lease inside it, and a stale one fails alone with `HERALD_ERR_LEASE_LOST`.
+   */
+  #commitOffset(c: Omit<PendingCommit, 'resolve' | 'reject'>): Promise<void> {
+    return new Promise<void>((resolve, reject) => {
+      this.#commits.push({ ...c, resolve, reject });
+      if (this.#commits.length === 1 && !this.#commitsFlushing) setImmediate(() => void this.#flushCommits());
+    });
+  }
+
+  #flushCommits(): Promise<void> {
+    if (this.#commitsFlushing) return this.#commitsFlushing;
+    const run = async (): Promise<void> => {
+      while (this.#commits.length > 0) {
+        let batch: PendingCommit[] = [];
+        const failed = new Map<PendingCommit, unknown>();
+        try {
+          if (this.database.closed) throw new HeraldError('HERALD_ERR_CLOSED', 'sqlite transport is closed');
+          await this.database.immediateAsync(() => {
+            batch = this.#commits.splice(0);
+            const now = this.#clock.now();
+            for (const c of batch) {
+              if (c.fence) {
+                try {
+                  assertFence(this.database, c.fence);
+                } catch (e) {
+                  failed.set(c, e);
+                  continue;
+                }
+              }
+              this.#s.commit.run(c.topicId, c.group, c.partition, c.offset, now);
+            }
+          });
+          for (const c of batch) {
+            const e = failed.get(c);
+            if (e === undefined) c.resolve();
+            else c.reject(e);
+          }
+        } catch (e) {
+          if (batch.length === 0) batch = this.#commits.splice(0);
+          for (const c of batch) c.reject(e);
+        }
       }
-      for (const t of touched) for (const l of t.listeners) l();
-    } else {
-      for (const b of batch) b.reject(failure);
-    }
-    if (this.#queue.length > 0) this.#scheduleFlush();
+    };
+    this.#commitsFlushing = run().finally(() => {
+      this.#commitsFlushing = undefined;
+      if (this.#commits.length > 0) setImmediate(() => void this.#flushCommits());
+    });
+    return this.#commitsFlushing;
   }
 
   #admitWaiters(): void {
