@@ -83,7 +83,11 @@ export interface SqliteTransportOptions {
   readonly leaseMs?: number;
   /** Lease renewal / rebalance period, ms (default leaseMs / 3). */
   readonly heartbeatMs?: number;
-  /** How often subscriptions look for records appended by other processes, ms (default 50). In-process appends wake them at once. */
+  /**
+   * How often the transport looks for records appended by other processes (other connections),
+   * ms (default 5). Each look is one `PRAGMA data_version` read, plus one small query per
+   * subscribed topic when another connection committed. In-process appends wake readers at once.
+   */
   readonly pollMs?: number;
   /** Records read per fetch (default 256). */
   readonly fetchBatch?: number;
@@ -123,6 +127,8 @@ interface TopicMeta {
   readonly listeners: Set<() => void>;
   /** Per partition, bumped by every local append (lets readers skip queries on a partition known empty). */
   readonly appends: Uint32Array;
+  /** Per partition, the next offset last seen (by this transport's appends or the watcher). */
+  readonly knownNext: Float64Array;
 }
 
 interface PendingPublish {
@@ -189,6 +195,7 @@ export class SqliteTransport implements Transport {
   #publishCalls = 0;
   #publishedMessages = 0;
   #dv: number | undefined;
+  #watchTimer: { cancel(): void } | undefined;
   readonly #s: {
     topicByName: Statement<[string], { id: number; partitions: number }>;
     insertTopic: Statement<[string, number, number]>;
@@ -210,6 +217,7 @@ export class SqliteTransport implements Transport {
     droppedTotal: Statement<[number], { dropped: number | null }>;
     allTopics: Statement<[], { id: number; name: string; partitions: number }>;
     dataVersion: Statement<[]>;
+    counters: Statement<[number], { partition: number; next_offset: number }>;
   };
 
   constructor(options: SqliteTransportOptions) {
@@ -224,7 +232,7 @@ export class SqliteTransport implements Transport {
     this.#maxPayload = nonNegative('maxPayloadBytes', options.maxPayloadBytes ?? MIB);
     this.#leaseMs = positiveNumber('leaseMs', options.leaseMs ?? 10_000);
     this.#heartbeatMs = options.heartbeatMs === undefined ? undefined : positiveNumber('heartbeatMs', options.heartbeatMs);
-    this.#pollMs = positiveNumber('pollMs', options.pollMs ?? 50);
+    this.#pollMs = positiveNumber('pollMs', options.pollMs ?? 5);
     this.#fetchBatch = options.fetchBatch;
     this.#commitIntervalMs = options.commitIntervalMs;
     this.#maxBatch = positiveInt('maxBatchMessages', options.maxBatchMessages ?? 4096);
@@ -293,6 +301,7 @@ export class SqliteTransport implements Transport {
       droppedTotal: db.prepare(`SELECT sum(dropped) AS dropped FROM herald_retention_dropped WHERE topic_id = ?`),
       allTopics: db.prepare(`SELECT id, name, partitions FROM herald_topics ORDER BY id`),
       dataVersion: db.prepare(`PRAGMA data_version`).pluck(),
+      counters: db.prepare(`SELECT partition, next_offset FROM herald_partitions WHERE topic_id = ?`),
     };
 
     if (this.#maxAgeMs !== undefined) {
@@ -397,6 +406,7 @@ export class SqliteTransport implements Transport {
         }),
       onAppend: (l) => {
         t.listeners.add(l);
+        this.#startWatching();
         return () => t.listeners.delete(l);
       },
     };
@@ -406,7 +416,9 @@ export class SqliteTransport implements Transport {
       source,
       clock: this.#clock,
       ownership: { kind: 'lease', store: this.leases, leaseMs: this.#leaseMs, ...(this.#heartbeatMs !== undefined ? { heartbeatMs: this.#heartbeatMs } : {}) },
-      pollMs: this.#pollMs,
+      // The watcher (#watch) wakes readers on other processes' appends; the subscription's own
+      // poll is only a safety net (e.g. to resume a partition after a late lease renewal).
+      pollMs: Math.max(100, this.#pollMs),
       ...(this.#fetchBatch !== undefined ? { fetchBatch: this.#fetchBatch } : {}),
       ...(this.#commitIntervalMs !== undefined ? { commitIntervalMs: this.#commitIntervalMs } : {}),
     });
@@ -483,6 +495,7 @@ export class SqliteTransport implements Transport {
     if (!this.#closePromise) {
       this.#closed = true;
       this.#retentionTimer?.cancel();
+      this.#watchTimer?.cancel();
       this.#closePromise = this.#close(options);
     }
     return this.#closePromise;
@@ -666,6 +679,7 @@ export class SqliteTransport implements Transport {
         if (next[p]! < 0) continue;
         s.setNextOffset.run(next[p]!, t.id, p);
         t.appends[p]!++;
+        t.knownNext[p] = next[p]!;
         if (this.#cap !== undefined) this.#trim(t.id, p, undefined, next[p]!);
       }
     }
@@ -721,7 +735,15 @@ export class SqliteTransport implements Transport {
           return r;
         });
       }
-      t = { id: row.id, name, partitions: row.partitions, rr: new RoundRobin(), listeners: new Set(), appends: new Uint32Array(row.partitions) };
+      t = {
+        id: row.id,
+        name,
+        partitions: row.partitions,
+        rr: new RoundRobin(),
+        listeners: new Set(),
+        appends: new Uint32Array(row.partitions),
+        knownNext: new Float64Array(row.partitions).fill(-1),
+      };
       this.#topics.set(name, t);
     }
     if (partitions !== undefined && partitions !== t.partitions) {
@@ -734,6 +756,46 @@ export class SqliteTransport implements Transport {
 
   #open(): void {
     if (this.#closed) throw new HeraldError('HERALD_ERR_CLOSED', 'sqlite transport is closed');
+  }
+
+  /**
+   * Cross-process wake-ups: every `pollMs`, if another connection committed (`data_version`
+   * moved), reads the partition counters of each topic someone here is reading and wakes its
+   * readers when one moved. Runs while any subscription listens.
+   */
+  #startWatching(): void {
+    if (this.#watchTimer || this.#closed) return;
+    let lastVersion = -1;
+    const tick = (): void => {
+      this.#watchTimer = undefined;
+      if (this.#closed || this.database.closed) return;
+      let listening = false;
+      try {
+        const version = this.#dataVersion();
+        if (version !== lastVersion) {
+          lastVersion = version;
+          for (const t of this.#topics.values()) {
+            if (t.listeners.size === 0) continue;
+            listening = true;
+            let moved = false;
+            for (const r of this.database.read(() => this.#s.counters.all(t.id))) {
+              if (r.next_offset > t.knownNext[r.partition]!) {
+                t.knownNext[r.partition] = r.next_offset;
+                t.appends[r.partition]!++;
+                moved = true;
+              }
+            }
+            if (moved) for (const l of [...t.listeners]) l();
+          }
+        } else {
+          for (const t of this.#topics.values()) if (t.listeners.size > 0) listening = true;
+        }
+      } catch {
+        listening = true; // busy or I/O: try again next round
+      }
+      if (listening) this.#watchTimer = this.#clock.setTimer(tick, this.#pollMs);
+    };
+    this.#watchTimer = this.#clock.setTimer(tick, this.#pollMs);
   }
 
   /**
