@@ -34,3 +34,5 @@ export { perKeyOrderUnderParallelism, deadLetterAfterMaxAttempts, permanentError
 export type { ContractItem } from './router-scenarios.ts';
 export { Collector, TransportHarness, withTransport, within, idOf, idsOf, SETTLE_MS } from './transport-harness.ts';
 export type { Need } from './transport-harness.ts';
+export { serversRequired, isListening, serverSkipReason, freePort, PrivateServer } from './servers.ts';
+export type { PrivateServerOptions } from './servers.ts';
