@@ -1,5 +1,5 @@
 // Public surface of @herald/sqlite.
-export { openDatabase, SqliteDatabase, SCHEMA_VERSION } from './database.ts';
+export { openDatabase, SqliteDatabase, SCHEMA_VERSION, BUSY } from './database.ts';
 export type { OpenDatabaseOptions, SqliteSynchronous, DatabaseSource } from './database.ts';
 export { SqliteLeaseStore } from './lease-store.ts';
 export type { SqliteLeaseStoreOptions } from './lease-store.ts';
