@@ -416,7 +416,7 @@ export class SqliteTransport implements Transport {
       source,
       clock: this.#clock,
       ownership: { kind: 'lease', store: this.leases, leaseMs: this.#leaseMs, ...(this.#heartbeatMs !== undefined ? { heartbeatMs: this.#heartbeatMs } : {}) },
-      // The watcher (#watch) wakes readers on other processes' appends; the subscription's own
+      // The watcher (#startWatching) wakes readers on other processes' appends; the subscription's own
       // poll is only a safety net (e.g. to resume a partition after a late lease renewal).
       pollMs: Math.max(100, this.#pollMs),
       ...(this.#fetchBatch !== undefined ? { fetchBatch: this.#fetchBatch } : {}),
