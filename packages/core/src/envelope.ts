@@ -312,6 +312,31 @@ export function decodeEnvelope(raw: string | Uint8Array): CloudEvent {
   return validateEnvelope(parsed);
 }
 
+/**
+ * Decodes an envelope read back from a log Herald itself wrote (validated by `ensureEnvelope`
+ * at publish): JSON.parse plus a structural check of the required attributes, without the full
+ * attribute-by-attribute validation — that is what makes consuming cheap. Bytes that are not
+ * JSON, or lack `specversion`/`id`/`source`/`type`, still throw (`HERALD_ERR_DECODE` /
+ * `HERALD_ERR_ENVELOPE_INVALID`), so a corrupt row is still caught. Use `decodeEnvelope` for
+ * bytes from anyone else.
+ */
+export function decodeStoredEnvelope(raw: string): CloudEvent {
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(raw);
+  } catch (cause) {
+    throw new HeraldError('HERALD_ERR_DECODE', `envelope is not valid JSON: ${(cause as Error).message}`, { cause, details: { sample: raw.slice(0, 200) } });
+  }
+  if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) return validateEnvelope(parsed);
+  const v = parsed as Record<string, unknown>;
+  if (v.specversion !== '1.0' || typeof v.id !== 'string' || v.id === '' || typeof v.source !== 'string' || v.source === '' || typeof v.type !== 'string' || v.type === '') {
+    return validateEnvelope(parsed); // throws, naming every problem
+  }
+  const frozen = Object.freeze(parsed as CloudEvent);
+  checked.add(frozen);
+  return frozen;
+}
+
 /** Byte length of the JSON structured encoding (what `maxPayloadBytes` limits). */
 export function encodedSize(encoded: string): number {
   return Buffer.byteLength(encoded, 'utf8');

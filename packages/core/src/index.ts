@@ -3,7 +3,7 @@ export { HeraldError, PermanentError, TransientError, isHeraldError, isRetryable
 export type { HeraldErrorCode, HeraldErrorOptions } from './errors.ts';
 export { systemClock, systemRandom, sleepWith } from './clock.ts';
 export type { Clock, Random, TimerHandle } from './clock.ts';
-export { createEnvelope, validateEnvelope, ensureEnvelope, envelopeProblems, encodeEnvelope, decodeEnvelope, encodedSize, CONTEXT_ATTRIBUTES, HERALD_EXTENSIONS } from './envelope.ts';
+export { createEnvelope, validateEnvelope, ensureEnvelope, decodeStoredEnvelope, envelopeProblems, encodeEnvelope, decodeEnvelope, encodedSize, CONTEXT_ATTRIBUTES, HERALD_EXTENSIONS } from './envelope.ts';
 export type { CloudEvent, EnvelopeInput, ExtensionValue } from './envelope.ts';
 export { defineEvent, defineCommand, DefinitionRegistry, dataschemaFor, versionOf, validateData } from './definitions.ts';
 export type { MessageDefinition, EventDefinition, CommandDefinition, DefinitionOptions, DataOf, SchemaIssue, StandardSchemaV1 } from './definitions.ts';

@@ -12,7 +12,7 @@
 import { setMaxListeners } from 'node:events';
 import { type Clock, systemClock } from './clock.ts';
 import type { CloudEvent } from './envelope.ts';
-import { decodeEnvelope } from './envelope.ts';
+import { decodeEnvelope, decodeStoredEnvelope } from './envelope.ts';
 import { HeraldError, isHeraldError } from './errors.ts';
 import { type LeaseFence, type LeaseGrant, type LeaseStore, PartitionBalancer } from './lease.ts';
 import { OffsetTracker } from './offset-tracker.ts';
@@ -64,6 +64,12 @@ export interface LogSubscriptionOptions extends SubscribeOptions {
   readonly commitIntervalMs?: number;
   /** How long a clean revoke waits for unsettled deliveries of the partition, ms (default 5000). */
   readonly revokeTimeoutMs?: number;
+  /**
+   * Fully validate every envelope read (default false: the log holds only what Herald validated
+   * at publish, so reads get a structural check — a corrupt row is still caught). Set true when
+   * other writers can append to the log.
+   */
+  readonly verifyEnvelopes?: boolean;
 }
 
 interface PartitionState {
@@ -265,11 +271,16 @@ export class LogSubscription implements Subscription {
     // Wait for unsettled deliveries, up to the deadline.
     while ([...this.#parts.values()].some((s) => s.pending > 0) && this.#clock.monotonic() < deadline) {
       await new Promise<void>((resolve) => {
-        const t = this.#clock.setTimer(resolve, Math.min(20, Math.max(1, deadline - this.#clock.monotonic())));
-        for (const s of this.#parts.values()) s.settledWaiters.push(() => {
+        const wake = (): void => {
           t.cancel();
+          for (const s of this.#parts.values()) {
+            const i = s.settledWaiters.indexOf(wake);
+            if (i >= 0) s.settledWaiters.splice(i, 1);
+          }
           resolve();
-        });
+        };
+        const t = this.#clock.setTimer(wake, Math.min(20, Math.max(1, deadline - this.#clock.monotonic())));
+        for (const s of this.#parts.values()) s.settledWaiters.push(wake);
       });
     }
     const parts = [...this.#parts.values()];
@@ -291,9 +302,10 @@ export class LogSubscription implements Subscription {
     const tick = (): void => {
       if (this.#closing) return;
       this.#schedulePump();
-      this.#pollTimer = this.#clock.setTimer(tick, pollMs, { unref: true });
+      this.#pollTimer = this.#clock.setTimer(tick, pollMs);
     };
-    this.#pollTimer = this.#clock.setTimer(tick, pollMs, { unref: true });
+    // Ref'd on purpose: like an open socket, an open subscription keeps its process alive until close().
+    this.#pollTimer = this.#clock.setTimer(tick, pollMs);
   }
 
   #schedulePump(): void {
@@ -361,7 +373,7 @@ export class LogSubscription implements Subscription {
     let raw = r.raw;
     if (!envelope) {
       try {
-        envelope = decodeEnvelope(raw ?? '');
+        envelope = this.#o.verifyEnvelopes ? decodeEnvelope(raw ?? '') : decodeStoredEnvelope(raw ?? '');
       } catch (e) {
         decodeError = isHeraldError(e)
           ? new HeraldError('HERALD_ERR_CORRUPT_RECORD', `record ${r.offset} of ${this.topic}[${s.partition}] is unreadable: ${e.message}`, { cause: e, details: { topic: this.topic, partition: s.partition, offset: r.offset } })

@@ -203,6 +203,8 @@ class ConsumerRuntime implements Consumer {
   /** Aborted at the close deadline: running handlers' signals abort. */
   readonly #hard = new AbortController();
   #redriveTimer: { cancel(): void } | undefined;
+  /** Attempts running now (their signals abort on a hard close). */
+  readonly #attempts = new Set<AttemptSignal>();
 
   constructor(options: ConsumerOptions) {
     if (!options.group) throw new HeraldError('HERALD_ERR_INVALID_ARGUMENT', 'consumer needs a group');
@@ -493,13 +495,15 @@ class ConsumerRuntime implements Consumer {
     const startMono = this.#clock.monotonic();
     const extendEvery = this.#o.transport.capabilities.ackDeadlineMs > 0 ? this.#o.transport.capabilities.ackDeadlineMs / 2 : 0;
     for (let attempt = firstAttempt; ; attempt++) {
-      const ac = new AbortController();
-      const onHard = (): void => ac.abort(this.#hard.signal.reason);
-      this.#hard.signal.addEventListener('abort', onHard, { once: true });
+      // The attempt's AbortSignal is made only if the handler reads ctx.signal (most never do);
+      // the timeout and a hard close reach it through `attemptState`.
+      const state = new AttemptSignal();
+      this.#attempts.add(state);
+      if (this.#hard.signal.aborted) state.abort(this.#hard.signal.reason);
       const timer =
         route.timeoutMs > 0
           ? this.#clock.setTimer(
-              () => ac.abort(new HeraldError('HERALD_ERR_HANDLER_TIMEOUT', `handler "${route.name}" attempt ${attempt} ran past ${route.timeoutMs} ms`)),
+              () => state.abort(new HeraldError('HERALD_ERR_HANDLER_TIMEOUT', `handler "${route.name}" attempt ${attempt} ran past ${route.timeoutMs} ms`)),
               route.timeoutMs,
             )
           : undefined;
@@ -516,7 +520,9 @@ class ConsumerRuntime implements Consumer {
           envelope,
           delivery: d,
           attempt,
-          signal: ac.signal,
+          get signal() {
+            return state.signal;
+          },
           group: this.#o.group,
           handler: route.name,
           topic: route.topic,
@@ -529,7 +535,7 @@ class ConsumerRuntime implements Consumer {
         });
         return { kind: 'ok' };
       } catch (err) {
-        const error = ac.signal.aborted && isHeraldError(ac.signal.reason, 'HERALD_ERR_HANDLER_TIMEOUT') && !isHeraldError(err) ? new HeraldError('HERALD_ERR_HANDLER_TIMEOUT', (ac.signal.reason as Error).message, { cause: err }) : err;
+        const error = isHeraldError(state.reason, 'HERALD_ERR_HANDLER_TIMEOUT') && !isHeraldError(err) ? new HeraldError('HERALD_ERR_HANDLER_TIMEOUT', state.reason.message, { cause: err }) : err;
         this.#stats.failedAttempts++;
         firstFailedAt ??= this.#clock.now();
         const elapsed = this.#clock.monotonic() - startMono;
@@ -551,7 +557,7 @@ class ConsumerRuntime implements Consumer {
       } finally {
         timer?.cancel();
         extender?.cancel();
-        this.#hard.signal.removeEventListener('abort', onHard);
+        this.#attempts.delete(state);
       }
     }
   }
@@ -669,10 +675,35 @@ class ConsumerRuntime implements Consumer {
       ]);
       timer?.cancel();
     }
-    if (this.#runningJobs.size > 0) this.#hard.abort(new HeraldError('HERALD_ERR_CLOSED', `consumer closed with handlers still running after ${timeoutMs} ms`));
+    if (this.#runningJobs.size > 0) {
+      this.#hard.abort(new HeraldError('HERALD_ERR_CLOSED', `consumer closed with handlers still running after ${timeoutMs} ms`));
+      for (const a of this.#attempts) a.abort(this.#hard.signal.reason);
+    }
     const left = Math.max(0, deadline - this.#clock.monotonic());
     await Promise.all([...this.#topics.values()].map((s) => s.sub?.close({ timeoutMs: left })));
     await Promise.all([...this.#topics.values()].map((s) => s.pump));
+  }
+}
+
+/** An attempt's abort state; the AbortController is created only when someone asks for the signal. */
+class AttemptSignal {
+  #controller: AbortController | undefined;
+  reason: unknown;
+  #aborted = false;
+
+  get signal(): AbortSignal {
+    if (!this.#controller) {
+      this.#controller = new AbortController();
+      if (this.#aborted) this.#controller.abort(this.reason);
+    }
+    return this.#controller.signal;
+  }
+
+  abort(reason: unknown): void {
+    if (this.#aborted) return;
+    this.#aborted = true;
+    this.reason = reason;
+    this.#controller?.abort(reason);
   }
 }
 
