@@ -1,0 +1,955 @@
+/**
+ * The NATS JetStream transport.
+ *
+ * Layout: one stream per topic (`<PREFIX>_<topic>`, subjects `<prefix>.<topic>.*`), one subject
+ * per partition (`<prefix>.<topic>.<partition>`). The partition count is fixed when the stream is
+ * created and stored in the stream's description (`herald topic "<topic>", partitions=<n>`; NATS
+ * 2.9 has no stream metadata): a stream's configuration is created atomically, so two processes
+ * creating one topic agree on its count, and a mismatch is `HERALD_ERR_TOPIC_MISMATCH`.
+ *
+ * Wire format: the CloudEvents JSON structured format as the message body (so `Delivery.raw`
+ * is exactly the stored bytes, and `maxPayloadBytes` measures what is sent), with headers
+ * `Content-Type: application/cloudevents+json`, `Nats-Msg-Id: <envelope id>` (JetStream
+ * de-duplicates a re-published id within the stream's `duplicate_window`, default 2 min) and
+ * `Herald-Key: <partition key>` when there is one.
+ *
+ * Publishing: every message of a batch is validated and encoded first; one bad or oversize
+ * message refuses the whole batch before anything is sent (`HERALD_ERR_ENVELOPE_INVALID`,
+ * `HERALD_ERR_PAYLOAD_TOO_LARGE`). The batch is then pipelined on one connection (in order, so
+ * JetStream assigns growing sequences in input order) and `publish` resolves when every
+ * message's PubAck arrived — i.e. once the stream leader stored it (and, with replicas > 1, a
+ * quorum of replicas has it). On rejection (`HERALD_ERR_STORAGE`, or `HERALD_ERR_CLOSED`) some
+ * messages may have been stored; retrying is safe within the duplicate window: already stored
+ * ids are acknowledged as duplicates at their first position, not stored twice (a retried
+ * message may then sit after later messages of its batch that did get through).
+ *
+ * Reading (ackModel 'offset'): members of a group divide partitions with fenced leases in a
+ * NATS KV bucket (`NatsLeaseStore`) and the core `PartitionBalancer`; core's `LogSubscription`
+ * does in-flight bounds, nack redelivery, revocation and draining close. A partition's position
+ * is its stream sequence. Each lease epoch reads through its own durable pull consumer
+ * (AckExplicit, filter = the partition's subject, `<group>-<partition>-<epoch>-<nonce>`):
+ * a new owner reads the ack floor of the previous epoch's consumer, creates its own starting
+ * right after it, then deletes the old one. So a new owner always resumes in log order from the
+ * group's committed position (a shared consumer would hand it new messages before the dead
+ * owner's pending ones came back), and a stale owner's late acks go to a deleted consumer:
+ * fencing holds at the broker too. Acks are sent at commit time (the low watermark of acked
+ * deliveries), message by message up to it, the last one confirmed (`ackAck`).
+ *
+ * Close: `close()` is idempotent and draining: subscriptions are closed (commit what was acked,
+ * release leases, up to `timeoutMs`), then the connection is closed if the transport opened it.
+ */
+import { randomUUID } from 'node:crypto';
+import {
+  type Clock,
+  type CloudEvent,
+  DEFAULT_MAX_UNCOMMITTED_PER_PARTITION,
+  DEFAULT_PARTITIONS,
+  type Delivery,
+  type EnsureTopicOptions,
+  encodeEnvelope,
+  encodedSize,
+  ensureEnvelope,
+  HeraldError,
+  isHeraldError,
+  type LeaseFence,
+  type LeaseGrant,
+  type LogRecord,
+  type LogSource,
+  LogSubscription,
+  type OutgoingMessage,
+  partitionForKey,
+  type PublishReceipt,
+  type SubscribeOptions,
+  type Subscription,
+  systemClock,
+  TOPIC_NAME_RE,
+  type TopicInfo,
+  type Transport,
+  type TransportCapabilities,
+} from '@herald/core';
+import { RoundRobin, tooLarge } from '@herald/core/internal';
+import {
+  AckPolicy,
+  type Consumer,
+  type ConsumerMessages,
+  DeliverPolicy,
+  DiscardPolicy,
+  type JetStreamClient,
+  JetStreamApiError,
+  type JetStreamManager,
+  type JsMsg,
+  jetstream,
+  jetstreamManager,
+  RetentionPolicy,
+  type StreamInfo,
+  StorageType,
+} from '@nats-io/jetstream';
+import { connect, type ConnectionOptions, headers, type NatsConnection } from '@nats-io/transport-node';
+import { NatsLeaseStore, openLeaseBucket } from './lease-store.ts';
+import { consumerPrefix, parseConsumerName, streamName, subjectOf, subjectsOf } from './names.ts';
+
+export interface NatsTransportOptions {
+  /** An open connection, shared (not closed by the transport). Give `connection` or `servers`. */
+  readonly connection?: NatsConnection;
+  /** Servers to connect to (default `127.0.0.1:4222`); on a cluster, list several. */
+  readonly servers?: string | string[];
+  /**
+   * Extra connection options. Defaults: `noAsyncTraces: true`, reconnect forever
+   * (`maxReconnectAttempts: -1`), `reconnectTimeWait: 250` ms.
+   */
+  readonly connectOptions?: Partial<ConnectionOptions>;
+  /** Subject prefix (default `herald`); streams are named `<PREFIX>_<topic>`. */
+  readonly prefix?: string;
+  /** Partitions for topics created implicitly (default 8). */
+  readonly defaultPartitions?: number;
+  /** Stream replicas for topics this transport creates (default 1; 3 on a cluster). Also used for the lease bucket. */
+  readonly replicas?: number;
+  /** 'file' (default: survives a broker restart) or 'memory' stream storage. */
+  readonly storage?: 'file' | 'memory';
+  /** JetStream de-duplication window of `Nats-Msg-Id` (= envelope id), ms (default 120 000). */
+  readonly duplicateWindowMs?: number;
+  /** Largest encoded envelope in bytes (default and maximum: the server's max_payload minus 4 KiB for headers). */
+  readonly maxPayloadBytes?: number;
+  /** How long a publish waits for its PubAck, ms (default 5000). */
+  readonly publishTimeoutMs?: number;
+  /** KV bucket of the partition leases (default `herald_leases`). */
+  readonly leaseBucket?: string;
+  /** Partition lease time to live, ms (default 10 000). */
+  readonly leaseMs?: number;
+  /** Lease renewal / rebalance period, ms (default leaseMs / 3). */
+  readonly heartbeatMs?: number;
+  /** The consumers' ack_wait, ms (default 30 000): a message held that long unacked is re-sent by the server (and ignored); also `capabilities.ackDeadlineMs`. */
+  readonly ackWaitMs?: number;
+  /** The consumers' max_deliver (default -1: unlimited; Herald redelivers itself, see the module doc). */
+  readonly maxDeliver?: number;
+  /** Messages per pull request (default 256); at most twice this many wait in memory per partition. */
+  readonly fetchBatch?: number;
+  /** How long one pull request waits on the server, ms (default 5000, min 1000); a lost request is noticed after 2 missed heartbeats (≤ 1 s each). */
+  readonly fetchExpiresMs?: number;
+  /** Delay before a moved watermark is committed (acked), ms (default 10). */
+  readonly commitIntervalMs?: number;
+  readonly clock?: Clock;
+}
+
+interface TopicMeta {
+  readonly topic: string;
+  readonly stream: string;
+  readonly partitions: number;
+  readonly rr: RoundRobin;
+}
+
+interface Ctx {
+  readonly nc: NatsConnection;
+  readonly js: JetStreamClient;
+  readonly jsm: JetStreamManager;
+  readonly leases: NatsLeaseStore;
+  readonly prefix: string;
+  readonly ackWaitMs: number;
+  readonly maxDeliver: number;
+  readonly fetchBatch: number;
+  readonly fetchExpiresMs: number;
+  readonly clock: Clock;
+}
+
+const HEADER_RESERVE = 4096;
+const KEY_HEADER = 'Herald-Key';
+const STREAM_NOT_FOUND = 10059;
+const STREAM_NAME_IN_USE = 10058;
+const CONSUMER_NOT_FOUND = 10014;
+
+/** Connects (unless given a connection), opens the lease bucket and returns the transport. */
+export async function createNatsTransport(options: NatsTransportOptions = {}): Promise<NatsTransport> {
+  const owns = options.connection === undefined;
+  const nc =
+    options.connection ??
+    (await connect({
+      servers: options.servers ?? '127.0.0.1:4222',
+      noAsyncTraces: true,
+      maxReconnectAttempts: -1,
+      reconnectTimeWait: 250,
+      ...(options.connectOptions ?? {}),
+    }).catch((e: unknown) => {
+      throw new HeraldError('HERALD_ERR_STORAGE', `cannot connect to NATS at ${String(options.servers ?? '127.0.0.1:4222')}: ${(e as Error).message}`, { cause: e });
+    }));
+  try {
+    const jsm = await jetstreamManager(nc);
+    const kv = await openLeaseBucket(nc, { ...(options.leaseBucket !== undefined ? { bucket: options.leaseBucket } : {}), replicas: options.replicas ?? 1, storage: options.storage ?? 'file' });
+    const clock = options.clock ?? systemClock;
+    const leases = new NatsLeaseStore(nc, kv, false, clock);
+    return new NatsTransport(options, nc, jsm, leases, owns);
+  } catch (e) {
+    if (owns) await nc.close().catch(() => {});
+    if (isHeraldError(e)) throw e;
+    throw new HeraldError('HERALD_ERR_STORAGE', `NATS JetStream is not usable: ${(e as Error).message}`, { cause: e });
+  }
+}
+
+export class NatsTransport implements Transport {
+  readonly name = 'nats';
+  readonly capabilities: TransportCapabilities;
+  /** The lease store the transport's subscriptions divide partitions with. */
+  readonly leases: NatsLeaseStore;
+  /** The connection (shared with the caller when it was given). */
+  readonly connection: NatsConnection;
+
+  readonly #ctx: Ctx;
+  readonly #owns: boolean;
+  readonly #defaultPartitions: number;
+  readonly #replicas: number;
+  readonly #storage: 'file' | 'memory';
+  readonly #duplicateWindowMs: number;
+  readonly #maxPayload: number;
+  readonly #serverMax: number;
+  readonly #publishTimeoutMs: number;
+  readonly #leaseMs: number;
+  readonly #heartbeatMs: number | undefined;
+  readonly #commitIntervalMs: number | undefined;
+  readonly #topics = new Map<string, Promise<TopicMeta>>();
+  readonly #subs = new Set<NatsSubscription>();
+  readonly #sources = new Set<PartitionSource>();
+  #closed = false;
+  #closePromise: Promise<void> | undefined;
+
+  /** Use `createNatsTransport`. */
+  constructor(options: NatsTransportOptions, nc: NatsConnection, jsm: JetStreamManager, leases: NatsLeaseStore, ownsConnection: boolean) {
+    this.connection = nc;
+    this.leases = leases;
+    this.#owns = ownsConnection;
+    this.#defaultPartitions = partitionCount(options.defaultPartitions ?? DEFAULT_PARTITIONS);
+    this.#replicas = positiveInt('replicas', options.replicas ?? 1);
+    this.#storage = options.storage ?? 'file';
+    this.#duplicateWindowMs = positiveInt('duplicateWindowMs', options.duplicateWindowMs ?? 120_000);
+    this.#serverMax = nc.info?.max_payload ?? 1024 * 1024;
+    const cap = this.#serverMax - HEADER_RESERVE;
+    this.#maxPayload = Math.min(cap, positiveInt('maxPayloadBytes', options.maxPayloadBytes ?? cap));
+    this.#publishTimeoutMs = positiveInt('publishTimeoutMs', options.publishTimeoutMs ?? 5000);
+    this.#leaseMs = positiveInt('leaseMs', options.leaseMs ?? 10_000);
+    this.#heartbeatMs = options.heartbeatMs === undefined ? undefined : positiveInt('heartbeatMs', options.heartbeatMs);
+    this.#commitIntervalMs = options.commitIntervalMs;
+    const fetchExpiresMs = options.fetchExpiresMs ?? 5000;
+    if (!(Number.isInteger(fetchExpiresMs) && fetchExpiresMs >= 1000)) throw new HeraldError('HERALD_ERR_INVALID_ARGUMENT', `fetchExpiresMs must be an integer >= 1000 (got ${fetchExpiresMs})`);
+    const ackWaitMs = positiveInt('ackWaitMs', options.ackWaitMs ?? 30_000);
+    this.#ctx = {
+      nc,
+      js: jetstream(nc, { timeout: this.#publishTimeoutMs }),
+      jsm,
+      leases,
+      prefix: checkPrefix(options.prefix ?? 'herald'),
+      ackWaitMs,
+      maxDeliver: options.maxDeliver ?? -1,
+      fetchBatch: positiveInt('fetchBatch', options.fetchBatch ?? 256),
+      fetchExpiresMs,
+      clock: options.clock ?? systemClock,
+    };
+    const replicated = this.#replicas > 1 ? `R${this.#replicas}: the PubAck comes once a quorum of replicas stored it, so it survives the loss of a minority of nodes; ` : 'R1: ';
+    this.capabilities = Object.freeze({
+      ackModel: 'offset',
+      assignment: 'lease',
+      consumerGroups: true,
+      persistent: this.#storage === 'file',
+      replay: true,
+      nativeDelay: false,
+      maxPayloadBytes: this.#maxPayload,
+      multiProcess: true,
+      ackDeadlineMs: ackWaitMs,
+      durability:
+        this.#storage === 'file'
+          ? `NATS JetStream file storage, ${replicated}an acknowledged publish is in the stream's files (written, not fsynced: the server syncs on an interval, 2 min by default; sync_interval, configurable from 2.10, can be 'always') — it survives a broker process crash or restart; an OS crash or power loss of ${this.#replicas > 1 ? 'a majority of the nodes at once' : 'the node'} may lose the last unsynced writes`
+          : `NATS JetStream memory storage, ${replicated}an acknowledged publish lives in broker memory only: a broker restart ${this.#replicas > 1 ? 'of a majority of nodes ' : ''}loses it`,
+    });
+    void this.#watchStatus();
+  }
+
+  async ensureTopic(topic: string, options: EnsureTopicOptions = {}): Promise<TopicInfo> {
+    this.#open();
+    const t = await this.#meta(topic, options.partitions);
+    return { topic, partitions: t.partitions };
+  }
+
+  async publish(topic: string, messages: readonly OutgoingMessage[]): Promise<readonly PublishReceipt[]> {
+    this.#open();
+    const t = await this.#meta(topic);
+    if (messages.length === 0) return [];
+    // Refuse bad input before anything is sent.
+    const prepared = new Array<{ subject: string; partition: number; body: string; id: string; key: string | undefined }>(messages.length);
+    for (let i = 0; i < messages.length; i++) {
+      const m = messages[i]!;
+      const env = ensureEnvelope(m.envelope);
+      const body = encode(env, topic);
+      const size = encodedSize(body);
+      if (size > this.#maxPayload) throw tooLarge(topic, env.id, size, this.#maxPayload);
+      const key = m.key ?? env.partitionkey;
+      const headerBytes = 64 + Buffer.byteLength(env.id) + (key === undefined ? 0 : 16 + Buffer.byteLength(key));
+      if (size + headerBytes > this.#serverMax) throw tooLarge(topic, env.id, size + headerBytes, this.#serverMax - headerBytes);
+      prepared[i] = { subject: '', partition: -1, body, id: env.id, key };
+    }
+    for (const p of prepared) {
+      p.partition = p.key === undefined ? t.rr.next(t.partitions) : partitionForKey(p.key, t.partitions);
+      p.subject = subjectOf(this.#ctx.prefix, topic, p.partition);
+    }
+    this.#open();
+    const acks = prepared.map((p) => {
+      const h = headers();
+      h.set('Content-Type', 'application/cloudevents+json');
+      if (p.key !== undefined) h.set(KEY_HEADER, p.key);
+      return this.#ctx.js.publish(p.subject, p.body, { msgID: p.id, headers: h, timeout: this.#publishTimeoutMs });
+    });
+    const results = await Promise.allSettled(acks);
+    const receipts: PublishReceipt[] = new Array(prepared.length);
+    let failed: { i: number; reason: unknown } | undefined;
+    let failures = 0;
+    for (let i = 0; i < results.length; i++) {
+      const r = results[i]!;
+      if (r.status === 'fulfilled') receipts[i] = { topic, partition: prepared[i]!.partition, position: String(r.value.seq) };
+      else {
+        failures++;
+        failed ??= { i, reason: r.reason };
+      }
+    }
+    if (failed) {
+      if (this.#closed) throw new HeraldError('HERALD_ERR_CLOSED', 'NATS transport closed while publishing', { cause: failed.reason });
+      throw new HeraldError('HERALD_ERR_STORAGE', `publish to "${topic}": ${failures} of ${prepared.length} message(s) not acknowledged by JetStream (first: "${prepared[failed.i]!.id}": ${(failed.reason as Error)?.message ?? String(failed.reason)}); retrying is safe within the duplicate window`, {
+        cause: failed.reason,
+        details: { topic, failed: failures, of: prepared.length },
+      });
+    }
+    return receipts;
+  }
+
+  subscribe(topic: string, options: SubscribeOptions): Subscription {
+    this.#open();
+    if (!options.group) throw new HeraldError('HERALD_ERR_INVALID_ARGUMENT', 'subscribe needs a group');
+    checkTopic(topic);
+    const memberId = options.memberId ?? `m-${process.pid}-${randomUUID().slice(0, 8)}`;
+    const sub = new NatsSubscription(topic, options.group, memberId, async () => {
+      const meta = await this.#meta(topic);
+      if (this.#closed) throw new HeraldError('HERALD_ERR_CLOSED', 'NATS transport is closed');
+      const source = new PartitionSource(this.#ctx, meta, options.group, memberId, options.onError);
+      this.#sources.add(source);
+      const inner = new NatsLogSubscription(source, {
+        ...options,
+        memberId,
+        topic,
+        source,
+        clock: this.#ctx.clock,
+        ownership: { kind: 'lease', store: this.leases, leaseMs: this.#leaseMs, ...(this.#heartbeatMs !== undefined ? { heartbeatMs: this.#heartbeatMs } : {}) },
+        fetchBatch: this.#ctx.fetchBatch,
+        pollMs: 100,
+        ...(this.#commitIntervalMs !== undefined ? { commitIntervalMs: this.#commitIntervalMs } : {}),
+      });
+      void inner.closed.finally(() => this.#sources.delete(source)).catch(() => {});
+      return inner;
+    });
+    this.#subs.add(sub);
+    void sub.closed.finally(() => this.#subs.delete(sub)).catch(() => {});
+    return sub;
+  }
+
+  close(options: { timeoutMs?: number } = {}): Promise<void> {
+    if (!this.#closePromise) {
+      this.#closed = true;
+      this.#closePromise = (async () => {
+        await Promise.all([...this.#subs].map((s) => s.close(options).catch(() => {})));
+        await this.leases.close();
+        if (this.#owns) await this.connection.close().catch(() => {});
+      })();
+    }
+    return this.#closePromise;
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.close();
+  }
+
+  // ── internals ──────────────────────────────────────────────────────────
+
+  #open(): void {
+    if (this.#closed) throw new HeraldError('HERALD_ERR_CLOSED', 'NATS transport is closed');
+  }
+
+  /** After a reconnect, pull requests in flight are gone: re-issue them at once. */
+  async #watchStatus(): Promise<void> {
+    try {
+      for await (const s of this.connection.status()) {
+        if (s.type === 'reconnect') for (const src of this.#sources) src.restartPulls();
+      }
+    } catch {
+      // the status iterator ends with the connection
+    }
+  }
+
+  #meta(topic: string, wanted?: number): Promise<TopicMeta> {
+    checkTopic(topic);
+    if (wanted !== undefined) partitionCount(wanted);
+    let p = this.#topics.get(topic);
+    if (!p) {
+      p = this.#loadOrCreate(topic, wanted);
+      this.#topics.set(topic, p);
+      p.catch(() => this.#topics.delete(topic));
+    }
+    return p.then((t) => {
+      if (wanted !== undefined && wanted !== t.partitions) {
+        throw new HeraldError('HERALD_ERR_TOPIC_MISMATCH', `topic "${topic}" has ${t.partitions} partitions, not ${wanted}`, { details: { topic, partitions: t.partitions, requested: wanted } });
+      }
+      return t;
+    });
+  }
+
+  async #loadOrCreate(topic: string, wanted: number | undefined): Promise<TopicMeta> {
+    const stream = streamName(this.#ctx.prefix, topic);
+    let info: StreamInfo | undefined;
+    try {
+      info = await this.#ctx.jsm.streams.info(stream);
+    } catch (e) {
+      if (!(e instanceof JetStreamApiError && e.code === STREAM_NOT_FOUND)) throw storageError(`reading stream ${stream}`, e);
+    }
+    if (!info) {
+      const n = wanted ?? this.#defaultPartitions;
+      try {
+        info = await this.#ctx.jsm.streams.add({
+          name: stream,
+          subjects: [subjectsOf(this.#ctx.prefix, topic)],
+          description: `herald topic ${JSON.stringify(topic)}, partitions=${n}`,
+          storage: this.#storage === 'memory' ? StorageType.Memory : StorageType.File,
+          num_replicas: this.#replicas,
+          retention: RetentionPolicy.Limits,
+          discard: DiscardPolicy.Old,
+          duplicate_window: this.#duplicateWindowMs * 1_000_000,
+        });
+      } catch (e) {
+        // Another process created it first (maybe with another count): read what it made.
+        if (!(e instanceof JetStreamApiError && e.code === STREAM_NAME_IN_USE)) throw storageError(`creating stream ${stream}`, e);
+        info = await this.#ctx.jsm.streams.info(stream).catch((e2: unknown) => {
+          throw storageError(`reading stream ${stream}`, e2);
+        });
+      }
+    }
+    const m = /partitions=(\d+)/.exec(info.config.description ?? '');
+    const subject = subjectsOf(this.#ctx.prefix, topic);
+    if (!m || !info.config.subjects?.includes(subject)) {
+      throw new HeraldError('HERALD_ERR_TOPIC_MISMATCH', `stream ${stream} exists but was not created by Herald for topic "${topic}" (description ${JSON.stringify(info.config.description ?? '')}, subjects ${JSON.stringify(info.config.subjects)})`, {
+        details: { topic, stream },
+      });
+    }
+    return { topic, stream, partitions: Number(m[1]), rr: new RoundRobin() };
+  }
+}
+
+// ── subscriptions ──────────────────────────────────────────────────────────
+
+/**
+ * The subscription `subscribe()` returns at once; the topic's stream is looked up (or created)
+ * in the background, then a `NatsLogSubscription` does the work. A failure to set up ends it:
+ * `closed` rejects with the error and the iterator ends.
+ */
+class NatsSubscription implements Subscription {
+  readonly topic: string;
+  readonly group: string;
+  readonly memberId: string;
+  readonly closed: Promise<void>;
+  readonly #ready: Promise<NatsLogSubscription | undefined>;
+  #inner: NatsLogSubscription | undefined;
+  #closing = false;
+  #closePromise: Promise<void> | undefined;
+  #resolveClosed!: () => void;
+  #rejectClosed!: (e: unknown) => void;
+
+  constructor(topic: string, group: string, memberId: string, start: () => Promise<NatsLogSubscription>) {
+    this.topic = topic;
+    this.group = group;
+    this.memberId = memberId;
+    this.closed = new Promise<void>((resolve, reject) => {
+      this.#resolveClosed = resolve;
+      this.#rejectClosed = reject;
+    });
+    this.closed.catch(() => {});
+    this.#ready = start().then(
+      (inner) => {
+        this.#inner = inner;
+        inner.closed.then(this.#resolveClosed, this.#rejectClosed);
+        if (this.#closing) void inner.close({ timeoutMs: 0 });
+        return inner;
+      },
+      (e: unknown) => {
+        this.#rejectClosed(e);
+        return undefined;
+      },
+    );
+  }
+
+  assignment(): readonly number[] {
+    return this.#inner?.assignment() ?? [];
+  }
+
+  fence(partition: number): LeaseFence | undefined {
+    return this.#inner?.fence(partition);
+  }
+
+  [Symbol.asyncIterator](): AsyncIterator<Delivery> {
+    let it: AsyncIterator<Delivery> | undefined;
+    return {
+      next: async () => {
+        if (!it) {
+          const inner = await this.#ready;
+          if (!inner) return { done: true, value: undefined };
+          it = inner[Symbol.asyncIterator]();
+        }
+        return it.next();
+      },
+      return: async () => ({ done: true, value: undefined }),
+    };
+  }
+
+  close(options: { timeoutMs?: number } = {}): Promise<void> {
+    if (!this.#closePromise) {
+      this.#closing = true;
+      this.#closePromise = this.#ready.then(async (inner) => {
+        if (inner) await inner.close(options);
+      });
+    }
+    return this.#closePromise;
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.close();
+  }
+}
+
+/**
+ * Core's LogSubscription, told which lease each partition is read under (the source names its
+ * consumer by epoch) and stopping the partition's pulls once it is revoked or closed.
+ * Deliveries map `extend()` to JetStream `working()` and `reject(reason)` to `term(reason)` at
+ * commit time.
+ */
+class NatsLogSubscription extends LogSubscription {
+  readonly #source: PartitionSource;
+  #closeP: Promise<void> | undefined;
+
+  constructor(source: PartitionSource, options: ConstructorParameters<typeof LogSubscription>[0]) {
+    super(options);
+    this.#source = source;
+  }
+
+  override async assign(partition: number, grant?: LeaseGrant): Promise<void> {
+    if (grant) this.#source.grants.set(partition, grant);
+    return super.assign(partition, grant);
+  }
+
+  override async revoke(partition: number, lost: boolean): Promise<void> {
+    const state = this.#source.state(partition);
+    if (lost) this.#source.grants.delete(partition);
+    await super.revoke(partition, lost);
+    if (!this.assignment().includes(partition)) {
+      this.#source.grants.delete(partition);
+      if (state) this.#source.stop(state);
+    }
+  }
+
+  override close(options: { timeoutMs?: number } = {}): Promise<void> {
+    this.#closeP ??= super.close(options).finally(() => this.#source.stopAll());
+    return this.#closeP;
+  }
+
+  override [Symbol.asyncIterator](): AsyncIterator<Delivery> {
+    const inner = super[Symbol.asyncIterator]();
+    const source = this.#source;
+    return {
+      next: async () => {
+        const r = await inner.next();
+        return r.done ? r : { done: false, value: wrapDelivery(r.value, source) };
+      },
+      return: async () => ({ done: true, value: undefined }),
+    };
+  }
+}
+
+function wrapDelivery(d: Delivery, source: PartitionSource): Delivery {
+  const seq = Number(d.position);
+  let settled = false;
+  return {
+    envelope: d.envelope,
+    ...(d.decodeError ? { decodeError: d.decodeError } : {}),
+    get raw(): string {
+      return d.raw;
+    },
+    topic: d.topic,
+    partition: d.partition,
+    key: d.key,
+    position: d.position,
+    attempt: d.attempt,
+    revoked: d.revoked,
+    ...(d.fence ? { fence: d.fence } : {}),
+    ack(): void {
+      settled = true;
+      d.ack();
+    },
+    nack(options?: { delayMs?: number }): void {
+      settled = true;
+      d.nack(options);
+    },
+    reject(reason: string): void {
+      if (!settled) source.term(d.partition, seq, reason);
+      settled = true;
+      d.reject(reason);
+    },
+    extend(): void {
+      if (!settled) source.working(d.partition, seq);
+      d.extend();
+    },
+  };
+}
+
+// ── the partitions of one subscription ─────────────────────────────────────
+
+interface PartState {
+  readonly partition: number;
+  readonly grant: LeaseGrant | undefined;
+  /** Earlier epochs' consumers of (group, partition), deleted once this epoch's exists. */
+  readonly predecessors: string[];
+  consumer: Consumer | undefined;
+  opening: Promise<void> | undefined;
+  /** Pulled, not yet handed to the LogSubscription. */
+  buffer: JsMsg[];
+  bufHead: number;
+  /** Handed out, not yet acked at the server; by stream sequence, ascending. */
+  readonly held: Map<number, JsMsg>;
+  readonly terms: Map<number, string>;
+  /** Highest stream sequence acked at the server. */
+  committed: number;
+  iter: ConsumerMessages | undefined;
+  pulling: boolean;
+  roomWaiter: (() => void) | undefined;
+  stopped: boolean;
+}
+
+/**
+ * The `LogSource` of one subscription: per owned partition, this epoch's durable consumer,
+ * a bounded pull loop feeding a buffer, and the acks that carry commits to the server.
+ */
+class PartitionSource implements LogSource {
+  readonly partitions: number;
+  readonly grants = new Map<number, LeaseGrant>();
+  readonly #ctx: Ctx;
+  readonly #meta: TopicMeta;
+  readonly #group: string;
+  readonly #memberId: string;
+  readonly #onError: ((e: unknown) => void) | undefined;
+  readonly #parts = new Map<number, PartState>();
+  readonly #listeners = new Set<() => void>();
+  readonly #highWater: number;
+  #closed = false;
+
+  constructor(ctx: Ctx, meta: TopicMeta, group: string, memberId: string, onError: ((e: unknown) => void) | undefined) {
+    this.#ctx = ctx;
+    this.#meta = meta;
+    this.partitions = meta.partitions;
+    this.#group = group;
+    this.#memberId = memberId;
+    this.#onError = onError;
+    this.#highWater = ctx.fetchBatch * 2;
+  }
+
+  state(partition: number): PartState | undefined {
+    return this.#parts.get(partition);
+  }
+
+  /** The previous epochs' ack floor: the group's committed position on `partition` (-1 when the group never read it). */
+  async committed(partition: number): Promise<number> {
+    const grant = this.grants.get(partition);
+    return this.#retrying(partition, grant, async () => {
+      const prefix = consumerPrefix(this.#group, partition);
+      const found: Array<{ name: string; epoch: number; created: number; floor: number }> = [];
+      for await (const ci of this.#ctx.jsm.consumers.list(this.#meta.stream)) {
+        const parsed = parseConsumerName(ci.name, prefix);
+        if (parsed) found.push({ name: ci.name, epoch: parsed.epoch, created: Date.parse(ci.created), floor: ci.ack_floor.stream_seq });
+      }
+      found.sort((a, b) => a.epoch - b.epoch || a.created - b.created);
+      const latest = found[found.length - 1];
+      if (latest && grant && latest.epoch > grant.epoch) {
+        throw new HeraldError('HERALD_ERR_LEASE_LOST', `partition ${partition} of "${this.#meta.topic}" is read by a newer lease epoch (${latest.epoch} > ${grant.epoch})`);
+      }
+      this.#stopState(this.#parts.get(partition));
+      this.#parts.set(partition, {
+        partition,
+        grant,
+        predecessors: found.map((f) => f.name),
+        consumer: undefined,
+        opening: undefined,
+        buffer: [],
+        bufHead: 0,
+        held: new Map(),
+        terms: new Map(),
+        committed: latest ? latest.floor : 0,
+        iter: undefined,
+        pulling: false,
+        roomWaiter: undefined,
+        stopped: false,
+      });
+      return latest ? latest.floor : -1;
+    });
+  }
+
+  /** The stream's last sequence: a 'latest' group starts after it. */
+  async head(partition: number): Promise<number> {
+    return this.#retrying(partition, this.grants.get(partition), async () => (await this.#ctx.jsm.streams.info(this.#meta.stream)).state.last_seq);
+  }
+
+  fetch(partition: number, after: number, limit: number): readonly LogRecord[] {
+    const st = this.#parts.get(partition);
+    if (!st || st.stopped) return [];
+    if (!st.consumer) {
+      if (!st.opening) {
+        st.opening = this.#openConsumer(st, after).then(
+          () => {
+            st.opening = undefined;
+            this.#startPulling(st);
+            this.#wake();
+          },
+          (e: unknown) => {
+            st.opening = undefined;
+            if (!st.stopped) this.#onError?.(e);
+          },
+        );
+      }
+      return [];
+    }
+    const out: LogRecord[] = [];
+    while (st.bufHead < st.buffer.length && out.length < limit) {
+      const m = st.buffer[st.bufHead++]!;
+      const seq = m.seq;
+      if (seq <= st.committed) {
+        m.ack(); // re-sent after ack_wait although already committed (an ack was lost): ack again
+        continue;
+      }
+      if (seq <= after || st.held.has(seq)) continue; // re-sent after ack_wait while still held: ignore
+      st.held.set(seq, m);
+      const key = m.headers?.has(KEY_HEADER) ? m.headers.get(KEY_HEADER) : undefined;
+      out.push({ offset: seq, key, raw: m.string() });
+    }
+    if (st.bufHead === st.buffer.length) {
+      st.buffer = [];
+      st.bufHead = 0;
+    } else if (st.bufHead > 1024) {
+      st.buffer = st.buffer.slice(st.bufHead);
+      st.bufHead = 0;
+    }
+    if (st.roomWaiter && st.buffer.length - st.bufHead <= this.#highWater - Math.min(this.#ctx.fetchBatch, this.#highWater / 2)) {
+      const w = st.roomWaiter;
+      st.roomWaiter = undefined;
+      w();
+    }
+    return out;
+  }
+
+  /**
+   * Acks every held message up to `offset` (term for rejected ones), the last one confirmed.
+   * If the confirmation fails and the lease is no longer ours: `HERALD_ERR_LEASE_LOST`. If the
+   * lease is still ours (a disconnect), the acks were queued by the client and sent on
+   * reconnect; any that got lost come back after ack_wait and are acked on sight.
+   */
+  async commit(partition: number, offset: number, fence: LeaseFence | undefined): Promise<void> {
+    const st = this.#parts.get(partition);
+    if (!st || st.stopped) {
+      if (fence) throw new HeraldError('HERALD_ERR_LEASE_LOST', `partition ${partition} of "${this.#meta.topic}" is no longer read here`);
+      return;
+    }
+    let last: JsMsg | undefined;
+    let lastTerm = false;
+    for (const [seq, m] of st.held) {
+      if (seq > offset) break;
+      if (last) {
+        if (lastTerm) last.term(st.terms.get(last.seq));
+        else last.ack();
+      }
+      st.held.delete(seq);
+      last = m;
+      lastTerm = st.terms.has(seq);
+    }
+    if (offset > st.committed) st.committed = offset;
+    if (!last) return;
+    if (lastTerm) {
+      last.term(st.terms.get(last.seq));
+      for (const s of st.terms.keys()) if (s <= offset) st.terms.delete(s);
+      return;
+    }
+    for (const s of st.terms.keys()) if (s <= offset) st.terms.delete(s);
+    try {
+      await last.ackAck({ timeout: 2000 });
+    } catch (e) {
+      if (fence && !(await this.#ctx.leases.validate(fence).catch(() => true))) {
+        throw new HeraldError('HERALD_ERR_LEASE_LOST', `commit of ${this.#meta.topic}[${partition}] at ${offset} refused: the lease (epoch ${fence.epoch}) moved on`, { cause: e });
+      }
+      this.#onError?.(new HeraldError('HERALD_ERR_STORAGE', `commit of ${this.#meta.topic}[${partition}] at ${offset} not confirmed (acks are re-sent on redelivery): ${(e as Error).message}`, { cause: e }));
+    }
+  }
+
+  onAppend(listener: () => void): () => void {
+    this.#listeners.add(listener);
+    return () => this.#listeners.delete(listener);
+  }
+
+  /** A delivery is still being worked on: push out its ack_wait. */
+  working(partition: number, seq: number): void {
+    this.#parts.get(partition)?.held.get(seq)?.working();
+  }
+
+  /** A delivery was rejected (dead-lettered): term it with the reason when committed. */
+  term(partition: number, seq: number, reason: string): void {
+    const st = this.#parts.get(partition);
+    if (st?.held.has(seq)) st.terms.set(seq, reason.slice(0, 1024));
+  }
+
+  /** Stops a partition's pulls (revoked or closed); nothing more is acked for it. */
+  stop(st: PartState): void {
+    this.#stopState(st);
+    if (this.#parts.get(st.partition) === st) this.#parts.delete(st.partition);
+  }
+
+  stopAll(): void {
+    this.#closed = true;
+    for (const st of [...this.#parts.values()]) this.stop(st);
+  }
+
+  /** Re-issues every pull request (after a reconnect the server forgot them). */
+  restartPulls(): void {
+    for (const st of this.#parts.values()) void st.iter?.close();
+  }
+
+  #stopState(st: PartState | undefined): void {
+    if (!st || st.stopped) return;
+    st.stopped = true;
+    void st.iter?.close();
+    st.roomWaiter?.();
+    st.buffer = [];
+    st.bufHead = 0;
+  }
+
+  #wake(): void {
+    for (const l of this.#listeners) l();
+  }
+
+  /** Runs `fn` until it succeeds, while `grant` is still this member's lease on `partition`. */
+  async #retrying<T>(partition: number, grant: LeaseGrant | undefined, fn: () => Promise<T>): Promise<T> {
+    let delay = 50;
+    for (;;) {
+      try {
+        return await fn();
+      } catch (e) {
+        if (isHeraldError(e, 'HERALD_ERR_LEASE_LOST') || this.#closed || this.grants.get(partition) !== grant) throw e;
+        this.#onError?.(e);
+        await this.#ctx.clock.sleep(delay);
+        delay = Math.min(1000, delay * 2);
+        if (this.#closed || this.grants.get(partition) !== grant) throw e;
+      }
+    }
+  }
+
+  /** Creates this epoch's consumer right after `after`, then deletes the earlier epochs' ones. */
+  async #openConsumer(st: PartState, after: number): Promise<void> {
+    const { jsm, js } = this.#ctx;
+    const stream = this.#meta.stream;
+    const epoch = st.grant?.epoch ?? 0;
+    const name = `${consumerPrefix(this.#group, st.partition)}${epoch}-${randomUUID().replaceAll('-', '').slice(0, 12)}`;
+    await jsm.consumers.add(stream, {
+      durable_name: name,
+      description: `herald group ${JSON.stringify(this.#group).slice(0, 200)} partition ${st.partition} epoch ${epoch} member ${this.#memberId}`,
+      ack_policy: AckPolicy.Explicit,
+      filter_subject: subjectOf(this.#ctx.prefix, this.#meta.topic, st.partition),
+      ...(after >= 0 ? { deliver_policy: DeliverPolicy.StartSequence, opt_start_seq: after + 1 } : { deliver_policy: DeliverPolicy.All }),
+      ack_wait: this.#ctx.ackWaitMs * 1_000_000,
+      max_deliver: this.#ctx.maxDeliver,
+      max_ack_pending: DEFAULT_MAX_UNCOMMITTED_PER_PARTITION * 4 + this.#highWater * 2,
+    });
+    if (st.stopped) return;
+    st.consumer = await js.consumers.get(stream, name);
+    for (const old of st.predecessors) {
+      await jsm.consumers.delete(stream, old).catch((e: unknown) => {
+        if (!(e instanceof JetStreamApiError && e.code === CONSUMER_NOT_FOUND)) this.#onError?.(e);
+      });
+    }
+  }
+
+  #startPulling(st: PartState): void {
+    if (st.pulling || st.stopped) return;
+    st.pulling = true;
+    void this.#pull(st).finally(() => {
+      st.pulling = false;
+    });
+  }
+
+  /** Pull requests, one at a time, while the buffer has room; re-issued after errors and reconnects. */
+  async #pull(st: PartState): Promise<void> {
+    const batch = this.#ctx.fetchBatch;
+    let delay = 50;
+    while (!st.stopped) {
+      const room = this.#highWater - (st.buffer.length - st.bufHead);
+      if (room < Math.min(batch, this.#highWater / 2)) {
+        await new Promise<void>((resolve) => {
+          st.roomWaiter = resolve;
+        });
+        continue;
+      }
+      try {
+        const iter = await st.consumer!.fetch({ max_messages: Math.min(room, batch), expires: this.#ctx.fetchExpiresMs, idle_heartbeat: Math.min(1000, this.#ctx.fetchExpiresMs / 2) });
+        st.iter = iter;
+        if (st.stopped) {
+          void iter.close();
+          break;
+        }
+        let got = 0;
+        for await (const m of iter) {
+          if (st.stopped) break;
+          st.buffer.push(m);
+          got++;
+          this.#wake();
+        }
+        delay = 50;
+        if (got === 0 && !st.stopped) await this.#ctx.clock.sleep(10);
+      } catch (e) {
+        if (st.stopped) break;
+        this.#onError?.(storageError(`pulling ${this.#meta.stream}[${st.partition}]`, e));
+        await this.#ctx.clock.sleep(delay);
+        delay = Math.min(1000, delay * 2);
+      } finally {
+        st.iter = undefined;
+      }
+    }
+  }
+}
+
+// ── helpers ────────────────────────────────────────────────────────────────
+
+function encode(env: CloudEvent, topic: string): string {
+  try {
+    return encodeEnvelope(env);
+  } catch (cause) {
+    if (isHeraldError(cause)) throw cause;
+    throw new HeraldError('HERALD_ERR_ENVELOPE_INVALID', `envelope "${String(env.id)}" to "${topic}" cannot be encoded as JSON: ${(cause as Error).message}`, { cause, details: { topic, id: env.id } });
+  }
+}
+
+function storageError(what: string, cause: unknown): HeraldError {
+  if (isHeraldError(cause)) return cause;
+  return new HeraldError('HERALD_ERR_STORAGE', `NATS: ${what} failed: ${(cause as Error)?.message ?? String(cause)}`, { cause });
+}
+
+function checkTopic(topic: string): void {
+  if (typeof topic !== 'string' || !TOPIC_NAME_RE.test(topic)) {
+    throw new HeraldError('HERALD_ERR_INVALID_ARGUMENT', `topic name must be 1–200 of letters, digits, '.', '_', '-' (got ${JSON.stringify(topic)})`);
+  }
+}
+
+function checkPrefix(prefix: string): string {
+  if (!/^[A-Za-z0-9_-]{1,32}$/.test(prefix)) throw new HeraldError('HERALD_ERR_INVALID_ARGUMENT', `prefix must be 1–32 of letters, digits, '_', '-' (got ${JSON.stringify(prefix)})`);
+  return prefix;
+}
+
+function partitionCount(n: number): number {
+  if (!Number.isInteger(n) || n < 1 || n > 4096) throw new HeraldError('HERALD_ERR_INVALID_ARGUMENT', `partitions must be an integer from 1 to 4096 (got ${n})`);
+  return n;
+}
+
+function positiveInt(name: string, v: number): number {
+  if (!Number.isInteger(v) || v < 1) throw new HeraldError('HERALD_ERR_INVALID_ARGUMENT', `${name} must be a positive integer (got ${v})`);
+  return v;
+}
