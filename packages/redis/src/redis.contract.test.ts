@@ -1,0 +1,32 @@
+// The testkit's universal contracts, run unmodified against Redis: the shared server on
+// 127.0.0.1:6379 for the lease-store and transport suites (random prefix, removed at the
+// end), and a private redis-server (AOF on) for the broker-restart scenario.
+import { after, describe } from 'node:test';
+import { randomUUID } from 'node:crypto';
+import { Redis } from 'ioredis';
+import { describeLeaseStoreContract, serverSkipReason } from '@herald/testkit';
+import { RedisLeaseStore } from './lease-store.ts';
+
+const PORT = 6379;
+const skip = await serverSkipReason('Redis', PORT);
+const prefix = `herald-test-${randomUUID().slice(0, 8)}`;
+
+after(async () => {
+  if (skip) return;
+  // Remove only this run's keys (never FLUSH the shared server).
+  const r = new Redis({ port: PORT, lazyConnect: false });
+  let cursor = '0';
+  do {
+    const [next, keys] = await r.scan(cursor, 'MATCH', `${prefix}:*`, 'COUNT', 1000);
+    cursor = next;
+    if (keys.length) await r.unlink(...keys);
+  } while (cursor !== '0');
+  await r.quit();
+});
+
+describe('redis', { skip }, () => {
+  describeLeaseStoreContract('redis (server time)', async () => {
+    const store = new RedisLeaseStore({ connection: { port: PORT }, prefix });
+    return { store, cleanup: () => store.close() };
+  });
+});
