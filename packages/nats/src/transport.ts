@@ -148,6 +148,8 @@ interface Ctx {
   readonly maxDeliver: number;
   readonly fetchBatch: number;
   readonly fetchExpiresMs: number;
+  /** Whether the server reads `+TERM <reason>` (2.11+); 2.9 ignores a term that carries a reason, leaving the message pending. */
+  readonly termReason: boolean;
   readonly clock: Clock;
 }
 
@@ -239,6 +241,7 @@ export class NatsTransport implements Transport {
       maxDeliver: options.maxDeliver ?? -1,
       fetchBatch: positiveInt('fetchBatch', options.fetchBatch ?? 256),
       fetchExpiresMs,
+      termReason: versionAtLeast(nc.info?.version ?? '0.0.0', 2, 11),
       clock: options.clock ?? systemClock,
     };
     const replicated = this.#replicas > 1 ? `R${this.#replicas}: the PubAck comes once a quorum of replicas stored it, so it survives the loss of a minority of nodes; ` : 'R1: ';
@@ -758,7 +761,7 @@ class PartitionSource implements LogSource {
     for (const [seq, m] of st.held) {
       if (seq > offset) break;
       if (last) {
-        if (lastTerm) last.term(st.terms.get(last.seq));
+        if (lastTerm) this.#term(last, st.terms.get(last.seq));
         else last.ack();
       }
       st.held.delete(seq);
@@ -768,7 +771,7 @@ class PartitionSource implements LogSource {
     if (offset > st.committed) st.committed = offset;
     if (!last) return;
     if (lastTerm) {
-      last.term(st.terms.get(last.seq));
+      this.#term(last, st.terms.get(last.seq));
       for (const s of st.terms.keys()) if (s <= offset) st.terms.delete(s);
       return;
     }
@@ -797,6 +800,11 @@ class PartitionSource implements LogSource {
   term(partition: number, seq: number, reason: string): void {
     const st = this.#parts.get(partition);
     if (st?.held.has(seq)) st.terms.set(seq, reason.slice(0, 1024));
+  }
+
+  #term(m: JsMsg, reason: string | undefined): void {
+    if (this.#ctx.termReason) m.term(reason);
+    else m.term();
   }
 
   /** Stops a partition's pulls (revoked or closed); nothing more is acked for it. */
@@ -931,6 +939,11 @@ function encode(env: CloudEvent, topic: string): string {
 function storageError(what: string, cause: unknown): HeraldError {
   if (isHeraldError(cause)) return cause;
   return new HeraldError('HERALD_ERR_STORAGE', `NATS: ${what} failed: ${(cause as Error)?.message ?? String(cause)}`, { cause });
+}
+
+function versionAtLeast(version: string, major: number, minor: number): boolean {
+  const [a = 0, b = 0] = version.split('.').map((x) => Number.parseInt(x, 10));
+  return a > major || (a === major && b >= minor);
 }
 
 function checkTopic(topic: string): void {
