@@ -69,7 +69,7 @@ test('CloudEvents MQTT binding: binary mode (User Properties) and structured mod
     const bin = MQTT.binary(sdk);
     await dev.publishAsync(`${p}/devices/d1/events`, JSON.stringify(bin.body), {
       qos: 1,
-      properties: { contentType: bin.PUBLISH['Content Type'] as string, userProperties: Object.fromEntries(Object.entries(bin.headers).filter(([, v]) => v !== undefined).map(([k, v]) => [k, String(v)])) },
+      properties: { contentType: bin.PUBLISH?.['Content Type'] as string, userProperties: Object.fromEntries(Object.entries(bin.headers).filter(([, v]) => v !== undefined).map(([k, v]) => [k, String(v)])) },
     });
     // Structured mode.
     const structured = { specversion: '1.0', id: 'st-1', source: 'urn:device:d2', type: 'com.example.alarm', data: { level: 3 } };
