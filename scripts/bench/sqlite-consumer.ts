@@ -51,8 +51,9 @@ const config: WorkerConfig = parsed;
 
 const transport = createSqliteTransport({ path: config.path, synchronous: 'NORMAL', ...(config.pollMs !== undefined ? { pollMs: config.pollMs } : {}) });
 const deadLetters = new SqliteDeadLetterStore({ database: transport.database });
-// The transport's poll and lease timers are unref'd and the IPC channel does not hold the
-// process either: keep it alive until the measured messages are handled.
+// Keep the process alive until the measured messages are handled, whatever the transport's
+// timers do (its poll and lease timers were unref'd when this was written; the IPC channel
+// does not hold the process either).
 const keepAlive = setInterval(() => {}, 1000);
 let errors = 0;
 const consumer = createConsumer({
