@@ -4,8 +4,10 @@
 import { after, describe } from 'node:test';
 import { randomUUID } from 'node:crypto';
 import { Redis } from 'ioredis';
-import { describeLeaseStoreContract, serverSkipReason } from '@herald/testkit';
+import { describeLeaseStoreContract, describeTransportContract, serverSkipReason } from '@herald/testkit';
+import type { Transport } from '@herald/core';
 import { RedisLeaseStore } from './lease-store.ts';
+import { createRedisTransport, RedisTransport } from './transport.ts';
 
 const PORT = 6379;
 const skip = await serverSkipReason('Redis', PORT);
@@ -28,5 +30,17 @@ describe('redis', { skip }, () => {
   describeLeaseStoreContract('redis (server time)', async () => {
     const store = new RedisLeaseStore({ connection: { port: PORT }, prefix });
     return { store, cleanup: () => store.close() };
+  });
+
+  // Leases short enough that partitions move within the suite's 1–2 s waits.
+  const timing = { leaseMs: 600, heartbeatMs: 100 } as const;
+  const redis = (t: Transport): RedisTransport => {
+    if (!(t instanceof RedisTransport)) throw new Error('not a RedisTransport');
+    return t;
+  };
+  describeTransportContract('redis', {
+    create: async () => createRedisTransport({ connection: { port: PORT }, prefix, ...timing }),
+    // Another transport with its own connections: what another process sees.
+    createInGroup: async (first) => createRedisTransport({ connection: { port: redis(first).redis.options.port ?? PORT }, prefix, ...timing }),
   });
 });

@@ -1,0 +1,1031 @@
+/**
+ * The Redis Streams transport: a partitioned log in Redis, read by offset.
+ *
+ * Layout (keys.ts): one stream per (topic, partition), `herald:<topic>:<p>`; the partition
+ * count is fixed in `herald:<topic>:meta`, created with HSETNX by whoever comes first. Every
+ * entry is written with the id `0-*`, so Redis numbers a partition's entries 0-1, 0-2, … and
+ * the stream id's sequence IS the offset: the delivery `position` and the publish receipt's
+ * `position` are that number as a decimal string. Fields: `e` (the envelope, JSON structured
+ * format) and `k` (the partition key, when there is one).
+ *
+ * Consuming (ackModel 'offset'): a group's position is one committed offset per partition, in
+ * `herald:<topic>:groups:<p>`. Members of a group divide partitions through fenced leases (the
+ * Redis LeaseStore and core's PartitionBalancer): one reader per (group, partition), so keys
+ * stay in order. Reading is XRANGE after the position; acks become low-watermark commits
+ * through core's LogSubscription (in-flight bounds, nack redelivery, revocation, draining
+ * close), written by a Lua script that checks the lease owner and epoch first (fencing): a
+ * member that lost its lease cannot move the group's position. Redis consumer groups (XGROUP,
+ * XREADGROUP, XACK, XAUTOCLAIM) are not used: with one reader per partition their pending
+ * lists would only duplicate the committed offset, and redelivering claimed entries in log
+ * order would need the same bookkeeping LogSubscription already does.
+ *
+ * Wake-ups: a second connection per transport runs `XREAD BLOCK` over the partitions whose
+ * reader found nothing new, from the last offset seen; an append by any process (or any
+ * other client) wakes the reader at once. Appends by this transport wake local readers
+ * directly. A reader never queries Redis for a partition known to be at its head.
+ *
+ * Publishing: each message is encoded once and checked against `maxPayloadBytes` before
+ * anything is sent; a batch with one oversize message is refused whole
+ * (`HERALD_ERR_PAYLOAD_TOO_LARGE`). All `publish()` calls made in the same turn of the event
+ * loop go out as ONE pipeline of XADDs (a pipeline, not MULTI: each XADD is atomic on its own,
+ * a pipeline keeps them in order on the connection, and MULTI would add a QUEUED reply per
+ * command and hold the server for the whole batch without giving the Transport contract
+ * anything it asks for). A `publish()` resolves once Redis answered every one of its XADDs; if
+ * any failed it rejects with `HERALD_ERR_STORAGE`, and some of its messages may be stored
+ * (at-least-once: a retry may duplicate). Per-key order holds for publishes awaited one after
+ * another; with several publishes of one key in flight at once, a connection failure can lose
+ * an earlier one while a later one is stored. The publish queue is bounded by
+ * `maxQueuedMessages`; publishers beyond it wait (FIFO).
+ *
+ * Durability: an acknowledged publish is as durable as the Redis server's persistence
+ * (`capabilities.durability`, docs/reference/durability.md).
+ *
+ * Retention (off by default: streams grow until trimmed): `maxAgeMs` deletes entries older
+ * than that, never past the slowest registered group's committed offset;
+ * `maxEntriesPerPartition` is a hard cap that may delete entries some group has not read,
+ * counted per group (`retentionDropped`). Both trim with XTRIM MINID in one Lua script per
+ * partition, every `intervalMs`, over every topic of the prefix. A group is registered on its
+ * first `subscribe()`; `forgetGroup` unregisters it.
+ *
+ * Failures: while Redis is unreachable, commands wait in ioredis's offline queue and reject
+ * with `HERALD_ERR_STORAGE` after the connection's retry budget (connection.ts). ioredis
+ * reconnects by itself; subscriptions keep their leases if they renew in time, otherwise the
+ * partitions are revoked and re-acquired, and reading resumes from the committed offset.
+ *
+ * `close()` is idempotent and draining: queued publishes are sent, subscriptions are closed
+ * (draining and committing, up to `timeoutMs`), then the connections are closed (the command
+ * connection only if the transport opened it).
+ *
+ * Standalone Redis (or a primary with replicas) only: several keys of a topic meet in one
+ * script, and no Redis Cluster hash tags are used.
+ */
+import { hostname } from 'node:os';
+import {
+  type Clock,
+  type CloudEvent,
+  DEFAULT_PARTITIONS,
+  type Delivery,
+  type EnsureTopicOptions,
+  encodeEnvelope,
+  ensureEnvelope,
+  HeraldError,
+  isHeraldError,
+  type LeaseFence,
+  type LogRecord,
+  type LogSource,
+  LogSubscription,
+  type OutgoingMessage,
+  partitionForKey,
+  type PublishReceipt,
+  type SubscribeOptions,
+  type Subscription,
+  systemClock,
+  TOPIC_NAME_RE,
+  type TopicInfo,
+  type Transport,
+  type TransportCapabilities,
+} from '@herald/core';
+import { RoundRobin, tooLarge } from '@herald/core/internal';
+import type { Redis } from 'ioredis';
+import { connect, disconnect, type RedisConnection, storageError } from './connection.ts';
+import { DEFAULT_PREFIX, entryId, type KeySpace, keySpace, leaseToken, logScope, offsetOf } from './keys.ts';
+import { RedisLeaseStore } from './lease-store.ts';
+import { COMMIT, ENSURE_TOPIC, HEAD, REGISTER, RETENTION } from './scripts.ts';
+
+export interface RedisRetentionOptions {
+  /** Delete entries older than this (ms), never past the slowest registered group. Absent: keep them. */
+  readonly maxAgeMs?: number;
+  /** Hard cap of entries per partition; may delete entries a group has not read (counted per group). Absent: no cap. */
+  readonly maxEntriesPerPartition?: number;
+  /** How often retention runs, ms (default 1000). Age is resolved to about this period. */
+  readonly intervalMs?: number;
+}
+
+export interface RedisTransportOptions {
+  /** An ioredis client for commands (not closed by the transport); the wake-up connection is its `duplicate()`. */
+  readonly client?: Redis;
+  /** Where to connect when the transport opens its own connections (default 127.0.0.1:6379). */
+  readonly connection?: RedisConnection;
+  /** Key prefix (default 'herald'): streams are `<prefix>:<topic>:<partition>`. */
+  readonly prefix?: string;
+  /** Partitions for topics created implicitly (default 8). */
+  readonly defaultPartitions?: number;
+  /** Largest encoded envelope in bytes (default 1 MiB); 0 disables the check. */
+  readonly maxPayloadBytes?: number;
+  /** Partition lease time to live, ms (default 10 000). */
+  readonly leaseMs?: number;
+  /** Lease renewal / rebalance period, ms (default leaseMs / 3). */
+  readonly heartbeatMs?: number;
+  /** Entries read per XRANGE at least (default 256); smaller asks are served from the read-ahead. */
+  readonly fetchBatch?: number;
+  /** Delay before a moved watermark is committed, ms (default 10). */
+  readonly commitIntervalMs?: number;
+  /** Safety-net poll of each subscription, ms (default 100); wake-ups normally come from XREAD BLOCK. */
+  readonly pollMs?: number;
+  /** Longest single XREAD BLOCK of the wake-up connection, ms (default 1000). */
+  readonly blockMs?: number;
+  /** Most XADDs in one pipeline (default 4096). */
+  readonly maxBatchMessages?: number;
+  /** Bound of the publish queue in messages (default 65 536); publishers wait beyond it. */
+  readonly maxQueuedMessages?: number;
+  readonly retention?: RedisRetentionOptions;
+  /** Failures the transport handled itself (wake-up connection, retention runs); for logs. */
+  readonly onError?: (error: unknown) => void;
+  readonly clock?: Clock;
+}
+
+export interface RedisTransportStats {
+  /** Pipelines of XADDs sent by publish. */
+  readonly publishPipelines: number;
+  /** `publish()` calls that were answered. */
+  readonly publishCalls: number;
+  /** Messages Redis acknowledged. */
+  readonly publishedMessages: number;
+  /** Messages waiting in the publish queue or in flight now. */
+  readonly queuedMessages: number;
+  /** XRANGE queries made by readers. */
+  readonly fetches: number;
+  /** XREAD BLOCK calls made by the wake-up connection. */
+  readonly wakeReads: number;
+}
+
+interface PartState {
+  /** Highest offset known to exist (-1: none seen). */
+  seen: number;
+  /** When defined: no entry above it existed at the last read, and no news arrived since. */
+  confirmed: number | undefined;
+  /** The wake-up connection watches this partition (a reader read it since the last report). */
+  armed: boolean;
+}
+
+interface TopicState {
+  readonly name: string;
+  readonly partitions: number;
+  readonly rr: RoundRobin;
+  readonly streams: readonly string[];
+  readonly parts: PartState[];
+  readonly listeners: Set<() => void>;
+}
+
+interface PendingPublish {
+  readonly topic: TopicState;
+  readonly partitions: Int32Array;
+  readonly keys: (string | undefined)[];
+  readonly bodies: string[];
+  readonly resolve: (r: readonly PublishReceipt[]) => void;
+  readonly reject: (e: unknown) => void;
+}
+
+const MIB = 1024 * 1024;
+const EMPTY: readonly LogRecord[] = Object.freeze([]);
+let memberSeq = 0;
+
+/** Opens a Redis Streams transport. */
+export function createRedisTransport(options: RedisTransportOptions = {}): RedisTransport {
+  return new RedisTransport(options);
+}
+
+export class RedisTransport implements Transport {
+  readonly name = 'redis';
+  readonly capabilities: TransportCapabilities;
+  /** The command connection (publish, read, commit, leases). */
+  readonly redis: Redis;
+  /** The lease store this transport's subscriptions divide partitions with (same connection and prefix). */
+  readonly leases: RedisLeaseStore;
+  readonly keys: KeySpace;
+
+  readonly #owned: boolean;
+  readonly #watcher: Redis;
+  readonly #clock: Clock;
+  readonly #defaultPartitions: number;
+  readonly #maxPayload: number;
+  readonly #leaseMs: number;
+  readonly #heartbeatMs: number | undefined;
+  readonly #fetchBatch: number;
+  readonly #commitIntervalMs: number | undefined;
+  readonly #pollMs: number;
+  readonly #blockMs: number;
+  readonly #maxBatch: number;
+  readonly #maxQueued: number;
+  readonly #maxAgeMs: number | undefined;
+  readonly #cap: number | undefined;
+  readonly #onError: ((e: unknown) => void) | undefined;
+  readonly #topics = new Map<string, Promise<TopicState>>();
+  readonly #topicStates = new Map<string, TopicState>();
+  readonly #streamIndex = new Map<string, { t: TopicState; p: number }>();
+  readonly #subs = new Set<RedisSubscription>();
+  readonly #queue: PendingPublish[] = [];
+  #queued = 0;
+  readonly #roomWaiters: Array<{ n: number; go: () => void }> = [];
+  #flushScheduled = false;
+  readonly #inFlight = new Set<Promise<void>>();
+  #retentionTimer: { cancel(): void } | undefined;
+  #closed = false;
+  #closePromise: Promise<void> | undefined;
+  #watching = false;
+  #watchWake: (() => void) | undefined;
+  #watchingNow: Set<string> | undefined;
+  #watcherId: string | undefined;
+  #unblocking = false;
+  #stats = { publishPipelines: 0, publishCalls: 0, publishedMessages: 0, fetches: 0, wakeReads: 0 };
+
+  constructor(options: RedisTransportOptions = {}) {
+    if (options.client && options.connection !== undefined) {
+      throw new HeraldError('HERALD_ERR_INVALID_ARGUMENT', 'createRedisTransport takes `client` or `connection`, not both');
+    }
+    this.#clock = options.clock ?? systemClock;
+    this.#defaultPartitions = partitionCount(options.defaultPartitions ?? DEFAULT_PARTITIONS);
+    this.#maxPayload = nonNegativeInt('maxPayloadBytes', options.maxPayloadBytes ?? MIB);
+    this.#leaseMs = positiveNumber('leaseMs', options.leaseMs ?? 10_000);
+    this.#heartbeatMs = options.heartbeatMs === undefined ? undefined : positiveNumber('heartbeatMs', options.heartbeatMs);
+    this.#fetchBatch = positiveInt('fetchBatch', options.fetchBatch ?? 256);
+    this.#commitIntervalMs = options.commitIntervalMs;
+    this.#pollMs = positiveNumber('pollMs', options.pollMs ?? 100);
+    this.#blockMs = positiveInt('blockMs', options.blockMs ?? 1000);
+    this.#maxBatch = positiveInt('maxBatchMessages', options.maxBatchMessages ?? 4096);
+    this.#maxQueued = positiveInt('maxQueuedMessages', options.maxQueuedMessages ?? 65_536);
+    const r = options.retention ?? {};
+    this.#maxAgeMs = r.maxAgeMs === undefined ? undefined : nonNegativeNumber('retention.maxAgeMs', r.maxAgeMs);
+    this.#cap = r.maxEntriesPerPartition === undefined ? undefined : positiveInt('retention.maxEntriesPerPartition', r.maxEntriesPerPartition);
+    const retentionIntervalMs = positiveNumber('retention.intervalMs', r.intervalMs ?? 1000);
+    this.#onError = options.onError;
+
+    this.keys = keySpace(options.prefix ?? DEFAULT_PREFIX);
+    this.redis = options.client ?? connect(options.connection, 'herald');
+    this.#owned = options.client === undefined;
+    this.#watcher = this.redis.duplicate({ connectionName: 'herald-wakeup', lazyConnect: true });
+    this.#watcher.on('ready', () => {
+      // Sent before anything ioredis re-sends after a reconnect, so it is answered at once.
+      this.#watcherId = undefined;
+      this.#watcher.client('ID').then(
+        (id) => {
+          this.#watcherId = String(id);
+        },
+        () => {},
+      );
+    });
+    // ioredis emits 'error' on connection failures and reconnects by itself; failed commands reject.
+    this.#watcher.on('error', () => {});
+    if (this.#owned) this.redis.on('error', () => {});
+    this.leases = new RedisLeaseStore({ client: this.redis, prefix: this.keys.prefix });
+    this.capabilities = Object.freeze({
+      ackModel: 'offset',
+      assignment: 'lease',
+      consumerGroups: true,
+      persistent: true,
+      replay: true,
+      nativeDelay: false,
+      maxPayloadBytes: this.#maxPayload === 0 ? Number.POSITIVE_INFINITY : this.#maxPayload,
+      multiProcess: true,
+      ackDeadlineMs: 0,
+      durability: REDIS_DURABILITY,
+    });
+
+    if (this.#maxAgeMs !== undefined || this.#cap !== undefined) {
+      const tick = (): void => {
+        if (this.#closed) return;
+        void this.runRetention()
+          .catch((e) => this.#onError?.(e))
+          .finally(() => {
+            if (!this.#closed) this.#retentionTimer = this.#clock.setTimer(tick, retentionIntervalMs, { unref: true });
+          });
+      };
+      this.#retentionTimer = this.#clock.setTimer(tick, retentionIntervalMs, { unref: true });
+    }
+  }
+
+  /** Creates the topic if needed (HSETNX of its partition count); an existing one with another count is `HERALD_ERR_TOPIC_MISMATCH`. */
+  async ensureTopic(topic: string, options: EnsureTopicOptions = {}): Promise<TopicInfo> {
+    this.#open();
+    const t = await this.#topic(topic, options.partitions);
+    return { topic, partitions: t.partitions };
+  }
+
+  /**
+   * Queues `messages` for the next pipeline and resolves with their receipts (input order) once
+   * Redis acknowledged each XADD. Safe to call concurrently. Validation and size errors are
+   * thrown before anything is queued.
+   */
+  async publish(topic: string, messages: readonly OutgoingMessage[]): Promise<readonly PublishReceipt[]> {
+    this.#open();
+    if (!Array.isArray(messages)) throw new HeraldError('HERALD_ERR_INVALID_ARGUMENT', 'publish takes an array of messages');
+    checkTopicName(topic);
+    const count = messages.length;
+    if (count === 0) return [];
+    const keys: (string | undefined)[] = new Array(count);
+    const bodies: string[] = new Array(count);
+    const max = this.#maxPayload;
+    for (let i = 0; i < count; i++) {
+      const m = messages[i]!;
+      if (typeof m !== 'object' || m === null || typeof m.envelope !== 'object' || m.envelope === null) {
+        throw new HeraldError('HERALD_ERR_INVALID_ARGUMENT', `message ${i} to "${topic}" has no envelope`);
+      }
+      const env: CloudEvent = ensureEnvelope(m.envelope);
+      const body = encode(env, topic);
+      // UTF-8 takes at most 3 bytes per UTF-16 unit: only long strings need counting.
+      if (max > 0 && body.length * 3 > max) {
+        const size = Buffer.byteLength(body, 'utf8');
+        if (size > max) throw tooLarge(topic, env.id, size, max);
+      }
+      const key = m.key ?? env.partitionkey;
+      if (key !== undefined && typeof key !== 'string') throw new HeraldError('HERALD_ERR_INVALID_ARGUMENT', `message ${i} to "${topic}": key must be a string`);
+      keys[i] = key;
+      bodies[i] = body;
+    }
+    const t = await this.#topic(topic);
+    const partitions = new Int32Array(count);
+    for (let i = 0; i < count; i++) {
+      const key = keys[i];
+      partitions[i] = key === undefined ? t.rr.next(t.partitions) : partitionForKey(key, t.partitions);
+    }
+    // Reserve room in the queue (FIFO behind earlier waiters).
+    if (this.#roomWaiters.length === 0 && (this.#queued === 0 || this.#queued + count <= this.#maxQueued)) this.#queued += count;
+    else await new Promise<void>((go) => this.#roomWaiters.push({ n: count, go }));
+    return new Promise<readonly PublishReceipt[]>((resolve, reject) => {
+      this.#queue.push({ topic: t, partitions, keys, bodies, resolve, reject });
+      this.#scheduleFlush();
+    });
+  }
+
+  subscribe(topic: string, options: SubscribeOptions): Subscription {
+    this.#open();
+    if (typeof options?.group !== 'string' || options.group.length === 0) throw new HeraldError('HERALD_ERR_INVALID_ARGUMENT', 'subscribe needs a group');
+    checkTopicName(topic);
+    const sub = new RedisSubscription(this.#subscriptionHost(), topic, options);
+    this.#subs.add(sub);
+    void sub.closed.then(
+      () => this.#subs.delete(sub),
+      () => this.#subs.delete(sub),
+    );
+    return sub;
+  }
+
+  /**
+   * Applies retention to every topic of the prefix now (it also runs every `intervalMs` when
+   * retention is configured). One Lua script per partition. Returns the entries deleted.
+   */
+  async runRetention(): Promise<{ deleted: number }> {
+    this.#open();
+    if (this.#maxAgeMs === undefined && this.#cap === undefined) return { deleted: 0 };
+    let deleted = 0;
+    const topics = await this.#call(() => this.redis.smembers(this.keys.topics()), 'retention');
+    for (const name of topics) {
+      const partitions = Number(await this.#call(() => this.redis.hget(this.keys.meta(name), 'partitions'), 'retention'));
+      if (!Number.isInteger(partitions) || partitions < 1) continue;
+      const results = await Promise.all(
+        Array.from({ length: partitions }, (_, p) =>
+          this.#call(
+            () =>
+              RETENTION.run(
+                this.redis,
+                [this.keys.stream(name, p), this.keys.groups(name, p), this.keys.marks(name, p), this.keys.dropped(name)],
+                [this.#maxAgeMs ?? -1, this.#cap ?? -1],
+              ),
+            'retention',
+          ),
+        ),
+      );
+      for (const r of results) deleted += Number((r as [number])[0] ?? 0);
+    }
+    return { deleted };
+  }
+
+  /** Entries of `topic` the hard cap deleted before `group` committed them; without `group`, the sum over groups. */
+  async retentionDropped(topic: string, group?: string): Promise<number> {
+    this.#open();
+    checkTopicName(topic);
+    if (group !== undefined) return Number((await this.#call(() => this.redis.hget(this.keys.dropped(topic), group), 'retentionDropped')) ?? 0);
+    const all = await this.#call(() => this.redis.hvals(this.keys.dropped(topic)), 'retentionDropped');
+    return all.reduce((s, v) => s + Number(v), 0);
+  }
+
+  /**
+   * Forgets `group` on `topic`: its committed offsets and dropped counts are deleted, so
+   * retention stops waiting for it. A member still running re-creates its offsets at its next
+   * commit. Returns whether the group was known.
+   */
+  async forgetGroup(topic: string, group: string): Promise<boolean> {
+    this.#open();
+    const t = await this.#topic(topic);
+    const pipe = this.redis.pipeline();
+    for (let p = 0; p < t.partitions; p++) pipe.hdel(this.keys.groups(topic, p), group);
+    pipe.hdel(this.keys.dropped(topic), group);
+    const res = await this.#call(() => pipe.exec(), 'forgetGroup');
+    return (res ?? []).slice(0, t.partitions).some(([, n]) => Number(n) > 0);
+  }
+
+  /** Counters for tests, benchmarks and metrics. */
+  stats(): RedisTransportStats {
+    return { ...this.#stats, queuedMessages: this.#queued };
+  }
+
+  close(options: { timeoutMs?: number } = {}): Promise<void> {
+    if (!this.#closePromise) {
+      this.#closed = true;
+      this.#retentionTimer?.cancel();
+      this.#closePromise = this.#close(options);
+    }
+    return this.#closePromise;
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.close();
+  }
+
+  async #close(options: { timeoutMs?: number }): Promise<void> {
+    // Accepted publishes are sent first.
+    while (this.#queue.length > 0 || this.#roomWaiters.length > 0 || this.#inFlight.size > 0) {
+      if (this.#queue.length > 0) this.#flush();
+      if (this.#inFlight.size > 0) await Promise.race(this.#inFlight);
+      else await new Promise<void>((r) => setImmediate(r));
+    }
+    await Promise.all([...this.#subs].map((s) => s.close(options)));
+    this.#watchWake?.();
+    this.#watcher.disconnect();
+    if (this.#owned) await disconnect(this.redis);
+  }
+
+  // ── publishing ──────────────────────────────────────────────────────────
+
+  #scheduleFlush(): void {
+    if (this.#flushScheduled) return;
+    this.#flushScheduled = true;
+    setImmediate(() => {
+      this.#flushScheduled = false;
+      while (this.#queue.length > 0) this.#flush();
+    });
+  }
+
+  /** Sends one pipeline: whole publish calls, up to `maxBatchMessages` XADDs (at least one call). */
+  #flush(): void {
+    let n = 0;
+    let take = 0;
+    while (take < this.#queue.length) {
+      const size = this.#queue[take]!.bodies.length;
+      if (take > 0 && n + size > this.#maxBatch) break;
+      n += size;
+      take++;
+    }
+    const batch = this.#queue.splice(0, take);
+    const pipe = this.redis.pipeline();
+    for (const b of batch) {
+      const streams = b.topic.streams;
+      for (let i = 0; i < b.bodies.length; i++) {
+        const key = b.keys[i];
+        const stream = streams[b.partitions[i]!]!;
+        if (key === undefined) pipe.xadd(stream, '0-*', 'e', b.bodies[i]!);
+        else pipe.xadd(stream, '0-*', 'k', key, 'e', b.bodies[i]!);
+      }
+    }
+    this.#stats.publishPipelines++;
+    const done = pipe.exec().then(
+      (results) => this.#settle(batch, results, undefined),
+      (e: unknown) => this.#settle(batch, null, e),
+    );
+    this.#inFlight.add(done);
+    void done.finally(() => this.#inFlight.delete(done));
+  }
+
+  #settle(batch: readonly PendingPublish[], results: [Error | null, unknown][] | null, failure: unknown): void {
+    let at = 0;
+    let n = 0;
+    for (const b of batch) {
+      const count = b.bodies.length;
+      n += count;
+      let error: unknown = failure;
+      const receipts: PublishReceipt[] = new Array(count);
+      for (let i = 0; i < count; i++) {
+        const r = results?.[at + i];
+        const p = b.partitions[i]!;
+        if (!r) {
+          error ??= new Error('no reply');
+          continue;
+        }
+        if (r[0]) {
+          error ??= r[0];
+          continue;
+        }
+        const offset = offsetOf(String(r[1]));
+        if (offset === undefined) {
+          error ??= new Error(`unexpected entry id ${String(r[1])}`);
+          continue;
+        }
+        this.#news(b.topic, p, offset);
+        receipts[i] = { topic: b.topic.name, partition: p, position: String(offset) };
+      }
+      at += count;
+      if (error === undefined) {
+        this.#stats.publishCalls++;
+        this.#stats.publishedMessages += count;
+        b.resolve(receipts);
+      } else b.reject(storageError(error, `publish to "${b.topic.name}"`));
+    }
+    this.#queued -= n;
+    this.#admitWaiters();
+  }
+
+  #admitWaiters(): void {
+    while (this.#roomWaiters.length > 0) {
+      const w = this.#roomWaiters[0]!;
+      if (this.#queued > 0 && this.#queued + w.n > this.#maxQueued) break;
+      this.#roomWaiters.shift();
+      this.#queued += w.n; // reserved now; the waiter enqueues in its continuation
+      w.go();
+    }
+  }
+
+  // ── topics ──────────────────────────────────────────────────────────────
+
+  #topic(name: string, partitions?: number): Promise<TopicState> {
+    checkTopicName(name);
+    if (partitions !== undefined) partitionCount(partitions);
+    let p = this.#topics.get(name);
+    if (!p) {
+      const wanted = partitions ?? this.#defaultPartitions;
+      p = this.#call(() => ENSURE_TOPIC.run(this.redis, [this.keys.meta(name), this.keys.topics()], [name, wanted]), `ensure topic "${name}"`).then((stored) => {
+        const n = Number(stored);
+        if (!Number.isInteger(n) || n < 1) throw new HeraldError('HERALD_ERR_CORRUPT_RECORD', `topic "${name}": stored partition count ${JSON.stringify(stored)} is not a positive integer`);
+        return this.#topicState(name, n);
+      });
+      this.#topics.set(name, p);
+      p.catch(() => {
+        if (this.#topics.get(name) === p) this.#topics.delete(name);
+      });
+    }
+    return p.then((t) => {
+      if (partitions !== undefined && partitions !== t.partitions) {
+        throw new HeraldError('HERALD_ERR_TOPIC_MISMATCH', `topic "${name}" has ${t.partitions} partitions, not ${partitions}`, {
+          details: { topic: name, partitions: t.partitions, requested: partitions },
+        });
+      }
+      return t;
+    });
+  }
+
+  #topicState(name: string, partitions: number): TopicState {
+    const existing = this.#topicStates.get(name);
+    if (existing) return existing;
+    const t: TopicState = {
+      name,
+      partitions,
+      rr: new RoundRobin(),
+      streams: Array.from({ length: partitions }, (_, p) => this.keys.stream(name, p)),
+      parts: Array.from({ length: partitions }, () => ({ seen: -1, confirmed: undefined, armed: false })),
+      listeners: new Set(),
+    };
+    this.#topicStates.set(name, t);
+    for (let p = 0; p < partitions; p++) this.#streamIndex.set(t.streams[p]!, { t, p });
+    return t;
+  }
+
+  // ── reading ─────────────────────────────────────────────────────────────
+
+  /** Something above `offset`'s predecessor exists on (t, p): readers must look again. */
+  #news(t: TopicState, p: number, offset: number): void {
+    const st = t.parts[p]!;
+    if (offset <= st.seen) return;
+    st.seen = offset;
+    st.confirmed = undefined;
+    for (const l of t.listeners) l();
+  }
+
+  /** Up to `limit` entries of (t, p) after `after`; no round trip when the partition is known to end at or before `after`. */
+  async #query(t: TopicState, p: number, after: number, limit: number): Promise<readonly LogRecord[]> {
+    const st = t.parts[p]!;
+    if (st.confirmed !== undefined && after >= st.confirmed) return EMPTY;
+    this.#stats.fetches++;
+    const stream = t.streams[p]!;
+    let reply: [string, string[]][];
+    try {
+      reply = (await this.redis.xrange(stream, after < 1 ? '-' : `(${entryId(after)}`, '+', 'COUNT', limit)) as [string, string[]][];
+    } catch (e) {
+      throw storageError(e, `read ${stream}`);
+    }
+    const records: LogRecord[] = new Array(reply.length);
+    for (let i = 0; i < reply.length; i++) records[i] = toRecord(stream, reply[i]!);
+    const end = records.length > 0 ? Math.max(after, records[records.length - 1]!.offset) : after;
+    // News that arrived while the query ran and lies beyond what it returned forbids confirming.
+    const covered = st.seen <= end;
+    this.#news(t, p, end);
+    if (covered) st.confirmed = records.length < limit ? end : undefined;
+    if (!st.armed) {
+      st.armed = true;
+      this.#armed(t.streams[p]!);
+    }
+    return records;
+  }
+
+  /** A partition became watched: start the wake-up loop, or make the blocked XREAD include it. */
+  #armed(stream: string): void {
+    if (!this.#watching) return;
+    if (this.#watchWake) {
+      const w = this.#watchWake;
+      this.#watchWake = undefined;
+      w();
+    } else if (this.#watchingNow && !this.#watchingNow.has(stream)) void this.#unblockWatcher();
+  }
+
+  async #unblockWatcher(): Promise<void> {
+    if (this.#unblocking) return;
+    this.#unblocking = true;
+    try {
+      const started = this.#watchingNow;
+      // The XREAD may not have reached the server yet: retry briefly until it is blocked there.
+      for (let i = 0; i < 50 && this.#watchingNow !== undefined && this.#watchingNow === started && !this.#closed; i++) {
+        const id = this.#watcherId;
+        if (id === undefined) return;
+        const r = await this.redis.call('CLIENT', 'UNBLOCK', id);
+        if (Number(r) === 1) return;
+        await new Promise((resolve) => setTimeout(resolve, 2));
+      }
+    } catch {
+      // Best effort: the XREAD returns by itself after blockMs.
+    } finally {
+      this.#unblocking = false;
+    }
+  }
+
+  #startWatching(): void {
+    if (this.#watching || this.#closed) return;
+    this.#watching = true;
+    if (this.#watcher.status === 'wait') this.#watcher.connect().catch(() => {});
+    void this.#watchLoop();
+  }
+
+  /**
+   * The wake-up loop: XREAD BLOCK over the armed partitions, each from its last seen offset.
+   * A partition with news is disarmed until a reader reads it again, so a reader that cannot
+   * read now (backpressure) does not make the loop spin.
+   */
+  async #watchLoop(): Promise<void> {
+    let failures = 0;
+    while (!this.#closed) {
+      const keys: string[] = [];
+      const ids: string[] = [];
+      for (const t of this.#topicStates.values()) {
+        if (t.listeners.size === 0) continue;
+        for (let p = 0; p < t.partitions; p++) {
+          const st = t.parts[p]!;
+          if (!st.armed) continue;
+          keys.push(t.streams[p]!);
+          ids.push(st.seen < 1 ? '0-0' : entryId(st.seen));
+        }
+      }
+      if (keys.length === 0) {
+        await new Promise<void>((resolve) => {
+          this.#watchWake = resolve;
+        });
+        continue;
+      }
+      this.#watchingNow = new Set(keys);
+      let res: [string, [string, string[]][]][] | null;
+      try {
+        this.#stats.wakeReads++;
+        res = (await this.#watcher.xread('COUNT', 1, 'BLOCK', this.#blockMs, 'STREAMS', ...keys, ...ids)) as [string, [string, string[]][]][] | null;
+        failures = 0;
+      } catch (e) {
+        this.#watchingNow = undefined;
+        if (this.#closed) return;
+        this.#onError?.(storageError(e, 'wake-up XREAD'));
+        await new Promise((resolve) => setTimeout(resolve, Math.min(1000, 50 * ++failures)));
+        continue;
+      }
+      this.#watchingNow = undefined;
+      if (!res) continue;
+      for (const [key, entries] of res) {
+        const where = this.#streamIndex.get(String(key));
+        const id = entries[0]?.[0];
+        if (!where || id === undefined) continue;
+        const offset = offsetOf(String(id));
+        if (offset === undefined) continue;
+        const st = where.t.parts[where.p]!;
+        if (offset > st.seen) {
+          st.armed = false;
+          this.#news(where.t, where.p, offset);
+        }
+      }
+    }
+  }
+
+  #subscriptionHost(): SubscriptionHost {
+    return {
+      clock: this.#clock,
+      closed: () => this.#closed,
+      topic: (name) => this.#topic(name),
+      register: async (t, group, startFrom) => {
+        await Promise.all(
+          t.streams.map((stream, p) =>
+            this.#call(() => REGISTER.run(this.redis, [stream, this.keys.groups(t.name, p)], [group, startFrom === 'latest' ? 'latest' : 'earliest']), `register group "${group}"`),
+          ),
+        );
+      },
+      source: (t, group) => this.#source(t, group),
+      leases: this.leases,
+      leaseMs: this.#leaseMs,
+      heartbeatMs: this.#heartbeatMs,
+      pollMs: this.#pollMs,
+      commitIntervalMs: this.#commitIntervalMs,
+    };
+  }
+
+  #source(t: TopicState, group: string): LogSource {
+    const readAhead = new ReadAhead(t.partitions, this.#fetchBatch, (p, after, limit) => this.#query(t, p, after, limit));
+    const scope = logScope(t.name, group);
+    return {
+      partitions: t.partitions,
+      committed: async (p) => {
+        const v = await this.#call(() => this.redis.hget(this.keys.groups(t.name, p), group), 'read committed offset');
+        return v === null ? -1 : Number(v);
+      },
+      head: async (p) => {
+        const committed = await this.#call(() => this.redis.hget(this.keys.groups(t.name, p), group), 'read committed offset');
+        if (committed !== null && Number(committed) >= 0) return Number(committed);
+        return Number(await this.#call(() => HEAD.run(this.redis, [t.streams[p]!], []), 'read head'));
+      },
+      fetch: (p, after, limit) => readAhead.fetch(p, after, limit),
+      commit: async (p, offset, fence) => {
+        // Checked against this partition's lease, whatever scope the caller's fence names.
+        const f: LeaseFence | undefined = fence ? { scope, resource: String(p), owner: fence.owner, epoch: fence.epoch } : undefined;
+        const r = (await this.#call(
+          () =>
+            COMMIT.run(
+              this.redis,
+              [this.keys.lease(scope, String(p)), this.keys.epoch(scope, String(p)), this.keys.groups(t.name, p)],
+              [f ? leaseToken(f.epoch, f.owner) : '', group, String(offset)],
+            ),
+          'commit',
+        )) as [number, string?];
+        if (Number(r[0]) !== 1) {
+          throw new HeraldError('HERALD_ERR_LEASE_LOST', `commit refused: lease ${scope}/${p} epoch ${f!.epoch} of "${f!.owner}" is no longer current (now ${JSON.stringify(r[1] ?? '')})`, {
+            details: { ...f, current: r[1] ?? null },
+          });
+        }
+      },
+      onAppend: (listener) => {
+        t.listeners.add(listener);
+        this.#startWatching();
+        return () => {
+          t.listeners.delete(listener);
+        };
+      },
+    };
+  }
+
+  async #call<T>(fn: () => Promise<T>, what: string): Promise<T> {
+    try {
+      return await fn();
+    } catch (e) {
+      throw storageError(e, what);
+    }
+  }
+
+  #open(): void {
+    if (this.#closed) throw new HeraldError('HERALD_ERR_CLOSED', 'redis transport is closed');
+  }
+}
+
+/** What a subscription needs from its transport. */
+interface SubscriptionHost {
+  readonly clock: Clock;
+  closed(): boolean;
+  topic(name: string): Promise<TopicState>;
+  register(t: TopicState, group: string, startFrom: SubscribeOptions['startFrom']): Promise<void>;
+  source(t: TopicState, group: string): LogSource;
+  readonly leases: RedisLeaseStore;
+  readonly leaseMs: number;
+  readonly heartbeatMs: number | undefined;
+  readonly pollMs: number;
+  readonly commitIntervalMs: number | undefined;
+}
+
+/**
+ * A subscription whose topic metadata is read from Redis first: `subscribe()` is synchronous,
+ * so the LogSubscription is created once the topic's partition count is known and the group
+ * is registered. Until then it owns no partitions; iteration waits. If Redis is unreachable
+ * it keeps trying (reporting each failure to `onError`) until it succeeds or is closed.
+ */
+class RedisSubscription implements Subscription {
+  readonly topic: string;
+  readonly group: string;
+  readonly memberId: string;
+  readonly closed: Promise<void>;
+  readonly #host: SubscriptionHost;
+  readonly #options: SubscribeOptions;
+  readonly #ready: Promise<LogSubscription | undefined>;
+  #inner: LogSubscription | undefined;
+  #closing = false;
+  #closePromise: Promise<void> | undefined;
+  #wake: (() => void) | undefined;
+  #resolveClosed!: () => void;
+  #rejectClosed!: (e: unknown) => void;
+
+  constructor(host: SubscriptionHost, topic: string, options: SubscribeOptions) {
+    this.#host = host;
+    this.#options = options;
+    this.topic = topic;
+    this.group = options.group;
+    this.memberId = options.memberId ?? `m-${hostname()}-${process.pid}-${Date.now().toString(36)}-${(memberSeq++).toString(36)}`;
+    this.closed = new Promise<void>((resolve, reject) => {
+      this.#resolveClosed = resolve;
+      this.#rejectClosed = reject;
+    });
+    this.closed.catch(() => {});
+    this.#ready = this.#init();
+  }
+
+  assignment(): readonly number[] {
+    return this.#inner?.assignment() ?? [];
+  }
+
+  fence(partition: number): LeaseFence | undefined {
+    return this.#inner?.fence(partition);
+  }
+
+  [Symbol.asyncIterator](): AsyncIterator<Delivery> {
+    let it: AsyncIterator<Delivery> | undefined;
+    return {
+      next: async () => {
+        if (!it) {
+          const inner = await this.#ready;
+          if (!inner) return { done: true, value: undefined };
+          it = inner[Symbol.asyncIterator]();
+        }
+        return it.next();
+      },
+      return: async () => ({ done: true, value: undefined }),
+    };
+  }
+
+  close(options: { timeoutMs?: number } = {}): Promise<void> {
+    if (!this.#closePromise) this.#closePromise = this.#close(options);
+    return this.#closePromise;
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.close();
+  }
+
+  async #close(options: { timeoutMs?: number }): Promise<void> {
+    this.#closing = true;
+    this.#wake?.();
+    const inner = await this.#ready;
+    if (inner) await inner.close(options);
+    else this.#resolveClosed();
+  }
+
+  async #init(): Promise<LogSubscription | undefined> {
+    const o = this.#options;
+    let failures = 0;
+    for (;;) {
+      if (this.#closing) return undefined;
+      if (this.#host.closed()) {
+        this.#rejectClosed(new HeraldError('HERALD_ERR_CLOSED', 'redis transport is closed'));
+        return undefined;
+      }
+      try {
+        const t = await this.#host.topic(this.topic);
+        await this.#host.register(t, this.group, o.startFrom);
+        if (this.#closing) return undefined;
+        const h = this.#host;
+        const inner = new LogSubscription({
+          ...o,
+          memberId: this.memberId,
+          topic: this.topic,
+          source: h.source(t, this.group),
+          clock: h.clock,
+          ownership: { kind: 'lease', store: h.leases, leaseMs: h.leaseMs, ...(h.heartbeatMs !== undefined ? { heartbeatMs: h.heartbeatMs } : {}) },
+          pollMs: h.pollMs,
+          ...(h.commitIntervalMs !== undefined ? { commitIntervalMs: h.commitIntervalMs } : {}),
+        });
+        this.#inner = inner;
+        inner.closed.then(
+          () => this.#resolveClosed(),
+          (e) => this.#rejectClosed(e),
+        );
+        return inner;
+      } catch (e) {
+        if (isHeraldError(e) && !e.retryable) {
+          o.onError?.(e);
+          this.#rejectClosed(e);
+          return undefined;
+        }
+        o.onError?.(e);
+        await new Promise<void>((resolve) => {
+          const timer = this.#host.clock.setTimer(resolve, Math.min(2000, 100 * 2 ** Math.min(5, failures++)), { unref: true });
+          this.#wake = () => {
+            timer.cancel();
+            resolve();
+          };
+        });
+        this.#wake = undefined;
+      }
+    }
+  }
+}
+
+/**
+ * Per-partition read-ahead for one subscription. The reader often asks for a handful of
+ * entries (one ack frees one slot); each query reads at least `batch` and the rest is served
+ * from memory. Safe because a partition's entries after a given offset never change (append
+ * only; retention only deletes old ones, and re-reading a deleted entry once more is harmless
+ * under at-least-once).
+ */
+class ReadAhead {
+  readonly #windows: Array<{ rows: readonly LogRecord[]; at: number } | undefined>;
+  readonly #batch: number;
+  readonly #query: (p: number, after: number, limit: number) => Promise<readonly LogRecord[]>;
+
+  constructor(partitions: number, batch: number, query: (p: number, after: number, limit: number) => Promise<readonly LogRecord[]>) {
+    this.#windows = new Array(partitions);
+    this.#batch = batch;
+    this.#query = query;
+  }
+
+  async fetch(p: number, after: number, limit: number): Promise<readonly LogRecord[]> {
+    let w = this.#windows[p];
+    if (w) {
+      // Skip what the reader has passed; the window is valid only if it resumes right after `after`.
+      while (w.at < w.rows.length && w.rows[w.at]!.offset <= after) w.at++;
+      if (w.at === 0 || w.at >= w.rows.length || w.rows[w.at - 1]!.offset !== after) w = this.#windows[p] = undefined;
+    }
+    if (!w) {
+      const rows = await this.#query(p, after, Math.max(limit, this.#batch));
+      if (rows.length <= limit) return rows;
+      w = this.#windows[p] = { rows, at: 0 };
+    }
+    const out = w.rows.slice(w.at, w.at + limit);
+    w.at += out.length;
+    if (w.at >= w.rows.length) this.#windows[p] = undefined;
+    return out;
+  }
+}
+
+function toRecord(stream: string, entry: [string, string[]]): LogRecord {
+  const id = String(entry[0]);
+  const offset = offsetOf(id);
+  if (offset === undefined) {
+    throw new HeraldError('HERALD_ERR_CORRUPT_RECORD', `stream ${stream} holds an entry id Herald did not write (${id}); Herald streams are written only with ids 0-<offset>`, {
+      details: { stream, id },
+    });
+  }
+  const fields = entry[1] ?? [];
+  let raw = '';
+  let key: string | undefined;
+  for (let i = 0; i + 1 < fields.length; i += 2) {
+    const f = fields[i];
+    if (f === 'e') raw = String(fields[i + 1]);
+    else if (f === 'k') key = String(fields[i + 1]);
+  }
+  return { offset, key, raw };
+}
+
+export const REDIS_DURABILITY =
+  "Redis Streams: an acknowledged publish is in the server's memory and as durable as its persistence. " +
+  'AOF appendfsync always: fsynced before the reply, survives a process crash, an OS crash and a power loss. ' +
+  'AOF appendfsync everysec (the usual AOF setting): written to the OS before the reply, so it normally survives a Redis process crash; ' +
+  'an OS crash or power loss loses about the last second (up to ~2 s when the disk is slow, and a process crash in that slow-disk window can too). ' +
+  'RDB snapshots only: everything since the last snapshot. No persistence: everything on restart. ' +
+  'Replication is asynchronous: a failover can lose the last acknowledged writes.';
+
+function encode(env: CloudEvent, topic: string): string {
+  try {
+    return encodeEnvelope(env);
+  } catch (cause) {
+    if (isHeraldError(cause)) throw cause;
+    throw new HeraldError('HERALD_ERR_ENVELOPE_INVALID', `envelope "${String(env.id)}" to "${topic}" cannot be encoded as JSON: ${(cause as Error).message}`, {
+      cause,
+      details: { topic, id: env.id },
+    });
+  }
+}
+
+function checkTopicName(name: string): void {
+  if (typeof name !== 'string' || !TOPIC_NAME_RE.test(name)) {
+    throw new HeraldError('HERALD_ERR_INVALID_ARGUMENT', `topic name must be 1–200 of letters, digits, '.', '_', '-' (got ${JSON.stringify(name)})`);
+  }
+}
+
+function partitionCount(n: number): number {
+  if (!Number.isInteger(n) || n < 1 || n > 4096) throw new HeraldError('HERALD_ERR_INVALID_ARGUMENT', `partitions must be an integer from 1 to 4096 (got ${n})`);
+  return n;
+}
+
+function positiveInt(name: string, v: number): number {
+  if (!Number.isInteger(v) || v < 1) throw new HeraldError('HERALD_ERR_INVALID_ARGUMENT', `${name} must be a positive integer (got ${v})`);
+  return v;
+}
+
+function positiveNumber(name: string, v: number): number {
+  if (!(typeof v === 'number' && Number.isFinite(v) && v > 0)) throw new HeraldError('HERALD_ERR_INVALID_ARGUMENT', `${name} must be a positive number (got ${v})`);
+  return v;
+}
+
+function nonNegativeNumber(name: string, v: number): number {
+  if (!(typeof v === 'number' && Number.isFinite(v) && v >= 0)) throw new HeraldError('HERALD_ERR_INVALID_ARGUMENT', `${name} must be a non-negative number (got ${v})`);
+  return v;
+}
+
+function nonNegativeInt(name: string, v: number): number {
+  if (!Number.isInteger(v) || v < 0) throw new HeraldError('HERALD_ERR_INVALID_ARGUMENT', `${name} must be a non-negative integer (got ${v})`);
+  return v;
+}
