@@ -1,10 +1,10 @@
 // The testkit's universal contracts, run unmodified against Redis: the shared server on
 // 127.0.0.1:6379 for the lease-store and transport suites (random prefix, removed at the
 // end), and a private redis-server (AOF on) for the broker-restart scenario.
-import { after, describe } from 'node:test';
+import { after, before, describe, it } from 'node:test';
 import { randomUUID } from 'node:crypto';
 import { Redis } from 'ioredis';
-import { describeLeaseStoreContract, describeTransportContract, serverSkipReason } from '@herald/testkit';
+import { describeLeaseStoreContract, describeTransportContract, PrivateServer, reconnectAfterBrokerRestart, serverSkipReason } from '@herald/testkit';
 import type { Transport } from '@herald/core';
 import { RedisLeaseStore } from './lease-store.ts';
 import { createRedisTransport, RedisTransport } from './transport.ts';
@@ -43,4 +43,26 @@ describe('redis', { skip }, () => {
     // Another transport with its own connections: what another process sees.
     createInGroup: async (first) => createRedisTransport({ connection: { port: redis(first).redis.options.port ?? PORT }, prefix, ...timing }),
   });
+});
+
+// The broker-restart scenario against a private redis-server with AOF on (never the shared
+// server): the transport must reconnect by itself, and nothing acknowledged may be lost.
+describe('redis (private server, restarted)', { skip }, () => {
+  let server: PrivateServer | undefined;
+  before(async () => {
+    server = await PrivateServer.start({
+      name: 'redis-server',
+      command: 'redis-server',
+      args: (port, dir) => ['--port', String(port), '--bind', '127.0.0.1', '--dir', dir, '--appendonly', 'yes', '--save', ''],
+    });
+  });
+  after(async () => {
+    await server?.dispose();
+  });
+  it('reconnect after a broker restart (AOF on, restarted mid-flow)', { timeout: 60_000 }, (t) =>
+    reconnectAfterBrokerRestart(t, {
+      create: async () => createRedisTransport({ connection: { port: server!.port }, leaseMs: 600, heartbeatMs: 100 }),
+      restartBroker: () => server!.restart(),
+    }),
+  );
 });
