@@ -24,7 +24,7 @@
  * `HERALD_ERR_CLOSED`; `close()` closes the connection only when the store opened it.
  */
 import { type Clock, HeraldError, isHeraldError, type LeaseFence, type LeaseGrant, type LeaseStore, systemClock } from '@herald/core';
-import { JetStreamApiError, StorageType } from '@nats-io/jetstream';
+import { JetStreamApiError, jetstream, StorageType } from '@nats-io/jetstream';
 import { type KV, Kvm } from '@nats-io/kv';
 import { connect, type ConnectionOptions, type NatsConnection } from '@nats-io/transport-node';
 import { keyToken } from './names.ts';
@@ -42,6 +42,12 @@ export interface NatsLeaseStoreOptions {
   readonly replicas?: number;
   /** 'file' (default) or 'memory' storage for a bucket this store creates. */
   readonly storage?: 'file' | 'memory';
+  /**
+   * How long one KV request waits for its reply, ms (default 5000). A request lost in a broker
+   * restart blocks its caller that long: keep it well under the lease time (the transport uses
+   * max(250, leaseMs / 3)).
+   */
+  readonly timeoutMs?: number;
   readonly clock?: Clock;
 }
 
@@ -68,8 +74,8 @@ export async function createNatsLeaseStore(options: NatsLeaseStoreOptions = {}):
 }
 
 /** Opens the lease bucket, creating it (history 1) when missing. */
-export async function openLeaseBucket(nc: NatsConnection, options: Pick<NatsLeaseStoreOptions, 'bucket' | 'replicas' | 'storage'> = {}): Promise<KV> {
-  const kvm = new Kvm(nc);
+export async function openLeaseBucket(nc: NatsConnection, options: Pick<NatsLeaseStoreOptions, 'bucket' | 'replicas' | 'storage' | 'timeoutMs'> = {}): Promise<KV> {
+  const kvm = new Kvm(jetstream(nc, { timeout: options.timeoutMs ?? 5000 }));
   return kvm.create(options.bucket ?? 'herald_leases', {
     history: 1,
     replicas: options.replicas ?? 1,

@@ -175,7 +175,14 @@ export async function createNatsTransport(options: NatsTransportOptions = {}): P
     }));
   try {
     const jsm = await jetstreamManager(nc);
-    const kv = await openLeaseBucket(nc, { ...(options.leaseBucket !== undefined ? { bucket: options.leaseBucket } : {}), replicas: options.replicas ?? 1, storage: options.storage ?? 'file' });
+    const leaseMs = options.leaseMs ?? 10_000;
+    const kv = await openLeaseBucket(nc, {
+      ...(options.leaseBucket !== undefined ? { bucket: options.leaseBucket } : {}),
+      replicas: options.replicas ?? 1,
+      storage: options.storage ?? 'file',
+      // A lease request lost in a broker restart must not outlive the lease it renews.
+      timeoutMs: Math.max(250, Math.floor(leaseMs / 3)),
+    });
     const clock = options.clock ?? systemClock;
     const leases = new NatsLeaseStore(nc, kv, false, clock);
     return new NatsTransport(options, nc, jsm, leases, owns);
