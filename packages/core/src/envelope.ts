@@ -111,6 +111,28 @@ export interface EnvelopeCheckOptions {
 }
 
 const PRODUCING: EnvelopeCheckOptions = Object.freeze({ producing: true });
+const PRODUCING_TRUSTED_TIME = Object.freeze({ producing: true, trustedTime: true });
+
+/** Attributes checked by name above the generic loop in `envelopeProblems`. */
+const KNOWN_ATTRIBUTES: ReadonlySet<string> = new Set<string>(['data', 'data_base64', ...CONTEXT_ATTRIBUTES, ...HERALD_EXTENSIONS]);
+
+/**
+ * Values already found valid for the low-cardinality attributes (type, source, dataschema,
+ * datacontenttype): a publisher sends the same few again and again, so their regular
+ * expressions run once per distinct value. Bounded per attribute.
+ */
+const KNOWN_GOOD = new Map<string, Set<string>>();
+const KNOWN_GOOD_MAX = 4096;
+
+function knownGood(attr: string, value: unknown): boolean {
+  return typeof value === 'string' && (KNOWN_GOOD.get(attr)?.has(value) ?? false);
+}
+
+function rememberGood(attr: string, value: string): void {
+  let set = KNOWN_GOOD.get(attr);
+  if (!set) KNOWN_GOOD.set(attr, (set = new Set()));
+  if (set.size < KNOWN_GOOD_MAX) set.add(value);
+}
 
 /**
  * Builds and validates a frozen envelope. `id` defaults to a UUID, `time` to `now`
@@ -161,7 +183,8 @@ export function createEnvelope<T>(input: EnvelopeInput<T>, now: number = Date.no
       else env[k] = v;
     }
   }
-  problems.push(...envelopeProblems(env, PRODUCING));
+  // A time made here by toISOString is RFC 3339 by construction; skip its check.
+  problems.push(...envelopeProblems(env, time === undefined || time instanceof Date ? PRODUCING_TRUSTED_TIME : PRODUCING));
   if (problems.length > 0) throw invalid(problems, env);
   const frozen = Object.freeze(env) as CloudEvent<T>;
   checked.add(frozen);
@@ -190,27 +213,39 @@ export function envelopeProblems(value: unknown, options: EnvelopeCheckOptions =
   if (typeof value !== 'object' || value === null || Array.isArray(value)) return [`envelope must be a JSON object (got ${show(value)})`];
   const v = value as Record<string, unknown>;
   const problems: string[] = [];
-  const checked = new Set<string>(['data', 'data_base64', ...CONTEXT_ATTRIBUTES, ...HERALD_EXTENSIONS]);
+  const checked = KNOWN_ATTRIBUTES;
 
   if (v.specversion !== '1.0') problems.push(`specversion must be "1.0" (got ${show(v.specversion)})`);
-  for (const req of ['id', 'type'] as const) {
-    const p = stringProblem(v[req], req, true);
+  {
+    const p = stringProblem(v.id, 'id', true);
     if (p) problems.push(p);
   }
+  if (!knownGood('type', v.type)) {
+    const p = stringProblem(v.type, 'type', true);
+    if (p) problems.push(p);
+    else rememberGood('type', v.type as string);
+  }
   const source = v.source;
-  if (typeof source !== 'string' || source.length === 0) problems.push(`source is required and must be a non-empty URI-reference (got ${show(source)})`);
+  if (knownGood('source', source)) {
+    // seen and valid before
+  } else if (typeof source !== 'string' || source.length === 0) problems.push(`source is required and must be a non-empty URI-reference (got ${show(source)})`);
   else if (!URI_REFERENCE_RE.test(source)) problems.push(`source must be a URI-reference (RFC 3986) (got ${show(source)})`);
+  else rememberGood('source', source);
 
   if (v.subject !== undefined) {
     const p = stringProblem(v.subject, 'subject', false);
     if (p) problems.push(p);
   }
-  if (v.datacontenttype !== undefined && (typeof v.datacontenttype !== 'string' || !MEDIA_TYPE_RE.test(v.datacontenttype))) {
-    problems.push(`datacontenttype must be an RFC 2046 media type such as "application/json" (got ${show(v.datacontenttype)})`);
+  if (v.datacontenttype !== undefined && !knownGood('datacontenttype', v.datacontenttype)) {
+    if (typeof v.datacontenttype !== 'string' || !MEDIA_TYPE_RE.test(v.datacontenttype)) {
+      problems.push(`datacontenttype must be an RFC 2046 media type such as "application/json" (got ${show(v.datacontenttype)})`);
+    } else rememberGood('datacontenttype', v.datacontenttype);
   }
-  if (v.time !== undefined && !isRfc3339(v.time)) problems.push(`time must be an RFC 3339 timestamp (got ${show(v.time)})`);
-  if (v.dataschema !== undefined && (typeof v.dataschema !== 'string' || !ABSOLUTE_URI_RE.test(v.dataschema))) {
-    problems.push(`dataschema must be an absolute URI (RFC 3986 §4.3: a scheme, no fragment) (got ${show(v.dataschema)})`);
+  if (v.time !== undefined && !(options as { trustedTime?: boolean }).trustedTime && !isRfc3339(v.time)) problems.push(`time must be an RFC 3339 timestamp (got ${show(v.time)})`);
+  if (v.dataschema !== undefined && !knownGood('dataschema', v.dataschema)) {
+    if (typeof v.dataschema !== 'string' || !ABSOLUTE_URI_RE.test(v.dataschema)) {
+      problems.push(`dataschema must be an absolute URI (RFC 3986 §4.3: a scheme, no fragment) (got ${show(v.dataschema)})`);
+    } else rememberGood('dataschema', v.dataschema);
   }
   if (v.data !== undefined && v.data_base64 !== undefined) problems.push('data and data_base64 are mutually exclusive');
   if (v.data_base64 !== undefined && (typeof v.data_base64 !== 'string' || !BASE64_RE.test(v.data_base64))) {

@@ -30,6 +30,12 @@ export const ERROR_CODES = {
   HERALD_ERR_PERMANENT: { retryable: false, summary: 'Thrown by user code (PermanentError) to send a message straight to dead letters without retries.' },
   HERALD_ERR_TRANSIENT: { retryable: true, summary: 'Thrown by user code (TransientError) to mark a failure as worth retrying.' },
   HERALD_ERR_STORAGE: { retryable: true, summary: 'The backing store failed (busy, I/O); the operation may succeed if retried.' },
+  HERALD_ERR_CONCURRENCY: { retryable: true, summary: "An append's expectedVersion did not match the stream's actual version; the error carries both. Reload, decide again, retry." },
+  HERALD_ERR_STREAM_DELETED: { retryable: false, summary: 'The stream was tombstoned (hard-deleted): it can never be read or appended to again.' },
+  HERALD_ERR_IDEMPOTENCY_CONFLICT: { retryable: false, summary: 'An append repeats event ids already in the stream, but not as the same events at the same versions (a partial overlap).' },
+  HERALD_ERR_UNKNOWN_STORED_EVENT: { retryable: false, summary: "A stored event's type or schema version is unknown to the reader and no upcaster or ignore-unknown option covers it; names the stream and position." },
+  HERALD_ERR_WAIT_TIMEOUT: { retryable: true, summary: 'A bounded wait (waitForPosition, a rebuild step) ran out of time before its condition held.' },
+  HERALD_ERR_PROJECTION_FAILED: { retryable: false, summary: 'A projection stopped because its handler kept failing on an event; names the projection and the position.' },
 } as const satisfies Record<string, { retryable: boolean; summary: string }>;
 
 export type HeraldErrorCode = keyof typeof ERROR_CODES;

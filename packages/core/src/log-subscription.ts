@@ -72,7 +72,8 @@ export interface LogSubscriptionOptions extends SubscribeOptions {
   readonly verifyEnvelopes?: boolean;
 }
 
-interface PartitionState {
+/** @internal */
+export interface PartitionState {
   readonly partition: number;
   readonly controller: AbortController;
   readonly tracker: OffsetTracker;
@@ -380,57 +381,38 @@ export class LogSubscription implements Subscription {
           : new HeraldError('HERALD_ERR_CORRUPT_RECORD', `record ${r.offset} of ${this.topic}[${s.partition}] is unreadable`, { cause: e });
       }
     }
-    let settled = false;
-    const sub = this;
     s.pending++;
     this.#inFlight++;
-    const settle = (): boolean => {
-      if (settled) return false;
-      settled = true;
-      if (sub.#parts.get(s.partition) !== s) return false; // revoked/lost: ignore
-      s.pending--;
-      sub.#inFlight--;
-      if (s.pending === 0 && s.settledWaiters.length > 0) {
-        const ws = s.settledWaiters.splice(0);
-        for (const w of ws) w();
-      }
-      sub.#schedulePump();
-      return true;
+    return new LogDelivery(this, s, r, attempt, envelope, decodeError);
+  }
+
+  /** @internal A delivery of `s` settled; false when it no longer counts (revoked or lost). */
+  _settle(s: PartitionState): boolean {
+    if (this.#parts.get(s.partition) !== s) return false;
+    s.pending--;
+    this.#inFlight--;
+    if (s.pending === 0 && s.settledWaiters.length > 0) {
+      const ws = s.settledWaiters.splice(0);
+      for (const w of ws) w();
+    }
+    this.#schedulePump();
+    return true;
+  }
+
+  /** @internal `offset` of `s` is done. */
+  _ack(s: PartitionState, offset: number): void {
+    if (s.tracker.ack(offset)) this.#scheduleCommit(s);
+  }
+
+  /** @internal Redeliver `r` after `delayMs` (nack), unless the partition moved on. */
+  _redeliver(s: PartitionState, r: LogRecord, attempt: number, delayMs: number): void {
+    if (s.revoking || this.#closing) return; // the next owner will read it
+    const redeliver = (): void => {
+      if (this.#parts.get(s.partition) !== s || s.revoking || this.#closing) return;
+      this.#enqueue(this.#makeDelivery(s, r, attempt + 1));
     };
-    const ack = (): void => {
-      if (!settle()) return;
-      if (s.tracker.ack(r.offset)) sub.#scheduleCommit(s);
-    };
-    const delivery: Delivery = {
-      envelope,
-      ...(decodeError ? { decodeError } : {}),
-      get raw(): string {
-        if (raw === undefined) raw = JSON.stringify(envelope);
-        return raw;
-      },
-      topic: this.topic,
-      partition: s.partition,
-      key: r.key,
-      position: String(r.offset),
-      attempt,
-      revoked: s.controller.signal,
-      ...(s.fence ? { fence: s.fence } : {}),
-      ack,
-      reject: ack,
-      nack(options?: { delayMs?: number }): void {
-        if (!settle()) return;
-        if (s.revoking || sub.#closing) return; // the next owner will read it
-        const delayMs = Math.max(0, options?.delayMs ?? 0);
-        const redeliver = (): void => {
-          if (sub.#parts.get(s.partition) !== s || s.revoking || sub.#closing) return;
-          sub.#enqueue(sub.#makeDelivery(s, r, attempt + 1));
-        };
-        if (delayMs === 0) queueMicrotask(redeliver);
-        else sub.#clock.setTimer(redeliver, delayMs);
-      },
-      extend(): void {},
-    };
-    return delivery;
+    if (delayMs === 0) queueMicrotask(redeliver);
+    else this.#clock.setTimer(redeliver, delayMs);
   }
 
   #enqueue(d: Delivery): void {
@@ -507,6 +489,65 @@ export class LogSubscription implements Subscription {
       this.#o.onError?.(e);
     }
   }
+}
+
+/** One delivery of a log record; verbs settle it once (later calls are no-ops). */
+class LogDelivery implements Delivery {
+  readonly envelope: CloudEvent | null;
+  readonly decodeError?: HeraldError;
+  readonly topic: string;
+  readonly partition: number;
+  readonly key: string | undefined;
+  readonly attempt: number;
+  readonly revoked: AbortSignal;
+  readonly fence?: LeaseFence;
+  #raw: string | undefined;
+  #settled = false;
+  readonly #sub: LogSubscription;
+  readonly #s: PartitionState;
+  readonly #r: LogRecord;
+
+  constructor(sub: LogSubscription, s: PartitionState, r: LogRecord, attempt: number, envelope: CloudEvent | null, decodeError: HeraldError | undefined) {
+    this.#sub = sub;
+    this.#s = s;
+    this.#r = r;
+    this.envelope = envelope;
+    if (decodeError) this.decodeError = decodeError;
+    this.#raw = r.raw;
+    this.topic = sub.topic;
+    this.partition = s.partition;
+    this.key = r.key;
+    this.attempt = attempt;
+    this.revoked = s.controller.signal;
+    if (s.fence) this.fence = s.fence;
+  }
+
+  get raw(): string {
+    if (this.#raw === undefined) this.#raw = JSON.stringify(this.envelope);
+    return this.#raw;
+  }
+
+  get position(): string {
+    return String(this.#r.offset);
+  }
+
+  ack(): void {
+    if (this.#settled) return;
+    this.#settled = true;
+    if (this.#sub._settle(this.#s)) this.#sub._ack(this.#s, this.#r.offset);
+  }
+
+  reject(_reason: string): void {
+    this.ack();
+  }
+
+  nack(options?: { delayMs?: number }): void {
+    if (this.#settled) return;
+    this.#settled = true;
+    if (this.#sub._settle(this.#s)) this.#sub._redeliver(this.#s, this.#r, this.attempt, Math.max(0, options?.delayMs ?? 0));
+  }
+
+  extend(): void {}
 }
 
 function positive(name: string, v: number): number {

@@ -112,3 +112,30 @@ test('close while a handler is blocked resolves and leaves the message unacked',
   await c2.close();
   await transport.close();
 });
+
+test('a handler past its time limit sees its signal abort; the failure is HERALD_ERR_HANDLER_TIMEOUT', async () => {
+  const transport = createMemoryTransport();
+  const deadLetters = new MemoryDeadLetterStore();
+  const publisher = createPublisher({ transport, source: 'test' });
+  const topic = `t-${randomUUID()}`;
+  const reasons: string[] = [];
+  const consumer = createConsumer({ transport, group: 'g', deadLetters, retry: { maxAttempts: 2, initialDelayMs: 1 } });
+  consumer.handle(Placed, (_data, ctx) =>
+    new Promise<void>((_resolve, reject) => {
+      ctx.signal.addEventListener('abort', () => {
+        reasons.push((ctx.signal.reason as { code?: string }).code ?? 'none');
+        reject(new Error('gave up'));
+      });
+    }), { topic, timeoutMs: 40 });
+  await consumer.start();
+  const t0 = Date.now();
+  await publisher.publish(Placed, { orderId: 'slow', n: 1 }, { topic });
+  await waitFor(() => consumer.stats().deadLettered === 1, 'the slow message dead-lettered');
+  assert.ok(Date.now() - t0 >= 80, 'two attempts of at least 40 ms each');
+  assert.deepEqual(reasons, ['HERALD_ERR_HANDLER_TIMEOUT', 'HERALD_ERR_HANDLER_TIMEOUT']);
+  const { entries } = await deadLetters.list();
+  assert.equal(entries[0]!.error.code, 'HERALD_ERR_HANDLER_TIMEOUT');
+  assert.equal(entries[0]!.attempts, 2);
+  await consumer.close();
+  await transport.close();
+});

@@ -203,8 +203,10 @@ class ConsumerRuntime implements Consumer {
   /** Aborted at the close deadline: running handlers' signals abort. */
   readonly #hard = new AbortController();
   #redriveTimer: { cancel(): void } | undefined;
-  /** Attempts running now (their signals abort on a hard close). */
+  /** Attempts running now (their signals abort on a hard close or past their deadline). */
   readonly #attempts = new Set<AttemptSignal>();
+  #sweepTimer: { cancel(): void } | undefined;
+  #sweepMs = 250;
 
   constructor(options: ConsumerOptions) {
     if (!options.group) throw new HeraldError('HERALD_ERR_INVALID_ARGUMENT', 'consumer needs a group');
@@ -243,6 +245,9 @@ class ConsumerRuntime implements Consumer {
     if (this.#closing) throw new HeraldError('HERALD_ERR_CLOSED', 'consumer is closed');
     if (this.#started) return;
     this.#started = true;
+    let minTimeout = Number.POSITIVE_INFINITY;
+    for (const byType of this.#routes.values()) for (const r of byType.values()) if (r.timeoutMs > 0) minTimeout = Math.min(minTimeout, r.timeoutMs);
+    if (minTimeout !== Number.POSITIVE_INFINITY) this.#sweepMs = Math.max(5, Math.min(250, Math.floor(minTimeout / 4)));
     for (const topic of this.#routes.keys()) {
       const state: TopicState = { topic, sub: undefined, parked: new Set(), parkGeneration: 0, loading: new Map(), pump: undefined };
       this.#topics.set(topic, state);
@@ -265,6 +270,27 @@ class ConsumerRuntime implements Consumer {
 
   stats(): Readonly<ConsumerStats> {
     return { ...this.#stats };
+  }
+
+  /**
+   * One coarse timer for every running attempt's time limit (instead of a timer per attempt):
+   * it runs while attempts with a limit are running, every quarter of the smallest limit
+   * (5 ms to 250 ms), and aborts the attempts past their deadline.
+   */
+  #armTimeoutSweep(): void {
+    if (this.#sweepTimer) return;
+    const tick = (): void => {
+      this.#sweepTimer = undefined;
+      const now = this.#clock.monotonic();
+      let limited = false;
+      for (const a of this.#attempts) {
+        if (a.deadline === Number.POSITIVE_INFINITY) continue;
+        limited = true;
+        if (a.deadline <= now) a.abort(new HeraldError('HERALD_ERR_HANDLER_TIMEOUT', `handler "${a.handler}" attempt ${a.attempt} ran past ${a.timeoutMs} ms`));
+      }
+      if (limited) this.#sweepTimer = this.#clock.setTimer(tick, this.#sweepMs);
+    };
+    this.#sweepTimer = this.#clock.setTimer(tick, this.#sweepMs);
   }
 
   close(options: { timeoutMs?: number } = {}): Promise<void> {
@@ -354,22 +380,28 @@ class ConsumerRuntime implements Consumer {
 
   #run(job: Job): void {
     this.#running++;
-    const p: Promise<void> = (job.redrive ? this.#processRedrive(job) : this.#processDelivery(job))
-      .catch((e) => this.#o.onError?.(e))
-      .finally(() => {
-        this.#running--;
-        this.#runningJobs.delete(p);
-        if (job.lane !== undefined) {
-          const q = this.#lanes.get(job.lane);
-          const next = q?.shift();
-          if (next) {
-            if (this.#running < this.#concurrency) this.#run(next);
-            else this.#waiting.push(next);
-          } else this.#lanes.delete(job.lane);
-        }
-        while (this.#running < this.#concurrency && this.#waiting.length > 0 && !this.#closing) this.#run(this.#waiting.shift()!);
-      });
+    const p = this.#runJob(job);
     this.#runningJobs.add(p);
+    void p.then(() => this.#runningJobs.delete(p));
+  }
+
+  async #runJob(job: Job): Promise<void> {
+    try {
+      if (job.redrive) await this.#processRedrive(job);
+      else await this.#processDelivery(job);
+    } catch (e) {
+      this.#o.onError?.(e);
+    }
+    this.#running--;
+    if (job.lane !== undefined) {
+      const q = this.#lanes.get(job.lane);
+      const next = q?.shift();
+      if (next) {
+        if (this.#running < this.#concurrency) this.#run(next);
+        else this.#waiting.push(next);
+      } else this.#lanes.delete(job.lane);
+    }
+    while (this.#running < this.#concurrency && this.#waiting.length > 0 && !this.#closing) this.#run(this.#waiting.shift()!);
   }
 
   #findRoute(topic: string, type: string): Route | undefined {
@@ -497,16 +529,10 @@ class ConsumerRuntime implements Consumer {
     for (let attempt = firstAttempt; ; attempt++) {
       // The attempt's AbortSignal is made only if the handler reads ctx.signal (most never do);
       // the timeout and a hard close reach it through `attemptState`.
-      const state = new AttemptSignal();
+      const state = new AttemptSignal(route.timeoutMs > 0 ? this.#clock.monotonic() + route.timeoutMs : Number.POSITIVE_INFINITY, route.name, attempt, route.timeoutMs);
       this.#attempts.add(state);
       if (this.#hard.signal.aborted) state.abort(this.#hard.signal.reason);
-      const timer =
-        route.timeoutMs > 0
-          ? this.#clock.setTimer(
-              () => state.abort(new HeraldError('HERALD_ERR_HANDLER_TIMEOUT', `handler "${route.name}" attempt ${attempt} ran past ${route.timeoutMs} ms`)),
-              route.timeoutMs,
-            )
-          : undefined;
+      if (route.timeoutMs > 0) this.#armTimeoutSweep();
       let extender: { cancel(): void } | undefined;
       if (d && extendEvery > 0) {
         const tick = (): void => {
@@ -555,7 +581,6 @@ class ConsumerRuntime implements Consumer {
           return { kind: 'abandoned' };
         }
       } finally {
-        timer?.cancel();
         extender?.cancel();
         this.#attempts.delete(state);
       }
@@ -682,6 +707,7 @@ class ConsumerRuntime implements Consumer {
     const left = Math.max(0, deadline - this.#clock.monotonic());
     await Promise.all([...this.#topics.values()].map((s) => s.sub?.close({ timeoutMs: left })));
     await Promise.all([...this.#topics.values()].map((s) => s.pump));
+    this.#sweepTimer?.cancel();
   }
 }
 
@@ -690,6 +716,14 @@ class AttemptSignal {
   #controller: AbortController | undefined;
   reason: unknown;
   #aborted = false;
+
+  /** Monotonic deadline (Infinity when the handler has no time limit). */
+  constructor(
+    readonly deadline: number,
+    readonly handler: string,
+    readonly attempt: number,
+    readonly timeoutMs: number,
+  ) {}
 
   get signal(): AbortSignal {
     if (!this.#controller) {
