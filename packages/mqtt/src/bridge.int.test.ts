@@ -251,3 +251,61 @@ test('bad options are refused with typed errors; close is idempotent', { skip, t
   await bridge.close();
   await bridge[Symbol.asyncDispose]();
 });
+
+test('a message the transport refuses for good goes to onRejected, is acknowledged with 0x83 and does not come back; the rest flows', { skip, timeout: 20_000 }, async () => {
+  const p = uniquePrefix('reject');
+  const transport = createMemoryTransport({ maxPayloadBytes: 2048 });
+  const rejected: Array<{ mqttTopic: string; size: number; code: unknown }> = [];
+  const bridge = createMqttBridge({
+    url: MQTT_URL,
+    clientId: `${p}-bridge`,
+    transport,
+    topic: 'in',
+    subscriptions: [`${p}/+/t`],
+    onRejected: async (r) => {
+      await new Promise((resolve) => setTimeout(resolve, 20)); // awaited before the PUBACK
+      rejected.push({ mqttTopic: r.mqttTopic, size: r.payload.length, code: (r.error as { code?: unknown }).code });
+    },
+  });
+  const dev = await connectDevice(`${p}-dev`);
+  const big = JSON.stringify({ seq: 1, blob: 'x'.repeat(4096) });
+  try {
+    await bridge.ready;
+    await Promise.all([
+      dev.publishAsync(`${p}/d1/t`, JSON.stringify({ seq: 0 }), { qos: 1 }),
+      dev.publishAsync(`${p}/d1/t`, big, { qos: 1 }),
+      dev.publishAsync(`${p}/d1/t`, JSON.stringify({ seq: 2 }), { qos: 1 }),
+    ]);
+    const { envelopes } = await readTopic(transport, 'in', (e) => e.length >= 2, 5000);
+    assert.deepEqual(envelopes.map(seqOf), [0, 2]);
+    await waitFor(() => bridge.stats().acked === 3, { timeoutMs: 3000, what: () => JSON.stringify(bridge.stats()) });
+    assert.deepEqual(rejected, [{ mqttTopic: `${p}/d1/t`, size: big.length, code: 'HERALD_ERR_PAYLOAD_TOO_LARGE' }]);
+    await dev.publishAsync(`${p}/d1/t`, JSON.stringify({ seq: 3 }), { qos: 1 });
+    await waitFor(() => bridge.stats().acked === 4, { timeoutMs: 3000 });
+    const s = bridge.stats();
+    assert.equal(s.rejected, 1);
+    assert.equal(s.received, 4, 'the rejected message was not redelivered');
+    assert.equal(s.redelivered, 0);
+  } finally {
+    await dev.endAsync();
+    await closeAll([bridge]);
+  }
+});
+
+test('qos 0: messages are published, nothing is acknowledged or redelivered', { skip, timeout: 10_000 }, async () => {
+  const p = uniquePrefix('qos0');
+  const transport = createMemoryTransport();
+  const bridge = createMqttBridge({ url: MQTT_URL, clientId: `${p}-bridge`, transport, topic: 'in', subscriptions: [`${p}/+/t`], qos: 0 });
+  const dev = await connectDevice(`${p}-dev`);
+  try {
+    await bridge.ready;
+    for (let seq = 0; seq < 5; seq++) await dev.publishAsync(`${p}/d1/t`, JSON.stringify({ seq }), { qos: 1 });
+    const { envelopes } = await readTopic(transport, 'in', (e) => e.length >= 5, 5000);
+    assert.deepEqual(envelopes.map(seqOf), [0, 1, 2, 3, 4]);
+    assert.equal(bridge.stats().acked, 0);
+    assert.equal(new Set(envelopes.map((e) => e.id)).size, 5);
+  } finally {
+    await dev.endAsync();
+    await closeAll([bridge]);
+  }
+});
