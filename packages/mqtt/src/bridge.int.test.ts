@@ -5,7 +5,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { CloudEvent as SdkEvent, MQTT } from 'cloudevents';
 import { type CloudEvent, createMemoryTransport, isHeraldError, TransientError } from '@herald/core';
-import { serverSkipReason, waitFor } from '@herald/testkit';
+import { freePort, serverSkipReason, waitFor } from '@herald/testkit';
 import { createMqttBridge, type MqttBridge } from './index.ts';
 import { connectDevice, dropSession, interceptPublish, MQTT_HOST, MQTT_PORT, MQTT_URL, readTopic, uniquePrefix } from './test-helpers.ts';
 
@@ -308,4 +308,16 @@ test('qos 0: messages are published, nothing is acknowledged or redelivered', { 
     await dev.endAsync();
     await closeAll([bridge]);
   }
+});
+
+test('no broker: a command times out (TRANSIENT) or fails at close (CLOSED); ready rejects at close', { skip, timeout: 10_000 }, async () => {
+  const port = await freePort(); // nothing listens there
+  const bridge = createMqttBridge({ url: `mqtt://127.0.0.1:${port}`, clientId: uniquePrefix('nobroker'), transport: createMemoryTransport(), topic: 'in', subscriptions: ['a/+/b'], reconnectPeriodMs: 50, onError: () => {} });
+  await assert.rejects(bridge.sendCommand('d1', { type: 'x' }, { timeoutMs: 100 }), (e) => isHeraldError(e, 'HERALD_ERR_TRANSIENT') && /within 100 ms/.test(e.message));
+  const pending = bridge.sendCommand('d1', { type: 'x' }, { timeoutMs: 0 });
+  const started = performance.now();
+  await bridge.close({ timeoutMs: 200 });
+  await assert.rejects(pending, (e) => isHeraldError(e, 'HERALD_ERR_CLOSED'));
+  await assert.rejects(bridge.ready, (e) => isHeraldError(e, 'HERALD_ERR_CLOSED'));
+  assert.ok(performance.now() - started < 2500, 'close is bounded');
 });

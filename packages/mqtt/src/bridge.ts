@@ -176,8 +176,9 @@ export interface MqttBridge {
    * Publishes a command to a device at QoS 1; resolves on the broker's PUBACK (the broker has it,
    * not necessarily the device). While disconnected the command waits and is sent on reconnect.
    * Rejects with HERALD_ERR_INVALID_ARGUMENT for a bad device id or topic, HERALD_ERR_CLOSED after
-   * close(), HERALD_ERR_TRANSIENT on a broker error or after the time limit — in which case the
-   * command may still be sent later (at least once). Safe to call concurrently.
+   * close() (also for a command still awaiting its PUBACK when close() gives up), and
+   * HERALD_ERR_TRANSIENT on a broker error or after the time limit — after a time limit or a
+   * close the command may still reach the device (at least once). Safe to call concurrently.
    */
   sendCommand(deviceId: string, command: CommandInput, options?: SendCommandOptions): Promise<CommandReceipt>;
   stats(): MqttBridgeStats;
@@ -245,7 +246,8 @@ class Bridge implements MqttBridge {
   #pumping: Promise<void> | undefined;
   #closing = false;
   #closePromise: Promise<void> | undefined;
-  readonly #commands = new Set<Promise<unknown>>();
+  /** Commands awaiting the broker's PUBACK: their settled promise, and how to fail them at close. */
+  readonly #commands = new Map<Promise<unknown>, (e: HeraldError) => void>();
   /** PUBACK reason codes of our own publishes, by packet id, caught before mqtt.js handles the PUBACK. */
   readonly #pubackCodes = new Map<number, number>();
   readonly #s = { received: 0, redelivered: 0, published: 0, acked: 0, rejected: 0, rebuilt: 0, publishFailures: 0, connects: 0, batches: 0, commandsSent: 0 };
@@ -286,6 +288,10 @@ class Bridge implements MqttBridge {
       },
     });
     this.#client = client;
+    if (typeof (client as unknown as Partial<ClientInternals>)._sendPacket !== 'function') {
+      client.end(true);
+      throw new HeraldError('HERALD_ERR_INVALID_ARGUMENT', 'this mqtt.js version has no MqttClient._sendPacket; the bridge needs it to send PUBACKs after commit (tested with mqtt 5.16)');
+    }
     // Installed before the first packet can arrive: a resumed session sends queued messages right after CONNACK.
     client.handleMessage = (packet, callback) => this.#onPublish(packet, callback);
     client.on('connect', (connack) => {
@@ -484,8 +490,15 @@ class Bridge implements MqttBridge {
     );
     const out = toMqttBinary(envelope);
     const timeoutMs = options.timeoutMs ?? this.#commandTimeoutMs;
+    let fail!: (e: HeraldError) => void;
     const p = new Promise<CommandReceipt>((resolve, reject) => {
       let settled = false;
+      fail = (e) => {
+        if (settled) return;
+        settled = true;
+        timer?.cancel();
+        reject(e);
+      };
       const timer =
         timeoutMs > 0
           ? this.#clock.setTimer(() => {
@@ -522,7 +535,7 @@ class Bridge implements MqttBridge {
       );
     });
     const tracked = p.catch(() => {});
-    this.#commands.add(tracked);
+    this.#commands.set(tracked, fail);
     void tracked.finally(() => this.#commands.delete(tracked));
     return p;
   }
@@ -539,7 +552,10 @@ class Bridge implements MqttBridge {
     const left = (): number => Math.max(0, deadline - this.#clock.monotonic());
     // 1. Publish and acknowledge what was already taken; 2. wait for commands awaiting PUBACK.
     await this.#within(this.#pumping ?? Promise.resolve(), left());
-    await this.#within(Promise.all([...this.#commands]), left());
+    await this.#within(Promise.all([...this.#commands.keys()]), left());
+    for (const fail of this.#commands.values()) {
+      fail(new HeraldError('HERALD_ERR_CLOSED', `MQTT bridge "${this.clientId}" closed before the broker acknowledged the command; it may still have been delivered`));
+    }
     // Whatever is still unsettled is abandoned: never acknowledged, so the broker resends it.
     this.#gen++;
     this.#pending = [];
