@@ -114,6 +114,8 @@ export class KafkaSubscription implements Subscription {
   #started: Promise<void>;
   #kafkaMemberId: string | undefined;
   #commitTimer: { cancel(): void } | undefined;
+  /** kafkajs' commit of the current generation without its retrier (from an eachBatch payload; bound to the consumer group). */
+  #committer: EachBatchPayload['commitOffsetsIfNecessary'] | undefined;
   #committing: Promise<void> | undefined;
   #closePromise: Promise<void> | undefined;
 
@@ -252,13 +254,15 @@ export class KafkaSubscription implements Subscription {
       added.push(p);
     }
     if (added.length > 0 || revoked.length > 0) this.#notify({ assigned: added, revoked, lost });
+    // Acks of kept partitions that could not be committed during the rebalance go out now, in the new generation.
+    if ([...this.#parts.values()].some((s) => s.tracker?.dirty)) this.#scheduleCommit();
     // Partitions this subscription paused stay paused in kafkajs across a rebalance; resume the ones with room.
     this.#resumeWithRoom();
   }
 
   #onRebalancing(): void {
     // Commit what is acked before the partitions can move (best effort: refused by the librdkafka mock).
-    if (this.#closing) return;
+    if (this.#closing || ![...this.#parts.values()].some((s) => s.tracker?.dirty)) return;
     this.#commitTimer?.cancel();
     this.#commitTimer = undefined;
     void this.#commitNow('rebalance');
@@ -290,6 +294,7 @@ export class KafkaSubscription implements Subscription {
 
   async #onBatch(payload: EachBatchPayload): Promise<void> {
     const { batch, resolveOffset, pause, isRunning, isStale } = payload;
+    this.#committer ??= payload.commitOffsetsIfNecessary;
     if (batch.topic !== this.topic || this.#closing) return;
     const s = this.#parts.get(batch.partition);
     if (!s) return;
@@ -464,8 +469,13 @@ export class KafkaSubscription implements Subscription {
       const dirty = [...this.#parts.values()].filter((s) => s.tracker?.dirty);
       if (dirty.length === 0) return;
       const marks = dirty.map((s) => ({ s, offset: s.tracker!.watermark }));
+      const partitions = marks.map(({ s, offset }) => ({ partition: s.partition, offset: String(offset + 1) }));
       try {
-        await consumer.commitOffsets(marks.map(({ s, offset }) => ({ topic: this.topic, partition: s.partition, offset: String(offset + 1) })));
+        // One attempt (no kafkajs retrier): a commit refused during a rebalance must not be replayed later for a
+        // partition that has moved meanwhile; a failed commit stays dirty and is retried on the next ack, after the
+        // rebalance, or at close.
+        if (this.#committer) await this.#committer({ topics: [{ topic: this.topic, partitions }] });
+        else await consumer.commitOffsets(partitions.map((p) => ({ topic: this.topic, ...p })));
         for (const { s, offset } of marks) s.tracker!.markCommitted(offset);
         this.#resumeWithRoom();
       } catch (e) {
