@@ -1,7 +1,7 @@
-// Public surface of @herald/mqtt: the device bridge (not a transport).
+// Public surface of @herald/mqtt: the device bridge (not a transport), and the CloudEvents MQTT
+// binding it applies, for devices and tools written in TypeScript.
 export { createMqttBridge } from './bridge.ts';
 export type { MqttBridge, MqttBridgeOptions, MqttBridgeStats, RejectedMessage, CommandInput, SendCommandOptions, CommandReceipt } from './bridge.ts';
-export { envelopeFromMqtt, toMqttBinary, derivedId, defaultSource, dataFrom } from './mapping.ts';
+export { envelopeFromMqtt, toMqttBinary, derivedId, defaultSource } from './mapping.ts';
 export type { InboundMessage, InboundContext, InboundResult, OutboundMessage } from './mapping.ts';
-export { matchFilter, filterProblem, topicProblem, defaultDeviceId, defaultType } from './filters.ts';
-export type { FilterMatch } from './filters.ts';
+export { defaultDeviceId, defaultType } from './filters.ts';
