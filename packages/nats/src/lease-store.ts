@@ -59,6 +59,8 @@ interface LeaseValue {
 
 const MAX_CAS_ROUNDS = 64;
 const WRONG_LAST_SEQUENCE = 10071;
+const STREAM_NOT_FOUND = 10059;
+const STREAM_NAME_IN_USE = 10058;
 
 /** Opens (creating if needed) the KV bucket and returns the store. */
 export async function createNatsLeaseStore(options: NatsLeaseStoreOptions = {}): Promise<NatsLeaseStore> {
@@ -73,14 +75,37 @@ export async function createNatsLeaseStore(options: NatsLeaseStoreOptions = {}):
   }
 }
 
-/** Opens the lease bucket, creating it (history 1) when missing. */
+/**
+ * Opens the lease bucket, creating it (history 1) when missing. Reads go through the stream
+ * leader (no direct get): on a cluster a follower may answer a direct get with a value a few
+ * milliseconds old, and `validate()` must not say yes to a fence that was just taken over.
+ */
 export async function openLeaseBucket(nc: NatsConnection, options: Pick<NatsLeaseStoreOptions, 'bucket' | 'replicas' | 'storage' | 'timeoutMs'> = {}): Promise<KV> {
-  const kvm = new Kvm(jetstream(nc, { timeout: options.timeoutMs ?? 5000 }));
-  return kvm.create(options.bucket ?? 'herald_leases', {
-    history: 1,
-    replicas: options.replicas ?? 1,
-    storage: options.storage === 'memory' ? StorageType.Memory : StorageType.File,
-  });
+  const js = jetstream(nc, { timeout: options.timeoutMs ?? 5000 });
+  const kvm = new Kvm(js);
+  const bucket = options.bucket ?? 'herald_leases';
+  const jsm = await js.jetstreamManager();
+  const exists = await jsm.streams.info(`KV_${bucket}`).then(
+    () => true,
+    (e: unknown) => {
+      if (e instanceof JetStreamApiError && e.code === STREAM_NOT_FOUND) return false;
+      throw e;
+    },
+  );
+  if (!exists) {
+    try {
+      return await kvm.create(bucket, {
+        history: 1,
+        replicas: options.replicas ?? 1,
+        storage: options.storage === 'memory' ? StorageType.Memory : StorageType.File,
+        allow_direct: false,
+      });
+    } catch (e) {
+      // Created meanwhile by another process (perhaps with other settings): use it as it is.
+      if (!(e instanceof JetStreamApiError && e.code === STREAM_NAME_IN_USE)) throw e;
+    }
+  }
+  return kvm.open(bucket, { allow_direct: false });
 }
 
 export class NatsLeaseStore implements LeaseStore {

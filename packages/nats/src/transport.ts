@@ -11,7 +11,7 @@
  * is exactly the stored bytes, and `maxPayloadBytes` measures what is sent), with headers
  * `Content-Type: application/cloudevents+json`, `Nats-Msg-Id: <envelope id>` (JetStream
  * de-duplicates a re-published id within the stream's `duplicate_window`, default 2 min) and
- * `Herald-Key: <partition key>` when there is one.
+ * `Herald-Key: <partition key as a JSON string>` when there is one.
  *
  * Publishing: every message of a batch is validated and encoded first; one bad or oversize
  * message refuses the whole batch before anything is sent (`HERALD_ERR_ENVELOPE_INVALID`,
@@ -289,7 +289,7 @@ export class NatsTransport implements Transport {
       const size = encodedSize(body);
       if (size > this.#maxPayload) throw tooLarge(topic, env.id, size, this.#maxPayload);
       const key = m.key ?? env.partitionkey;
-      const headerBytes = 64 + Buffer.byteLength(env.id) + (key === undefined ? 0 : 16 + Buffer.byteLength(key));
+      const headerBytes = 96 + Buffer.byteLength(env.id) + (key === undefined ? 0 : 16 + Buffer.byteLength(JSON.stringify(key)));
       if (size + headerBytes > this.#serverMax) throw tooLarge(topic, env.id, size + headerBytes, this.#serverMax - headerBytes);
       prepared[i] = { subject: '', partition: -1, body, id: env.id, key };
     }
@@ -301,7 +301,7 @@ export class NatsTransport implements Transport {
     const acks = prepared.map((p) => {
       const h = headers();
       h.set('Content-Type', 'application/cloudevents+json');
-      if (p.key !== undefined) h.set(KEY_HEADER, p.key);
+      if (p.key !== undefined) h.set(KEY_HEADER, JSON.stringify(p.key));
       return this.#ctx.js.publish(p.subject, p.body, { msgID: p.id, headers: h, timeout: this.#publishTimeoutMs });
     });
     const results = await Promise.allSettled(acks);
@@ -733,7 +733,7 @@ class PartitionSource implements LogSource {
       }
       if (seq <= after || st.held.has(seq)) continue; // re-sent after ack_wait while still held: ignore
       st.held.set(seq, m);
-      const key = m.headers?.has(KEY_HEADER) ? m.headers.get(KEY_HEADER) : undefined;
+      const key = m.headers?.has(KEY_HEADER) ? decodeKey(m.headers.get(KEY_HEADER)) : undefined;
       out.push({ offset: seq, key, raw: m.string() });
     }
     if (st.bufHead === st.buffer.length) {
@@ -946,6 +946,16 @@ function encode(env: CloudEvent, topic: string): string {
 function storageError(what: string, cause: unknown): HeraldError {
   if (isHeraldError(cause)) return cause;
   return new HeraldError('HERALD_ERR_STORAGE', `NATS: ${what} failed: ${(cause as Error)?.message ?? String(cause)}`, { cause });
+}
+
+/** Keys travel as JSON strings: a header value cannot hold CR or LF, and JSON also keeps lone surrogates and edge spaces exact. */
+function decodeKey(v: string): string {
+  try {
+    const k: unknown = JSON.parse(v);
+    return typeof k === 'string' ? k : v;
+  } catch {
+    return v;
+  }
 }
 
 function versionAtLeast(version: string, major: number, minor: number): boolean {
