@@ -11,6 +11,7 @@
  *   herald:~epoch:<scope>:<resource> string `<epoch>|<owner>` of the last grant, `<epoch>|` once released (persistent)
  *   herald:~leases:<scope>           set    resources ever leased in the scope (for list())
  *   herald:~members:<scope>          zset   member → expiry (ms, server time)
+ *   herald:~wake:<uuid>              stream one transport's doorbell (MAXLEN 1, expires when unused)
  *
  * Topic names are letters, digits, '.', '_' and '-', so `<topic>` can never contain ':' or
  * '~': a topic's keys never collide with another topic's or with the `~` keys. Lease scopes
@@ -29,6 +30,7 @@ export interface KeySpace {
   epoch(scope: string, resource: string): string;
   leaseIndex(scope: string): string;
   members(scope: string): string;
+  doorbell(id: string): string;
 }
 
 export const DEFAULT_PREFIX = 'herald';
@@ -47,6 +49,7 @@ export function keySpace(prefix: string = DEFAULT_PREFIX): KeySpace {
     epoch: (scope, resource) => `${prefix}:~epoch:${enc(scope)}:${enc(resource)}`,
     leaseIndex: (scope) => `${prefix}:~leases:${enc(scope)}`,
     members: (scope) => `${prefix}:~members:${enc(scope)}`,
+    doorbell: (id) => `${prefix}:~wake:${id}`,
   };
 }
 

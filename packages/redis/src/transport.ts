@@ -59,6 +59,7 @@
  * Standalone Redis (or a primary with replicas) only: several keys of a topic meet in one
  * script, and no Redis Cluster hash tags are used.
  */
+import { randomUUID } from 'node:crypto';
 import { hostname } from 'node:os';
 import {
   type Clock,
@@ -223,10 +224,14 @@ export class RedisTransport implements Transport {
   #closed = false;
   #closePromise: Promise<void> | undefined;
   #watching = false;
-  #watchWake: (() => void) | undefined;
+  /** Streams of the XREAD in flight on the wake-up connection. */
   #watchingNow: Set<string> | undefined;
-  #watcherId: string | undefined;
-  #unblocking = false;
+  /** The XREAD in flight was already interrupted (doorbell rung). */
+  #rungFor: Set<string> | undefined;
+  /** This transport's doorbell stream, and the last doorbell id the wake-up connection saw. */
+  readonly #doorbell: string;
+  #doorbellSeen = '0-0';
+  #doorbellExpiresAt = 0;
   #stats = { publishPipelines: 0, publishCalls: 0, publishedMessages: 0, fetches: 0, wakeReads: 0 };
 
   constructor(options: RedisTransportOptions = {}) {
@@ -254,16 +259,7 @@ export class RedisTransport implements Transport {
     this.redis = options.client ?? connect(options.connection, 'herald');
     this.#owned = options.client === undefined;
     this.#watcher = this.redis.duplicate({ connectionName: 'herald-wakeup', lazyConnect: true });
-    this.#watcher.on('ready', () => {
-      // Sent before anything ioredis re-sends after a reconnect, so it is answered at once.
-      this.#watcherId = undefined;
-      this.#watcher.client('ID').then(
-        (id) => {
-          this.#watcherId = String(id);
-        },
-        () => {},
-      );
-    });
+    this.#doorbell = this.keys.doorbell(randomUUID());
     // ioredis emits 'error' on connection failures and reconnects by itself; failed commands reject.
     this.#watcher.on('error', () => {});
     if (this.#owned) this.redis.on('error', () => {});
@@ -440,8 +436,8 @@ export class RedisTransport implements Transport {
       else await new Promise<void>((r) => setImmediate(r));
     }
     await Promise.all([...this.#subs].map((s) => s.close(options)));
-    this.#watchWake?.();
     this.#watcher.disconnect();
+    if (this.#doorbellExpiresAt > 0) await this.redis.unlink(this.#doorbell).catch(() => {});
     if (this.#owned) await disconnect(this.redis);
   }
 
@@ -615,33 +611,27 @@ export class RedisTransport implements Transport {
     return records;
   }
 
-  /** A partition became watched: start the wake-up loop, or make the blocked XREAD include it. */
+  /** A partition became watched: make sure the XREAD in flight includes it (else ring the doorbell). */
   #armed(stream: string): void {
-    if (!this.#watching) return;
-    if (this.#watchWake) {
-      const w = this.#watchWake;
-      this.#watchWake = undefined;
-      w();
-    } else if (this.#watchingNow && !this.#watchingNow.has(stream)) void this.#unblockWatcher();
+    const now = this.#watchingNow;
+    if (!this.#watching || now === undefined || now.has(stream) || this.#rungFor === now) return;
+    this.#rungFor = now;
+    this.#ring();
   }
 
-  async #unblockWatcher(): Promise<void> {
-    if (this.#unblocking) return;
-    this.#unblocking = true;
-    try {
-      const started = this.#watchingNow;
-      // The XREAD may not have reached the server yet: retry briefly until it is blocked there.
-      for (let i = 0; i < 50 && this.#watchingNow !== undefined && this.#watchingNow === started && !this.#closed; i++) {
-        const id = this.#watcherId;
-        if (id === undefined) return;
-        const r = await this.redis.call('CLIENT', 'UNBLOCK', id);
-        if (Number(r) === 1) return;
-        await new Promise((resolve) => setTimeout(resolve, 2));
-      }
-    } catch {
-      // Best effort: the XREAD returns by itself after blockMs.
-    } finally {
-      this.#unblocking = false;
+  /**
+   * Ends the wake-up connection's XREAD early so the next one includes newly armed partitions:
+   * every XREAD also watches this transport's private doorbell stream, and an XADD to it
+   * (MAXLEN 1, expiring when unused) returns the XREAD at once. Unlike CLIENT UNBLOCK this
+   * needs no connection id, works when the XREAD has not reached the server yet (it returns
+   * as soon as it does), and survives reconnects.
+   */
+  #ring(): void {
+    this.redis.xadd(this.#doorbell, 'MAXLEN', '1', '*', 'r', '1').catch(() => {});
+    const now = Date.now();
+    if (now > this.#doorbellExpiresAt - 30_000) {
+      this.#doorbellExpiresAt = now + 60_000;
+      this.redis.pexpire(this.#doorbell, 60_000).catch(() => {});
     }
   }
 
@@ -653,15 +643,15 @@ export class RedisTransport implements Transport {
   }
 
   /**
-   * The wake-up loop: XREAD BLOCK over the armed partitions, each from its last seen offset.
-   * A partition with news is disarmed until a reader reads it again, so a reader that cannot
-   * read now (backpressure) does not make the loop spin.
+   * The wake-up loop: XREAD BLOCK over the doorbell and the armed partitions, each from its
+   * last seen offset. A partition with news is disarmed until a reader reads it again, so a
+   * reader that cannot read now (backpressure) does not make the loop spin.
    */
   async #watchLoop(): Promise<void> {
     let failures = 0;
     while (!this.#closed) {
-      const keys: string[] = [];
-      const ids: string[] = [];
+      const keys: string[] = [this.#doorbell];
+      const ids: string[] = [this.#doorbellSeen];
       for (const t of this.#topicStates.values()) {
         if (t.listeners.size === 0) continue;
         for (let p = 0; p < t.partitions; p++) {
@@ -670,12 +660,6 @@ export class RedisTransport implements Transport {
           keys.push(t.streams[p]!);
           ids.push(st.seen < 1 ? '0-0' : entryId(st.seen));
         }
-      }
-      if (keys.length === 0) {
-        await new Promise<void>((resolve) => {
-          this.#watchWake = resolve;
-        });
-        continue;
       }
       this.#watchingNow = new Set(keys);
       let res: [string, [string, string[]][]][] | null;
@@ -687,17 +671,21 @@ export class RedisTransport implements Transport {
         this.#watchingNow = undefined;
         if (this.#closed) return;
         this.#onError?.(storageError(e, 'wake-up XREAD'));
-        await new Promise((resolve) => setTimeout(resolve, Math.min(1000, 50 * ++failures)));
+        await sleep(Math.min(1000, 50 * ++failures));
         continue;
       }
       this.#watchingNow = undefined;
       if (!res) continue;
       for (const [key, entries] of res) {
-        const where = this.#streamIndex.get(String(key));
         const id = entries[0]?.[0];
-        if (!where || id === undefined) continue;
+        if (id === undefined) continue;
+        if (key === this.#doorbell) {
+          this.#doorbellSeen = String(id);
+          continue;
+        }
+        const where = this.#streamIndex.get(String(key));
         const offset = offsetOf(String(id));
-        if (offset === undefined) continue;
+        if (!where || offset === undefined) continue;
         const st = where.t.parts[where.p]!;
         if (offset > st.seen) {
           st.armed = false;
@@ -764,6 +752,8 @@ export class RedisTransport implements Transport {
       onAppend: (listener) => {
         t.listeners.add(listener);
         this.#startWatching();
+        // Partitions armed while the topic had no listener are not in the XREAD in flight.
+        for (let p = 0; p < t.partitions; p++) if (t.parts[p]!.armed) this.#armed(t.streams[p]!);
         return () => {
           t.listeners.delete(listener);
         };
@@ -958,6 +948,10 @@ class ReadAhead {
     if (w.at >= w.rows.length) this.#windows[p] = undefined;
     return out;
   }
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
 }
 
 function toRecord(stream: string, entry: [string, string[]]): LogRecord {
