@@ -36,3 +36,5 @@ export { Collector, TransportHarness, withTransport, within, idOf, idsOf, SETTLE
 export type { Need } from './transport-harness.ts';
 export { serversRequired, isListening, serverSkipReason, freePort, PrivateServer } from './servers.ts';
 export type { PrivateServerOptions } from './servers.ts';
+export { describeEventStoreContract, eventStoreScenarios } from './event-store-contract.ts';
+export type { EventStoreHarness, EventStoreFactory, EventStoreContext, EventStoreScenario } from './event-store-contract.ts';
