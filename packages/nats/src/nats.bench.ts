@@ -11,14 +11,15 @@
  * 8 partitions, file storage, R1). Envelopes are built before the clock starts; the raw peer
  * stringifies in its loop as Herald encodes in publish(). Rows:
  *
- * - publish (pipelined): `messages` messages, batches of 100 in flight up to 64 batches
+ * - publish (pipelined): `messages` messages (at most 50 000), batches of 100 in flight up to 64 batches
  *   (Herald: `publish(topic, batch)`; raw: one `js.publish` per message, the same window).
  * - end-to-end (pipelined): the same publishing while one consumer in the same process handles
  *   and acks every message (Herald: `createConsumer` router, `handleEnvelope`, ordered by key;
  *   raw: one durable pull consumer, `consume()`, JSON.parse + ack per message). Time runs from
  *   the first publish to the last handled message.
  * - publish @5000/s and end-to-end @5000/s: open loop — message i is due at t0 + i/5000 s and
- *   sent then whatever happened before (no coordinated omission); latency runs from the due time
+ *   sent then whatever happened before (no coordinated omission), min(messages, 20 000) messages
+ *   (at most 4 s); latency runs from the due time
  *   to the PubAck (publish) or to the handler (end-to-end). p50/p99 in ms.
  *
  * Herald rows carry `peer` and `ratio` (Herald rate / raw rate of the same case).
@@ -173,8 +174,9 @@ async function dropTopic(jsm: JetStreamManager, topic: string): Promise<void> {
 }
 
 export async function runBench(options: { messages: number; log: (line: string) => void }): Promise<BenchRow[]> {
-  const N = Math.max(1000, Math.floor(options.messages));
-  const L = Math.min(N, OPEN_LOOP_RATE * 4); // open-loop rows: at most 4 s each
+  // Throughput rows: at most 50 000 messages (≈ 2–4 s each here); open-loop rows: at most 4 s each.
+  const N = Math.min(50_000, Math.max(1000, Math.floor(options.messages)));
+  const L = Math.min(N, OPEN_LOOP_RATE * 4);
   const log = options.log;
   const servers = process.env.NATS_URL ?? '127.0.0.1:4222';
   const nc = await connect({ servers, noAsyncTraces: true });
