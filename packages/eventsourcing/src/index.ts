@@ -28,3 +28,13 @@ export type { InMemoryEventStoreOptions, InlineHook } from './memory-event-store
 export { toCloudEvent } from './cloudevents.ts';
 export type { ToCloudEventOptions } from './cloudevents.ts';
 export { categoryOf } from './backend.ts';
+export { decided, evolveAll } from './decider.ts';
+export type { Decider, Evolver, DomainEvent } from './decider.ts';
+export { createCommandHandler } from './command-handler.ts';
+export type { CommandHandler, CommandHandlerOptions, CommandRetryOptions, CommandResult, HandleOptions } from './command-handler.ts';
+export { InMemorySnapshotStore, loadState, foldEvents } from './snapshots.ts';
+export type { Snapshot, SnapshotStore, SnapshotPolicy, SnapshotPolicyContext, SnapshotOptions, LoadedState } from './snapshots.ts';
+export { stateAt, stateHistory } from './time-travel.ts';
+export type { StateAt, PointInTime, StateStep, StateHistory, StateHistoryOptions } from './time-travel.ts';
+export { DeciderSpecification } from './decider-specification.ts';
+export type { DeciderThen, DeciderWhen } from './decider-specification.ts';

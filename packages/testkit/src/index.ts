@@ -38,3 +38,6 @@ export { serversRequired, isListening, serverSkipReason, freePort, PrivateServer
 export type { PrivateServerOptions } from './servers.ts';
 export { describeEventStoreContract, eventStoreScenarios } from './event-store-contract.ts';
 export type { EventStoreHarness, EventStoreFactory, EventStoreContext, EventStoreScenario } from './event-store-contract.ts';
+// Given/when/then for deciders lives beside the deciders (pure, no test runner needed); re-exported for users of the testkit.
+export { DeciderSpecification } from '@herald/eventsourcing';
+export type { DeciderThen, DeciderWhen } from '@herald/eventsourcing';
