@@ -11,6 +11,7 @@ import { test } from 'node:test';
 import { createEnvelope } from '@herald/core';
 import { serverSkipReason, uniqueName } from '@herald/testkit';
 import { createNatsTransport } from './index.ts';
+import { testNamespace } from './test-helpers.ts';
 
 const skip = await serverSkipReason('NATS JetStream', 4222);
 const MEMBER = new URL('./fixtures/group-member.ts', import.meta.url).pathname;
@@ -103,9 +104,10 @@ test('2 processes, one group: SIGKILL of a member mid-stream loses nothing and k
   const KEYS = 64;
   const dir = mkdtempSync(join(tmpdir(), 'herald-nats-kill-'));
   const topic = uniqueName('kill');
-  const publisher = await createNatsTransport();
+  const ns = testNamespace();
+  const publisher = await createNatsTransport({ prefix: ns.prefix, leaseBucket: ns.leaseBucket });
   await publisher.ensureTopic(topic, { partitions: PARTITIONS });
-  const env = { KT_TOPIC: topic, KT_GROUP: uniqueName('g'), KT_LEASE_MS: '1000' };
+  const env = { KT_TOPIC: topic, KT_GROUP: uniqueName('g'), KT_LEASE_MS: '1000', KT_PREFIX: ns.prefix, KT_BUCKET: ns.leaseBucket };
   const members = await Promise.all(['m0', 'm1'].map((n) => startMember(n, dir, env)));
   try {
     const owned = await waitBalanced(members);
@@ -161,6 +163,7 @@ test('2 processes, one group: SIGKILL of a member mid-stream loses nothing and k
   } finally {
     await Promise.all(members.map(stop));
     await publisher.close();
+    await ns.cleanup();
     rmSync(dir, { recursive: true, force: true });
   }
 });

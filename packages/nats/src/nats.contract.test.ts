@@ -5,21 +5,25 @@ import { after, before, describe, it } from 'node:test';
 import type { Transport } from '@herald/core';
 import { describeLeaseStoreContract, describeTransportContract, ManualClock, PrivateServer, reconnectAfterBrokerRestart, serverSkipReason } from '@herald/testkit';
 import { createNatsLeaseStore, createNatsTransport, type NatsTransportOptions } from './index.ts';
+import { testNamespace } from './test-helpers.ts';
 
 const skip = await serverSkipReason('NATS JetStream', 4222);
+// Streams and lease bucket of this run only (removed at the end).
+const ns = testNamespace();
+after(() => (skip ? undefined : ns.cleanup()));
 
 // Leases short enough that partitions move within the suite's 1–2 s waits.
-const timing = { leaseMs: 600, heartbeatMs: 100, fetchExpiresMs: 2000, commitIntervalMs: 5 } as const satisfies NatsTransportOptions;
+const timing = { leaseMs: 600, heartbeatMs: 100, fetchExpiresMs: 2000, commitIntervalMs: 5, prefix: ns.prefix, leaseBucket: ns.leaseBucket } as const satisfies NatsTransportOptions;
 
 describe('nats', { skip }, () => {
   describeLeaseStoreContract('nats kv (manual clock)', async () => {
     const clock = new ManualClock();
-    const store = await createNatsLeaseStore({ clock, bucket: 'herald_contract_leases' });
+    const store = await createNatsLeaseStore({ clock, bucket: ns.leaseBucket });
     return { store, clock, cleanup: () => store.close() };
   });
 
   describeLeaseStoreContract('nats kv (real time)', async () => {
-    const store = await createNatsLeaseStore({ bucket: 'herald_contract_leases' });
+    const store = await createNatsLeaseStore({ bucket: ns.leaseBucket });
     return { store, cleanup: () => store.close() };
   });
 

@@ -2,14 +2,17 @@
 // re-published envelope id is de-duplicated, topics with dots map to valid names, a stream
 // that Herald did not create is refused, stale-epoch fencing at the broker.
 import assert from 'node:assert/strict';
-import { describe, it } from 'node:test';
+import { after, describe, it } from 'node:test';
 import { createEnvelope, isHeraldError, partitionForKey, type Delivery } from '@herald/core';
 import { serverSkipReason, uniqueName, waitFor } from '@herald/testkit';
 import { jetstreamManager } from '@nats-io/jetstream';
 import { createNatsTransport, streamName } from './index.ts';
+import { testNamespace } from './test-helpers.ts';
 
 const skip = await serverSkipReason('NATS JetStream', 4222);
-const fast = { leaseMs: 600, heartbeatMs: 100, fetchExpiresMs: 2000 } as const;
+const ns = testNamespace();
+after(() => (skip ? undefined : ns.cleanup()));
+const fast = { leaseMs: 600, heartbeatMs: 100, fetchExpiresMs: 2000, prefix: ns.prefix, leaseBucket: ns.leaseBucket } as const;
 
 describe('nats transport (integration)', { skip }, () => {
   it('keys with newlines, quotes, spaces, non-ASCII and lone surrogates arrive exactly; dotted topics work', async () => {
@@ -66,10 +69,10 @@ describe('nats transport (integration)', { skip }, () => {
     const jsm = await jetstreamManager(t.connection);
     const topic = uniqueName('t');
     try {
-      await jsm.streams.add({ name: streamName('herald', topic), subjects: [`foreign.${topic}`] });
+      await jsm.streams.add({ name: streamName(ns.prefix, topic), subjects: [`foreign.${topic}`] });
       await assert.rejects(t.ensureTopic(topic), (e) => isHeraldError(e, 'HERALD_ERR_TOPIC_MISMATCH'));
     } finally {
-      await jsm.streams.delete(streamName('herald', topic)).catch(() => {});
+      await jsm.streams.delete(streamName(ns.prefix, topic)).catch(() => {});
       await t.close();
     }
   });
@@ -82,7 +85,7 @@ describe('nats transport (integration)', { skip }, () => {
       await t.ensureTopic(topic, { partitions: 1 });
       const names = async (): Promise<string[]> => {
         const out: string[] = [];
-        for await (const ci of jsm.consumers.list(streamName('herald', topic))) out.push(ci.name);
+        for await (const ci of jsm.consumers.list(streamName(ns.prefix, topic))) out.push(ci.name);
         return out;
       };
       const s1 = t.subscribe(topic, { group: 'grp' });
