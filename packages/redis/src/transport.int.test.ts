@@ -1,0 +1,197 @@
+// Redis-specific behaviour the contract does not see: the stored layout, wake-ups across
+// transports, fencing of commits, retention by MINID, and entries Herald did not write.
+import assert from 'node:assert/strict';
+import { randomUUID } from 'node:crypto';
+import { after, describe, it } from 'node:test';
+import { createEnvelope, type Delivery, isHeraldError, type OutgoingMessage, type PartitionChange, partitionForKey, type Subscription } from '@herald/core';
+import { serverSkipReason, waitFor, withScope } from '@herald/testkit';
+import { Redis } from 'ioredis';
+import { leaseToken, logScope } from './keys.ts';
+import { COMMIT } from './scripts.ts';
+import { createRedisTransport, type RedisTransport, type RedisTransportOptions } from './transport.ts';
+
+const PORT = 6379;
+const skip = await serverSkipReason('Redis', PORT);
+const prefix = `herald-int-${randomUUID().slice(0, 8)}`;
+const redis = skip ? undefined : new Redis({ port: PORT });
+
+after(async () => {
+  if (!redis) return;
+  let cursor = '0';
+  do {
+    const [next, keys] = await redis.scan(cursor, 'MATCH', `${prefix}*`, 'COUNT', 1000);
+    cursor = next;
+    if (keys.length) await redis.unlink(...keys);
+  } while (cursor !== '0');
+  await redis.quit();
+});
+
+const topicName = (): string => `t-${randomUUID()}`;
+const msg = (i: number, key?: string): OutgoingMessage => ({
+  envelope: createEnvelope({ type: 'int.item', source: 'redis-int', id: `m-${i}`, data: { i } }),
+  ...(key !== undefined ? { key } : {}),
+});
+const open = (o: RedisTransportOptions = {}): RedisTransport => createRedisTransport({ connection: { port: PORT }, prefix, leaseMs: 600, heartbeatMs: 100, ...o });
+
+function collect(sub: Subscription, ack: (d: Delivery) => boolean = () => true): Delivery[] {
+  const got: Delivery[] = [];
+  void (async () => {
+    for await (const d of sub) {
+      got.push(d);
+      if (ack(d)) d.ack();
+    }
+  })();
+  return got;
+}
+
+describe('redis transport (integration)', { skip }, () => {
+  it('stores one stream per partition with ids 0-<offset>, fields k and e; the count is fixed by HSETNX', () =>
+    withScope(async (scope) => {
+      const a = open();
+      const b = open();
+      scope.defer('close', () => Promise.all([a.close(), b.close()]));
+      const topic = topicName();
+      await a.ensureTopic(topic, { partitions: 3 });
+      assert.equal(await redis!.hget(`${prefix}:${topic}:meta`, 'partitions'), '3');
+      await assert.rejects(b.ensureTopic(topic, { partitions: 4 }), (e) => isHeraldError(e, 'HERALD_ERR_TOPIC_MISMATCH'));
+      assert.deepEqual(await b.ensureTopic(topic), { topic, partitions: 3 }, 'another transport reads the stored count');
+      const receipts = await b.publish(topic, [msg(1, 'alpha'), msg(2, 'alpha'), msg(3)]);
+      const p = partitionForKey('alpha', 3);
+      assert.deepEqual(
+        receipts.slice(0, 2).map((r) => [r.partition, r.position]),
+        [
+          [p, '1'],
+          [p, '2'],
+        ],
+      );
+      const entries = (await redis!.xrange(`${prefix}:${topic}:${p}`, '-', '+')) as [string, string[]][];
+      assert.deepEqual(
+        entries.map(([id]) => id),
+        ['0-1', '0-2'],
+      );
+      const [, fields] = entries[0]!;
+      assert.equal(fields[0], 'k');
+      assert.equal(fields[1], 'alpha');
+      assert.equal(fields[2], 'e');
+      assert.equal(JSON.parse(fields[3]!).id, 'm-1');
+      const keyless = (await redis!.xrange(`${prefix}:${topic}:${receipts[2]!.partition}`, '-', '+')) as [string, string[]][];
+      assert.deepEqual(keyless.at(-1)![1].filter((_, i) => i % 2 === 0), ['e'], 'a message without a key has no k field');
+    }));
+
+  it('wakes a reader at once for appends by another transport (no missed XREAD wake-ups)', () =>
+    withScope(async (scope) => {
+      // blockMs 60 s: a missed wake-up would stall far past every 2 s wait below.
+      const reader = open({ blockMs: 60_000, pollMs: 60_000 });
+      const writer = open();
+      scope.defer('close', () => Promise.all([reader.close({ timeoutMs: 200 }), writer.close()]));
+      const topic = topicName();
+      await writer.ensureTopic(topic, { partitions: 8 });
+      const sub = reader.subscribe(topic, { group: 'g' });
+      scope.defer('close sub', () => sub.close({ timeoutMs: 200 }));
+      const got = collect(sub);
+      await waitFor(() => sub.assignment().length === 8, { what: 'the reader to own every partition' });
+      for (let i = 0; i < 60; i++) {
+        await writer.publish(topic, [msg(i, `key-${i % 13}`)]);
+        await waitFor(() => got.length === i + 1, { what: () => `message ${i} delivered (have ${got.length})` });
+        if (i % 10 === 9) await new Promise((r) => setTimeout(r, 20)); // let the wake-up connection go idle now and then
+      }
+      assert.deepEqual(
+        got.map((d) => d.envelope?.id),
+        Array.from({ length: 60 }, (_, i) => `m-${i}`),
+      );
+    }));
+
+  it('a member whose lease was taken cannot move the group position (fenced commit)', () =>
+    withScope(async (scope) => {
+      const t = open();
+      scope.defer('close', () => t.close({ timeoutMs: 200 }));
+      const topic = topicName();
+      await t.ensureTopic(topic, { partitions: 1 });
+      const changes: PartitionChange[] = [];
+      const errors: unknown[] = [];
+      const sub = t.subscribe(topic, { group: 'g', onPartitions: (c) => changes.push(c), onError: (e) => errors.push(e) });
+      scope.defer('close sub', () => sub.close({ timeoutMs: 200 }));
+      const got = collect(sub);
+      await waitFor(() => sub.assignment().length === 1, { what: 'the member to own the partition' });
+      await t.publish(topic, [msg(1, 'k'), msg(2, 'k')]);
+      const groups = `${prefix}:${topic}:groups:0`;
+      await waitFor(async () => (await redis!.hget(groups, 'g')) === '2', { what: 'offset 2 committed' });
+      const fence = sub.fence!(0)!;
+      // Another owner takes the lease (as after an expiry): a higher epoch, live for a minute.
+      const scopeName = logScope(topic, 'g');
+      const thief = leaseToken(fence.epoch + 1, 'thief');
+      await redis!.set(`${prefix}:~lease:${encodeURIComponent(scopeName)}:0`, thief, 'PX', 60_000);
+      await redis!.set(`${prefix}:~epoch:${encodeURIComponent(scopeName)}:0`, thief);
+      // The stale fence is refused by the commit script itself…
+      const refused = (await COMMIT.run(
+        redis!,
+        [`${prefix}:~lease:${encodeURIComponent(scopeName)}:0`, `${prefix}:~epoch:${encodeURIComponent(scopeName)}:0`, groups],
+        [leaseToken(fence.epoch, fence.owner), 'g', '99'],
+      )) as [number, string];
+      assert.deepEqual(refused, [0, thief]);
+      // …and the member, still reading, loses the partition without moving the position.
+      await t.publish(topic, [msg(3, 'k')]);
+      await waitFor(() => changes.some((c) => c.lost && c.revoked.includes(0)), { what: () => `partition 0 lost (changes ${JSON.stringify(changes)})` });
+      assert.equal(await redis!.hget(groups, 'g'), '2', 'the committed offset stays where the lawful owner left it');
+      assert.ok(got.length >= 2);
+    }));
+
+  it('retention: age trims by MINID but never past the slowest group; a new group reads what is retained', () =>
+    withScope(async (scope) => {
+      // Retention walks every topic of the prefix: this test gets a prefix of its own.
+      const t = open({ prefix: `${prefix}-age`, retention: { maxAgeMs: 0, intervalMs: 3_600_000 } });
+      scope.defer('close', () => t.close({ timeoutMs: 200 }));
+      const topic = topicName();
+      await t.ensureTopic(topic, { partitions: 1 });
+      const slow = t.subscribe(topic, { group: 'slow' });
+      scope.defer('close slow', () => slow.close({ timeoutMs: 200 }));
+      const got = collect(slow, (d) => Number(d.position) <= 4); // acks offsets 1..4 only
+      await t.publish(topic, Array.from({ length: 10 }, (_, i) => msg(i, 'k')));
+      await waitFor(async () => got.length === 10 && (await redis!.hget(`${prefix}-age:${topic}:groups:0`, 'slow')) === '4', { what: 'the slow group at offset 4' });
+      assert.deepEqual(await t.runRetention(), { deleted: 4 }, 'everything is older than maxAgeMs 0, but the slow group pins offset 5 on');
+      const stream = `${prefix}-age:${topic}:0`;
+      assert.equal(await redis!.xlen(stream), 6);
+      assert.equal(((await redis!.xrange(stream, '-', '+', 'COUNT', 1)) as [string, string[]][])[0]![0], '0-5');
+      const fresh = t.subscribe(topic, { group: 'fresh' });
+      scope.defer('close fresh', () => fresh.close({ timeoutMs: 200 }));
+      const gotFresh = collect(fresh);
+      await waitFor(() => gotFresh.length === 6, { what: () => `a new group reads the 6 retained entries (has ${gotFresh.length})` });
+      assert.deepEqual(
+        gotFresh.map((d) => d.position),
+        ['5', '6', '7', '8', '9', '10'],
+      );
+    }));
+
+  it('retention: the hard cap trims past a group and counts what each group lost', () =>
+    withScope(async (scope) => {
+      const t = open({ prefix: `${prefix}-cap`, retention: { maxEntriesPerPartition: 5, intervalMs: 3_600_000 } });
+      scope.defer('close', () => t.close({ timeoutMs: 200 }));
+      const topic = topicName();
+      await t.ensureTopic(topic, { partitions: 1 });
+      const sub = t.subscribe(topic, { group: 'behind' }); // registered at -1, never reads
+      await waitFor(() => sub.assignment().length === 1, { what: 'registered' });
+      await sub.close();
+      await t.publish(topic, Array.from({ length: 20 }, (_, i) => msg(i, 'k')));
+      assert.deepEqual(await t.runRetention(), { deleted: 15 });
+      assert.equal(await redis!.xlen(`${prefix}-cap:${topic}:0`), 5);
+      assert.equal(await t.retentionDropped(topic, 'behind'), 15);
+      assert.equal(await t.retentionDropped(topic), 15);
+      assert.equal(await t.forgetGroup(topic, 'behind'), true);
+      assert.equal(await t.retentionDropped(topic, 'behind'), 0);
+    }));
+
+  it('an entry Herald did not write is reported as HERALD_ERR_CORRUPT_RECORD, not delivered under a made-up offset', () =>
+    withScope(async (scope) => {
+      const t = open();
+      scope.defer('close', () => t.close({ timeoutMs: 200 }));
+      const topic = topicName();
+      await t.ensureTopic(topic, { partitions: 1 });
+      await redis!.xadd(`${prefix}:${topic}:0`, '*', 'e', '{}');
+      const errors: unknown[] = [];
+      const sub = t.subscribe(topic, { group: 'g', onError: (e) => errors.push(e) });
+      scope.defer('close sub', () => sub.close({ timeoutMs: 200 }));
+      const got = collect(sub);
+      await waitFor(() => errors.some((e) => isHeraldError(e, 'HERALD_ERR_CORRUPT_RECORD')), { what: 'a corrupt-record error' });
+      assert.equal(got.length, 0);
+    }));
+});
