@@ -27,6 +27,10 @@
  *   their queued deliveries are dropped and their later acks are not committed, so the next
  *   owner reads them again (at-least-once). `lost` is reported when the member was expelled
  *   (its member id changed) or its consumer crashed.
+ * - A consumer crash is a loss of every partition (`lost: true`). kafkajs restarts the consumer
+ *   after retriable errors; after a non-retriable one the subscription rejoins with a fresh
+ *   kafkajs consumer (backoff 200 ms doubling, ≤ 5 s), and fails (`closed` rejects) after 5
+ *   crashes in a row without a successful join.
  * - `close({ timeoutMs })` stops delivering, waits for unsettled deliveries up to the
  *   deadline, commits what was acked, then leaves the group (LeaveGroup, so the others
  *   rebalance at once). Unsettled deliveries are abandoned unacked and redelivered.
@@ -89,6 +93,7 @@ interface PartitionState {
 }
 
 let memberSeq = 0;
+const MAX_RESTARTS = 5;
 
 export class KafkaSubscription implements Subscription {
   readonly topic: string;
@@ -171,7 +176,16 @@ export class KafkaSubscription implements Subscription {
   // ── lifecycle ────────────────────────────────────────────────────────────
 
   async #start(): Promise<void> {
-    const partitions = await this.#o.ensureTopic();
+    this.#partitionCount = await this.#o.ensureTopic();
+    await this.#startConsumer();
+  }
+
+  #partitionCount = 1;
+  /** Crashes since the last successful join; past MAX_RESTARTS the subscription fails. */
+  #crashes = 0;
+
+  /** Creates, connects and runs a kafkajs consumer: one member of the group. */
+  async #startConsumer(): Promise<void> {
     if (this.#closing) return;
     const t = this.#o.tuning;
     const consumer = this.#o.kafka.consumer({
@@ -185,10 +199,17 @@ export class KafkaSubscription implements Subscription {
       retry: { initialRetryTime: 100, retries: 5, maxRetryTime: 2000, restartOnFailure: async () => !this.#closing },
     });
     this.#consumer = consumer;
+    this.#committer = undefined;
     const { GROUP_JOIN, REBALANCING, CRASH } = consumer.events;
-    consumer.on(GROUP_JOIN, (e) => this.#onJoin(e.payload.memberId, e.payload.memberAssignment[this.topic] ?? []));
-    consumer.on(REBALANCING, () => this.#onRebalancing());
-    consumer.on(CRASH, (e) => this.#onCrash(e.payload.error, e.payload.restart));
+    consumer.on(GROUP_JOIN, (e) => {
+      if (this.#consumer === consumer) this.#onJoin(e.payload.memberId, e.payload.memberAssignment[this.topic] ?? []);
+    });
+    consumer.on(REBALANCING, () => {
+      if (this.#consumer === consumer) this.#onRebalancing();
+    });
+    consumer.on(CRASH, (e) => {
+      if (this.#consumer === consumer) this.#onCrash(e.payload.error, e.payload.restart);
+    });
     await consumer.connect();
     if (this.#closing) return;
     await consumer.subscribe({ topics: [this.topic], fromBeginning: this.#o.startFrom !== 'latest' });
@@ -196,7 +217,7 @@ export class KafkaSubscription implements Subscription {
     await consumer.run({
       autoCommit: false,
       eachBatchAutoResolve: false,
-      partitionsConsumedConcurrently: Math.max(1, Math.min(partitions, t.partitionsConsumedConcurrently ?? 8)),
+      partitionsConsumedConcurrently: Math.max(1, Math.min(this.#partitionCount, t.partitionsConsumedConcurrently ?? 8)),
       eachBatch: (payload) => this.#onBatch(payload),
     });
   }
@@ -239,6 +260,7 @@ export class KafkaSubscription implements Subscription {
 
   #onJoin(kafkaMemberId: string, assigned: readonly number[]): void {
     if (this.#closing) return;
+    this.#crashes = 0;
     const lost = this.#kafkaMemberId !== undefined && this.#kafkaMemberId !== kafkaMemberId;
     this.#kafkaMemberId = kafkaMemberId;
     const now = new Set(assigned);
@@ -274,8 +296,23 @@ export class KafkaSubscription implements Subscription {
     const revoked = [...this.#parts.keys()];
     for (const p of revoked) this.#revoke(p, `consumer crashed: ${error.message}`);
     this.#kafkaMemberId = undefined;
+    this.#committer = undefined;
     if (revoked.length > 0) this.#notify({ assigned: [], revoked, lost: true });
-    if (!restart) this.fail(error);
+    if (restart) return; // kafkajs restarts it (retriable errors)
+    // kafkajs gives up on non-retriable errors (for one, the librdkafka mock answers a follower's SyncGroup that
+    // arrives after the leader's with INVALID_REQUEST). Rejoin with a fresh consumer, a few times in a row at most.
+    if (++this.#crashes > MAX_RESTARTS) {
+      this.fail(new HeraldError('HERALD_ERR_STORAGE', `kafka consumer of group "${this.group}" on "${this.topic}" crashed ${this.#crashes} times without joining: ${error.message}`, { cause: error }));
+      return;
+    }
+    const old = this.#consumer;
+    this.#consumer = undefined;
+    this.#clock.setTimer(() => {
+      void (async () => {
+        await old?.disconnect().catch(() => {});
+        await this.#startConsumer();
+      })().catch((e: unknown) => this.fail(e));
+    }, Math.min(5000, 100 * 2 ** this.#crashes));
   }
 
   #revoke(partition: number, why: string): void {
