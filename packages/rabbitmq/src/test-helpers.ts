@@ -39,8 +39,41 @@ export class TestBroker {
       ...this.defaults,
       ...options,
     });
+    const close = t.close.bind(t);
+    t.close = (o?: { timeoutMs?: number }) => {
+      const p = close(o);
+      void p.finally(() => this.#closed.add(t));
+      return p;
+    };
     this.transports.push(t);
     return t;
+  }
+
+  readonly #closed = new Set<RabbitMqTransport>();
+
+  /**
+   * Deletes what closed transports declared and no open one uses, then creates a transport.
+   * Quorum queues cost the broker file descriptors (about 2.5 each; the shared broker has ~900),
+   * so a suite must not keep every scenario's queues until it ends.
+   */
+  async reapAndCreate(options: RabbitMqTransportOptions = {}): Promise<RabbitMqTransport> {
+    const closed = this.transports.filter((t) => this.#closed.has(t));
+    if (closed.length > 0) {
+      const open = this.transports.filter((t) => !this.#closed.has(t));
+      const inUse = new Set(open.flatMap((t) => [...t.declaredNames().queues, ...t.declaredNames().exchanges]));
+      const queues = new Set<string>();
+      const exchanges = new Set<string>();
+      for (const t of closed) {
+        for (const q of t.declaredNames().queues) if (!inUse.has(q)) queues.add(q);
+        for (const e of t.declaredNames().exchanges) if (!inUse.has(e)) exchanges.add(e);
+      }
+      await this.#delete(queues, exchanges);
+      for (const t of closed) {
+        this.transports.splice(this.transports.indexOf(t), 1);
+        this.#closed.delete(t);
+      }
+    }
+    return this.create(options);
   }
 
   /** Deletes every queue and exchange the transports declared. */
@@ -53,6 +86,11 @@ export class TestBroker {
       for (const q of d.queues) queues.add(q);
       for (const e of d.exchanges) exchanges.add(e);
     }
+    await this.#delete(queues, exchanges);
+    this.transports.length = 0;
+  }
+
+  async #delete(queues: ReadonlySet<string>, exchanges: ReadonlySet<string>): Promise<void> {
     if (queues.size === 0 && exchanges.size === 0) return;
     const conn = new Connection({ url: this.url, connectionTimeout: 5000, retryLow: 100, retryHigh: 500 });
     conn.on('error', () => {});

@@ -7,8 +7,9 @@
  *   chosen by the core murmur2 partitioner (no key: round-robin per transport instance). Direct
  *   rather than topic exchange: routing is an exact match, which is all partitions need and the
  *   cheapest RabbitMQ routes. Its `alternate-exchange` is a fanout exchange feeding a bounded
- *   quorum queue (`unroutedMaxLength`, oldest dropped first) that keeps messages published while
- *   no group queue existed — for inspection; they are never delivered to a group (`replay`
+ *   durable classic queue (`unroutedMaxLength`, oldest dropped first; classic because it is a
+ *   diagnostic holding pen, and quorum queues cost the broker file descriptors) that keeps
+ *   messages published while no group queue existed — for inspection; they are never delivered to a group (`replay`
  *   is false). Publishes are `mandatory`: a message neither a group queue nor the alternate
  *   exchange takes (topology deleted under us, or `unroutedMaxLength: 0` and no group yet) comes
  *   back as basic.return and the publish rejects with a typed error instead of vanishing.
@@ -257,7 +258,7 @@ export class RabbitMqTransport implements Transport {
       await h.ch.exchangeDeclare({ exchange: unrouted, type: 'fanout', durable: true });
       this.#declaredExchanges.add(unrouted);
       if (this.#unroutedMaxLength > 0) {
-        await this.#declareQueue(h, unrouted, { 'x-queue-type': 'quorum', 'x-max-length': this.#unroutedMaxLength, 'x-overflow': 'drop-head', ...expires });
+        await this.#declareQueue(h, unrouted, { 'x-max-length': this.#unroutedMaxLength, 'x-overflow': 'drop-head', ...expires });
         this.#declaredQueues.add(unrouted);
         await h.ch.queueBind({ queue: unrouted, exchange: unrouted, routingKey: '' });
       }
