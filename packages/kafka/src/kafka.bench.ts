@@ -99,12 +99,12 @@ async function openLoop(count: number, rate: number, send: (i: number, due: numb
   });
 }
 
-function waitUntil(cond: () => boolean, timeoutMs: number, what: string): Promise<void> {
+function waitUntil(cond: () => boolean, timeoutMs: number, what: string | (() => string)): Promise<void> {
   const end = performance.now() + timeoutMs;
   return new Promise((resolve, reject) => {
     const check = (): void => {
       if (cond()) resolve();
-      else if (performance.now() > end) reject(new Error(`bench: timed out waiting for ${what}`));
+      else if (performance.now() > end) reject(new Error(`bench: timed out waiting for ${typeof what === 'function' ? what() : what}`));
       else setTimeout(check, 2);
     };
     check();
@@ -152,12 +152,19 @@ function rawSide(kafka: KafkaClient, producer: Producer, partitions: number): Si
       });
       await consumer.connect();
       await consumer.subscribe({ topics: [topic], fromBeginning: true });
+      // kafkajs' autoCommit commits after every batch; like Herald, commit at most every 20 ms instead.
+      let lastCommit = 0;
       await consumer.run({
+        autoCommit: false,
         partitionsConsumedConcurrently: partitions,
-        eachBatch: async ({ batch, resolveOffset, heartbeat }) => {
+        eachBatch: async ({ batch, resolveOffset, heartbeat, commitOffsetsIfNecessary, uncommittedOffsets }) => {
           for (const m of batch.messages) {
             onMessage((JSON.parse(m.value!.toString('utf8')) as { data: { n: number; t: number } }).data);
             resolveOffset(m.offset);
+          }
+          if (performance.now() - lastCommit >= TUNING.commitIntervalMs) {
+            lastCommit = performance.now();
+            await commitOffsetsIfNecessary(uncommittedOffsets());
           }
           await heartbeat();
         },
@@ -204,7 +211,7 @@ async function measure(side: Side, topic: string, N: number, L: number, warm: bo
     if (phase === 'open') lat.push(performance.now() - d.t);
   });
   try {
-    await waitUntil(() => seen >= N + L, 60_000, 'the consumer to drain the publish rows');
+    await waitUntil(() => seen >= N + L, 60_000, () => `the consumer to drain the publish rows (${seen}/${N + L})`);
     // end-to-end (pipelined)
     {
       phase = 'pipelined';
@@ -263,10 +270,26 @@ export async function runBench(options: { messages: number; log: (line: string) 
     // Warm-up: connections, metadata, JIT.
     await pipelined(2000, (from, n) => herald.batch(`bench.kafka.warm.${run}`, Array.from({ length: n }, (_, j) => envelope(from + j, -1))));
     await pipelined(2000, (from, n) => raw.batch(`bench.kafka.warm.${run}`, Array.from({ length: n }, (_, j) => envelope(from + j, -1))));
-    log('measuring raw kafkajs…');
-    const r = await measure(raw, rTopic, N, L, true);
-    log('measuring Herald…');
-    const h = await measure(herald, hTopic, N, L, true);
+    // …and the one-message send path of both (the first side measured paid for its JIT otherwise).
+    for (const side of [herald, raw]) {
+      const inflight: Array<Promise<unknown>> = [];
+      await openLoop(2500, OPEN_LOOP_RATE, (i) => inflight.push(side.one(`bench.kafka.warm.${run}`, envelope(i, -1))));
+      await Promise.all(inflight);
+    }
+    // Order: Herald first when BENCH_KAFKA_HERALD_FIRST=1 (to see whether order matters), else raw first.
+    let r: Array<Omit<BenchRow, 'peer' | 'ratio'>>;
+    let h: Array<Omit<BenchRow, 'peer' | 'ratio'>>;
+    if (process.env.BENCH_KAFKA_HERALD_FIRST === '1') {
+      log('measuring Herald…');
+      h = await measure(herald, hTopic, N, L, true);
+      log('measuring raw kafkajs…');
+      r = await measure(raw, rTopic, N, L, true);
+    } else {
+      log('measuring raw kafkajs…');
+      r = await measure(raw, rTopic, N, L, true);
+      log('measuring Herald…');
+      h = await measure(herald, hTopic, N, L, true);
+    }
     for (let i = 0; i < h.length; i++) {
       const hr = h[i]!;
       const rr = r[i]!;
