@@ -10,7 +10,8 @@
  * 8 partitions (the raw peer writes the same key → stream mapping over 8 streams). Publisher
  * and consumer run in this process, each on its own connection(s).
  *
- * Rows (`ratio` = Herald rate / the raw row's rate):
+ * Rows (`ratio` = Herald rate / the raw row's rate). Throughput rows are the median of `runs`
+ * (default 3), Herald and raw interleaved; the BullMQ row and the latency rows run once:
  * - publish: sequential batches of 1000 — raw: one pipeline of 1000 `XADD * ` per batch;
  *   Herald: `publish(topic, 1000 envelopes)` (envelopes built before the clock starts).
  * - end-to-end: the same batches while a consumer takes them — raw: `XREADGROUP COUNT 256 BLOCK`
@@ -52,6 +53,8 @@ export interface BenchOptions {
   readonly rate?: number;
   /** Duration of each latency row, s (default 5; fewer messages if `messages` is smaller). */
   readonly latencySeconds?: number;
+  /** Runs of each throughput row; the row is the median (default 3). BullMQ and latency rows run once. */
+  readonly runs?: number;
 }
 
 const PAYLOAD_BYTES = 256;
@@ -88,6 +91,12 @@ function epochMicros(): number {
 function percentile(sorted: Float64Array, q: number): number {
   if (sorted.length === 0) return Number.NaN;
   return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil(q * sorted.length) - 1))]!;
+}
+
+function median(xs: readonly number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  const m = s.length >> 1;
+  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
 }
 
 function round(x: number, digits = 2): number {
@@ -206,6 +215,7 @@ export async function runBench(options: BenchOptions): Promise<BenchRow[]> {
   const { messages, log } = options;
   const port = options.port ?? Number(process.env.HERALD_REDIS_PORT ?? 6379);
   const rate = options.rate ?? 5000;
+  const runs = Math.max(1, options.runs ?? 3);
   const latencyMessages = Math.max(1, Math.min(messages, Math.round(rate * (options.latencySeconds ?? 5))));
   const prefix = `herald-bench-${randomUUID().slice(0, 8)}`;
   const admin = new Redis({ port, lazyConnect: true, maxRetriesPerRequest: 1 });
@@ -400,16 +410,28 @@ export async function runBench(options: BenchOptions): Promise<BenchRow[]> {
     if (bullmq) await bullE2e(Math.min(warm, 2000));
 
     const rateOf = (n: number, ms: number): number => (n * 1000) / ms;
-    const rawPub = push({ case: 'redis raw: XADD pipelined, 1000/pipeline', messages, rate: rateOf(messages, await rawPublish(messages)) });
-    const hPubRate = rateOf(messages, await heraldPublish(messages));
+    // Throughput rows: `runs` runs each, Herald and its raw peer interleaved (so drift on a shared
+    // machine hits both alike); the row shows the median, the log every run.
+    const pair = async (label: string, raw: (n: number) => Promise<number>, herald: (n: number) => Promise<number>): Promise<[number, number]> => {
+      const r: number[] = [];
+      const h: number[] = [];
+      for (let i = 0; i < runs; i++) {
+        r.push(rateOf(messages, await raw(messages)));
+        h.push(rateOf(messages, await herald(messages)));
+      }
+      log(`  ${label} runs (msg/s): raw ${r.map((x) => Math.round(x)).join(' / ')}; herald ${h.map((x) => Math.round(x)).join(' / ')}`);
+      return [median(r), median(h)];
+    };
+    const [rawPubRate, hPubRate] = await pair('publish', rawPublish, heraldPublish);
+    const rawPub = push({ case: 'redis raw: XADD pipelined, 1000/pipeline', messages, rate: rawPubRate });
     push({ case: 'herald redis: publish, 1000/call', messages, rate: hPubRate, peer: rawPub.case, ratio: hPubRate / rawPub.rate });
 
-    const rawE = push({ case: 'redis raw: XADD pipelined → XREADGROUP + XACK, end-to-end', messages, rate: rateOf(messages, await rawE2e(messages)) });
-    const hE2eRate = rateOf(messages, await heraldE2e(messages));
+    const [rawE2eRate, hE2eRate] = await pair('end-to-end', rawE2e, heraldE2e);
+    const rawE = push({ case: 'redis raw: XADD pipelined → XREADGROUP + XACK, end-to-end', messages, rate: rawE2eRate });
     push({ case: 'herald redis: publish → router handle → ack, end-to-end', messages, rate: hE2eRate, peer: rawE.case, ratio: hE2eRate / rawE.rate });
     if (bullmq) {
       const bRate = rateOf(messages, await bullE2e(messages));
-      push({ case: 'bullmq: addBulk 1000 → Worker (concurrency 64), end-to-end', messages, rate: bRate });
+      push({ case: 'bullmq: addBulk 1000 → Worker (concurrency 64), end-to-end (1 run)', messages, rate: bRate });
       log(`  (herald end-to-end is ${(hE2eRate / bRate).toFixed(2)} × bullmq)`);
     } else log('  bullmq rows skipped: bullmq is not installed');
 

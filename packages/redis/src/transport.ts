@@ -155,8 +155,17 @@ interface PartState {
   seen: number;
   /** When defined: no entry above it existed at the last read, and no news arrived since. */
   confirmed: number | undefined;
-  /** The wake-up connection watches this partition (a reader read it since the last report). */
+  /** The wake-up connection watches this partition (a local reader read it, and readers keep up). */
   armed: boolean;
+  /**
+   * The tail window: the newest entries this transport read with XREAD or published itself,
+   * covering every offset in (tailFrom, tailFrom + tail.length] — readers that keep up are
+   * served from it without a round trip. At most 2 × fetchBatch entries.
+   */
+  tail: LogRecord[];
+  tailFrom: number;
+  /** Highest offset served to a local reader. */
+  readTo: number;
 }
 
 interface TopicState {
@@ -203,6 +212,7 @@ export class RedisTransport implements Transport {
   readonly #leaseMs: number;
   readonly #heartbeatMs: number | undefined;
   readonly #fetchBatch: number;
+  readonly #tailMax: number;
   readonly #commitIntervalMs: number | undefined;
   readonly #pollMs: number;
   readonly #blockMs: number;
@@ -244,6 +254,7 @@ export class RedisTransport implements Transport {
     this.#leaseMs = positiveNumber('leaseMs', options.leaseMs ?? 10_000);
     this.#heartbeatMs = options.heartbeatMs === undefined ? undefined : positiveNumber('heartbeatMs', options.heartbeatMs);
     this.#fetchBatch = positiveInt('fetchBatch', options.fetchBatch ?? 256);
+    this.#tailMax = 2 * this.#fetchBatch;
     this.#commitIntervalMs = options.commitIntervalMs;
     this.#pollMs = positiveNumber('pollMs', options.pollMs ?? 100);
     this.#blockMs = positiveInt('blockMs', options.blockMs ?? 1000);
@@ -506,6 +517,8 @@ export class RedisTransport implements Transport {
           error ??= new Error(`unexpected entry id ${String(r[1])}`);
           continue;
         }
+        const st = b.topic.parts[p]!;
+        this.#addTail(st, offset - 1, [{ offset, key: b.keys[i], raw: b.bodies[i]! }]);
         this.#news(b.topic, p, offset);
         receipts[i] = { topic: b.topic.name, partition: p, position: String(offset) };
       }
@@ -566,7 +579,7 @@ export class RedisTransport implements Transport {
       partitions,
       rr: new RoundRobin(),
       streams: Array.from({ length: partitions }, (_, p) => this.keys.stream(name, p)),
-      parts: Array.from({ length: partitions }, () => ({ seen: -1, confirmed: undefined, armed: false })),
+      parts: Array.from({ length: partitions }, () => ({ seen: -1, confirmed: undefined, armed: false, tail: [], tailFrom: 0, readTo: -1 })),
       listeners: new Set(),
     };
     this.#topicStates.set(name, t);
@@ -585,9 +598,19 @@ export class RedisTransport implements Transport {
     for (const l of t.listeners) l();
   }
 
-  /** Up to `limit` entries of (t, p) after `after`; no round trip when the partition is known to end at or before `after`. */
+  /**
+   * Up to `limit` entries of (t, p) after `after`: from the tail window when it covers `after`,
+   * nothing when the partition is known to end at or before `after`, else one XRANGE.
+   */
   async #query(t: TopicState, p: number, after: number, limit: number): Promise<readonly LogRecord[]> {
     const st = t.parts[p]!;
+    const tailTo = st.tailFrom + st.tail.length;
+    if (st.tail.length > 0 && after >= st.tailFrom && after < tailTo) {
+      const start = after - st.tailFrom;
+      const out = st.tail.slice(start, start + limit);
+      this.#served(t, p, out[out.length - 1]!.offset);
+      return out;
+    }
     if (st.confirmed !== undefined && after >= st.confirmed) return EMPTY;
     this.#stats.fetches++;
     const stream = t.streams[p]!;
@@ -602,13 +625,43 @@ export class RedisTransport implements Transport {
     const end = records.length > 0 ? Math.max(after, records[records.length - 1]!.offset) : after;
     // News that arrived while the query ran and lies beyond what it returned forbids confirming.
     const covered = st.seen <= end;
+    // Extend the window only: a lagging reader must not evict the tail the others read.
+    if (records.length > 0 && (st.tail.length === 0 || after === st.tailFrom + st.tail.length)) this.#addTail(st, after, records);
     this.#news(t, p, end);
     if (covered) st.confirmed = records.length < limit ? end : undefined;
+    this.#served(t, p, end);
+    return records;
+  }
+
+  /** A local reader got entries up to `offset`: it keeps up, so the partition is watched. */
+  #served(t: TopicState, p: number, offset: number): void {
+    const st = t.parts[p]!;
+    if (offset > st.readTo) st.readTo = offset;
     if (!st.armed) {
       st.armed = true;
       this.#armed(t.streams[p]!);
     }
-    return records;
+  }
+
+  /** Adds entries covering (from, last] to the tail window (a gap starts a new window); keeps the newest `tailMax`. */
+  #addTail(st: PartState, from: number, records: readonly LogRecord[]): void {
+    if (st.tail.length === 0 || from !== st.tailFrom + st.tail.length) {
+      st.tail = [];
+      st.tailFrom = from;
+    }
+    for (const r of records) {
+      if (r.offset !== st.tailFrom + st.tail.length + 1) {
+        // Not contiguous (trimmed or deleted entries): the window restarts at this entry.
+        st.tail = [];
+        st.tailFrom = r.offset - 1;
+      }
+      st.tail.push(r);
+    }
+    const excess = st.tail.length - this.#tailMax;
+    if (excess > 0) {
+      st.tail.splice(0, excess);
+      st.tailFrom += excess;
+    }
   }
 
   /** A partition became watched: make sure the XREAD in flight includes it (else ring the doorbell). */
@@ -643,15 +696,18 @@ export class RedisTransport implements Transport {
   }
 
   /**
-   * The wake-up loop: XREAD BLOCK over the doorbell and the armed partitions, each from its
-   * last seen offset. A partition with news is disarmed until a reader reads it again, so a
-   * reader that cannot read now (backpressure) does not make the loop spin.
+   * The wake-up loop: XREAD BLOCK (COUNT fetchBatch) over the doorbell and the armed
+   * partitions, each from its last seen offset. What it returns goes into the partitions' tail
+   * windows, so readers that keep up get new entries without another round trip. A partition
+   * whose readers fall behind (half a window unread) is disarmed until a reader reads it
+   * again: the loop never spins on, nor buffers for, a reader that cannot read now.
    */
   async #watchLoop(): Promise<void> {
     let failures = 0;
     while (!this.#closed) {
       const keys: string[] = [this.#doorbell];
       const ids: string[] = [this.#doorbellSeen];
+      const from = new Map<string, number>();
       for (const t of this.#topicStates.values()) {
         if (t.listeners.size === 0) continue;
         for (let p = 0; p < t.partitions; p++) {
@@ -659,13 +715,14 @@ export class RedisTransport implements Transport {
           if (!st.armed) continue;
           keys.push(t.streams[p]!);
           ids.push(st.seen < 1 ? '0-0' : entryId(st.seen));
+          from.set(t.streams[p]!, Math.max(0, st.seen));
         }
       }
       this.#watchingNow = new Set(keys);
       let res: [string, [string, string[]][]][] | null;
       try {
         this.#stats.wakeReads++;
-        res = (await this.#watcher.xread('COUNT', 1, 'BLOCK', this.#blockMs, 'STREAMS', ...keys, ...ids)) as [string, [string, string[]][]][] | null;
+        res = (await this.#watcher.xread('COUNT', this.#fetchBatch, 'BLOCK', this.#blockMs, 'STREAMS', ...keys, ...ids)) as [string, [string, string[]][]][] | null;
         failures = 0;
       } catch (e) {
         this.#watchingNow = undefined;
@@ -677,20 +734,32 @@ export class RedisTransport implements Transport {
       this.#watchingNow = undefined;
       if (!res) continue;
       for (const [key, entries] of res) {
-        const id = entries[0]?.[0];
-        if (id === undefined) continue;
+        if (entries.length === 0) continue;
         if (key === this.#doorbell) {
-          this.#doorbellSeen = String(id);
+          this.#doorbellSeen = String(entries[entries.length - 1]![0]);
           continue;
         }
         const where = this.#streamIndex.get(String(key));
-        const offset = offsetOf(String(id));
-        if (!where || offset === undefined) continue;
-        const st = where.t.parts[where.p]!;
-        if (offset > st.seen) {
+        if (!where) continue;
+        const { t, p } = where;
+        const st = t.parts[p]!;
+        let records: LogRecord[];
+        try {
+          records = entries.map((e) => toRecord(String(key), e));
+        } catch (e) {
+          // Readers meet the same entry with XRANGE and report it; stop watching here.
           st.armed = false;
-          this.#news(where.t, where.p, offset);
+          this.#news(t, p, st.seen + 1);
+          continue;
         }
+        const last = records[records.length - 1]!.offset;
+        if (last <= st.seen) continue;
+        const seenBefore = st.seen;
+        this.#addTail(st, from.get(String(key)) ?? last - records.length, records);
+        this.#news(t, p, last);
+        // A short answer means nothing newer existed when it ran.
+        if (records.length < this.#fetchBatch && seenBefore <= last) st.confirmed = last;
+        if (st.tailFrom + st.tail.length - Math.max(st.readTo, st.tailFrom) >= this.#tailMax / 2) st.armed = false;
       }
     }
   }
