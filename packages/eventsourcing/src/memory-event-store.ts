@@ -70,7 +70,6 @@ interface Stream {
   readonly id: string;
   /** rows[version - 1]; emptied when tombstoned. */
   rows: StoredRow[];
-  ids: Map<string, number>;
   metadata: StreamMetadata;
   state: 'live' | 'soft_deleted' | 'tombstoned';
   softDeletedBefore: number;
@@ -85,6 +84,8 @@ class Shared {
   readonly listeners = new Set<() => void>();
   readonly inline = new Set<InlineHook>();
   readonly checkpoints = new Map<string, bigint>();
+  /** Every stored event id (ids are unique in a store). */
+  readonly ids = new Map<string, StoredRow>();
 }
 
 export class InMemoryEventStore implements EventStore {
@@ -132,7 +133,7 @@ export class InMemoryEventStore implements EventStore {
     this.#open();
     checkStreamId(streamId);
     const expected = checkExpectedVersion(options?.expectedVersion);
-    const prepared = prepareEvents(streamId, events, this.#catalog);
+    const prepared = prepareEvents(streamId, events, this.#catalog, this.#clock.now());
     const ready = Array.isArray(prepared) ? prepared : await prepared;
     this.#open();
     return this.#append(streamId, ready, expected);
@@ -143,12 +144,10 @@ export class InMemoryEventStore implements EventStore {
     if (s?.state === 'tombstoned') throw streamDeleted(streamId);
     const version = s ? s.rows.length : 0;
     const state = s ? s.state : 'none';
-    if (s && events.length > 0) {
+    if (events.length > 0) {
       const found = events.map((e) => {
-        const v = s.ids.get(e.id);
-        if (v === undefined) return undefined;
-        const r = s.rows[v - 1]!;
-        return { version: v, position: r.position, type: r.type };
+        const r = this.#shared.ids.get(e.id);
+        return r && { streamId: r.streamId, version: r.streamVersion, position: r.position, type: r.type };
       });
       const retry = exactRetry(streamId, events, found, expected);
       if (retry) return retry;
@@ -171,7 +170,7 @@ export class InMemoryEventStore implements EventStore {
     }
     let stream = s;
     if (!stream) {
-      stream = { id: streamId, rows: [], ids: new Map(), metadata: {}, state: 'live', softDeletedBefore: 0 };
+      stream = { id: streamId, rows: [], metadata: {}, state: 'live', softDeletedBefore: 0 };
       this.#streams.set(streamId, stream);
     }
     stream.state = 'live';
@@ -180,7 +179,7 @@ export class InMemoryEventStore implements EventStore {
     if (!catRows) this.#categories.set(cat, (catRows = []));
     for (const r of rows) {
       stream.rows.push(r);
-      stream.ids.set(r.id, r.streamVersion);
+      this.#shared.ids.set(r.id, r);
       this.#log.push(r);
       catRows.push(r);
     }
@@ -317,7 +316,7 @@ export class InMemoryEventStore implements EventStore {
     let s = this.#streams.get(streamId);
     if (s?.state === 'tombstoned') throw streamDeleted(streamId);
     if (!s) {
-      s = { id: streamId, rows: [], ids: new Map(), metadata: {}, state: 'live', softDeletedBefore: 0 };
+      s = { id: streamId, rows: [], metadata: {}, state: 'live', softDeletedBefore: 0 };
       this.#streams.set(streamId, s);
     }
     s.metadata = meta;
@@ -343,10 +342,11 @@ export class InMemoryEventStore implements EventStore {
     if (s?.state === 'tombstoned') throw streamDeleted(streamId);
     checkExpected(streamId, expected, s?.rows.length ?? 0, s?.state ?? 'none');
     if (!s) {
-      s = { id: streamId, rows: [], ids: new Map(), metadata: {}, state: 'live', softDeletedBefore: 0 };
+      s = { id: streamId, rows: [], metadata: {}, state: 'live', softDeletedBefore: 0 };
       this.#streams.set(streamId, s);
     }
     for (const r of s.rows) {
+      this.#shared.ids.delete(r.id);
       this.#log[Number(r.position) - 1] = undefined;
       (r as { deleted?: boolean }).deleted = true;
     }
@@ -356,7 +356,6 @@ export class InMemoryEventStore implements EventStore {
       if (rows) this.#categories.set(cat, rows.filter((r) => r.streamId !== streamId));
     }
     s.rows = [];
-    s.ids = new Map();
     s.state = 'tombstoned';
   }
 

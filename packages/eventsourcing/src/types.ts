@@ -22,12 +22,15 @@
  */
 import type { CloudEvent } from '@herald/core';
 
-/** What an appended event carries. `id` defaults to a random UUID: give your own for idempotent retries. */
+/** What an appended event carries. `id` defaults to a new UUID v7: give your own for idempotent retries. */
 export interface NewEvent<Type extends string = string, Data = unknown> {
   readonly type: Type;
   /** JSON data (validated against the catalog's schema when the store has a catalog). */
   readonly data: Data;
-  /** Unique within the stream; a retried append with the same ids is a no-op (see `appendToStream`). */
+  /**
+   * Unique in the store (it becomes the CloudEvents id, unique per source). A retried append
+   * with the same ids is a no-op (see `appendToStream`); reusing an id for another event is an error.
+   */
   readonly id?: string;
   /** Schema version of `data`; default: the catalog's newest version of `type`, or 1. */
   readonly schemaVersion?: number;
@@ -229,9 +232,10 @@ export interface EventStore {
    * - `expectedVersion` mismatch → `HERALD_ERR_CONCURRENCY` (`ConcurrencyError` with
    *   `expectedVersion` and `actualVersion`); nothing stored.
    * - Idempotency: if every event id is already in the stream, at consecutive versions in the
-   *   same order, and `expectedVersion` agrees with where they were written, the append is a
-   *   no-op that returns the ORIGINAL versions and positions (`idempotent: true`). If only some
-   *   ids are there, or elsewhere → `HERALD_ERR_IDEMPOTENCY_CONFLICT`. Ids repeated within one
+   *   same order, with the same types, and `expectedVersion` agrees with where they were
+   *   written, the append is a no-op that returns the ORIGINAL versions and positions
+   *   (`idempotent: true`). If only some ids are stored, or elsewhere, or in another stream
+   *   (ids are unique in a store) → `HERALD_ERR_IDEMPOTENCY_CONFLICT`. Ids repeated within one
    *   append → `HERALD_ERR_INVALID_ARGUMENT`.
    * - An empty append only checks `expectedVersion`.
    *

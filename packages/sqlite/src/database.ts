@@ -138,6 +138,80 @@ const MIGRATIONS: readonly string[] = [
   `,
 ];
 
+/** The event store's schema version (component `herald_eventstore` in `herald_meta`). */
+export const EVENT_STORE_SCHEMA_VERSION = 1;
+const EVENT_STORE_COMPONENT = 'herald_eventstore';
+
+/**
+ * Event store migrations (component `herald_eventstore`), same rules as `MIGRATIONS`.
+ * Global positions are assigned from `herald_es_head.next_position` (never from max(position):
+ * tombstoning the newest stream must not make a position come back).
+ */
+const EVENT_STORE_MIGRATIONS: readonly string[] = [
+  `
+  CREATE TABLE IF NOT EXISTS herald_es_events (
+    position INTEGER PRIMARY KEY,
+    stream_id TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    event_id TEXT NOT NULL,
+    type TEXT NOT NULL,
+    schema_version INTEGER NOT NULL,
+    data TEXT NOT NULL,
+    metadata TEXT,
+    correlation_id TEXT,
+    causation_id TEXT,
+    recorded_at INTEGER NOT NULL,
+    category TEXT NOT NULL
+  );
+  CREATE UNIQUE INDEX IF NOT EXISTS herald_es_events_by_stream ON herald_es_events (stream_id, version);
+  CREATE UNIQUE INDEX IF NOT EXISTS herald_es_events_by_id ON herald_es_events (event_id); -- ids are unique in a store (one CloudEvents source)
+  CREATE INDEX IF NOT EXISTS herald_es_events_by_category ON herald_es_events (category, position);
+  CREATE TABLE IF NOT EXISTS herald_es_head (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    next_position INTEGER NOT NULL
+  );
+  INSERT OR IGNORE INTO herald_es_head (id, next_position) VALUES (1, 1);
+  -- only streams with metadata, a soft delete or a tombstone have a row; state 0 live, 1 soft-deleted, 2 tombstoned
+  CREATE TABLE IF NOT EXISTS herald_es_streams (
+    stream_id TEXT PRIMARY KEY,
+    state INTEGER NOT NULL DEFAULT 0,
+    soft_deleted_before INTEGER NOT NULL DEFAULT 0,
+    metadata TEXT
+  ) WITHOUT ROWID;
+  CREATE TABLE IF NOT EXISTS herald_es_checkpoints (
+    name TEXT PRIMARY KEY,
+    position INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL
+  ) WITHOUT ROWID;
+  CREATE TABLE IF NOT EXISTS herald_es_snapshots (
+    stream_id TEXT PRIMARY KEY,
+    version INTEGER NOT NULL,
+    schema_version INTEGER NOT NULL,
+    truncate_before INTEGER NOT NULL,
+    state TEXT NOT NULL,
+    saved_at INTEGER NOT NULL
+  ) WITHOUT ROWID;
+  -- projections: checkpoint (position) committed with the read model's writes; a rebuild fills generation+1 tables, then swaps
+  CREATE TABLE IF NOT EXISTS herald_es_projections (
+    name TEXT PRIMARY KEY,
+    kind TEXT NOT NULL,
+    position INTEGER NOT NULL,
+    generation INTEGER NOT NULL,
+    status TEXT NOT NULL,
+    rebuild_position INTEGER,
+    tables TEXT NOT NULL,
+    error TEXT,
+    updated_at INTEGER NOT NULL
+  ) WITHOUT ROWID;
+  `,
+];
+
+/** Every schema component this code migrates, in order. */
+const COMPONENTS: ReadonlyArray<{ readonly name: string; readonly version: number; readonly migrations: readonly string[] }> = [
+  { name: SCHEMA_COMPONENT, version: SCHEMA_VERSION, migrations: MIGRATIONS },
+  { name: EVENT_STORE_COMPONENT, version: EVENT_STORE_SCHEMA_VERSION, migrations: EVENT_STORE_MIGRATIONS },
+];
+
 /**
  * An open Herald database: the better-sqlite3 connection plus the write-transaction helper
  * every Herald store on this file goes through.
@@ -305,34 +379,39 @@ export class SqliteDatabase {
   }
 
   /** The schema version stored in the file (0 for a file Herald has not initialised). */
-  schemaVersion(): number {
+  schemaVersion(component: string = SCHEMA_COMPONENT): number {
     const hasMeta = this.db.prepare(`SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'herald_meta'`).get();
     if (!hasMeta) return 0;
-    const row = this.db.prepare(`SELECT version FROM herald_meta WHERE component = ?`).get(SCHEMA_COMPONENT) as { version: number } | undefined;
+    const row = this.db.prepare(`SELECT version FROM herald_meta WHERE component = ?`).get(component) as { version: number } | undefined;
     return row?.version ?? 0;
   }
 
   #migrate(): void {
-    const check = (v: number): void => {
-      if (v > SCHEMA_VERSION) {
+    const check = (c: (typeof COMPONENTS)[number], v: number): void => {
+      if (v > c.version) {
         throw new HeraldError(
           'HERALD_ERR_INVALID_ARGUMENT',
-          `database "${this.path}" has Herald schema version ${v}, newer than this @herald/sqlite understands (${SCHEMA_VERSION}); upgrade @herald/sqlite in every process that opens the file`,
-          { details: { path: this.path, found: v, supported: SCHEMA_VERSION } },
+          `database "${this.path}" has ${c.name === SCHEMA_COMPONENT ? 'Herald' : `Herald ${c.name}`} schema version ${v}, newer than this @herald/sqlite understands (${c.version}); upgrade @herald/sqlite in every process that opens the file`,
+          { details: { path: this.path, component: c.name, found: v, supported: c.version } },
         );
       }
     };
-    const seen = this.schemaVersion();
-    check(seen);
-    if (seen === SCHEMA_VERSION) return;
+    const stale = COMPONENTS.filter((c) => {
+      const seen = this.schemaVersion(c.name);
+      check(c, seen);
+      return seen !== c.version;
+    });
+    if (stale.length === 0) return;
     this.immediate(() => {
       this.db.exec(`CREATE TABLE IF NOT EXISTS herald_meta (component TEXT PRIMARY KEY, version INTEGER NOT NULL) WITHOUT ROWID`);
-      const current = this.schemaVersion(); // another process may have migrated meanwhile
-      check(current);
-      for (let v = current; v < SCHEMA_VERSION; v++) this.db.exec(MIGRATIONS[v]!);
-      this.db
-        .prepare(`INSERT INTO herald_meta (component, version) VALUES (?, ?) ON CONFLICT (component) DO UPDATE SET version = excluded.version`)
-        .run(SCHEMA_COMPONENT, SCHEMA_VERSION);
+      for (const c of stale) {
+        const current = this.schemaVersion(c.name); // another process may have migrated meanwhile
+        check(c, current);
+        for (let v = current; v < c.version; v++) this.db.exec(c.migrations[v]!);
+        this.db
+          .prepare(`INSERT INTO herald_meta (component, version) VALUES (?, ?) ON CONFLICT (component) DO UPDATE SET version = excluded.version`)
+          .run(c.name, c.version);
+      }
     });
   }
 }

@@ -7,3 +7,6 @@ export { SqliteDeadLetterStore } from './dead-letter-store.ts';
 export type { SqliteDeadLetterStoreOptions, SqliteDeadLetterEntry } from './dead-letter-store.ts';
 export { createSqliteTransport, SqliteTransport } from './transport.ts';
 export type { SqliteTransportOptions, SqliteRetentionOptions, SqliteTransportStats, RetentionResult } from './transport.ts';
+export { createSqliteEventStore, SqliteEventStore } from './event-store.ts';
+export type { SqliteEventStoreOptions, SqliteEventStoreStats, InlineBatchHook } from './event-store.ts';
+export { EVENT_STORE_SCHEMA_VERSION } from './database.ts';

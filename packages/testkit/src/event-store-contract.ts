@@ -275,10 +275,16 @@ export const idempotentAppends: EventStoreScenario = (factory) =>
     await rejectsWith(() => store.appendToStream(s, batch, { expectedVersion: 1 }), 'HERALD_ERR_IDEMPOTENCY_CONFLICT', 'the same ids after another version');
     await rejectsWith(() => store.appendToStream(s, [ev('other.type', 1, { id: 'a' }), ev('x', 2, { id: 'b' })]), 'HERALD_ERR_IDEMPOTENCY_CONFLICT', 'the same id for another event type');
     assert.equal(await store.headPosition(), head, 'conflicts stored nothing');
-    // Ids are unique per stream: the same id in another stream is a new event.
-    const elsewhere = await store.appendToStream(other, [ev('x', 1, { id: 'a' })]);
-    assert.equal(elsewhere.idempotent, false);
+    // Ids are unique in the store (a CloudEvents id is unique per source): an id another stream uses is a conflict.
+    const used = (await rejectsWith(() => store.appendToStream(other, [ev('x', 1, { id: 'a' })]), 'HERALD_ERR_IDEMPOTENCY_CONFLICT', 'an id used by another stream')) as Error;
+    assert.ok(used.message.includes(s), `the error names the stream using the id: ${used.message}`);
     assert.equal((await streamOf(store, s)).length, 3);
+    assert.equal((await streamOf(store, other)).length, 1);
+    // Default ids are unique too, and grow with time (UUID v7).
+    const auto = await store.appendToStream(other, [ev('x', 1), ev('x', 2)]);
+    const [a1, a2] = (await store.readAll({ after: auto.firstPosition - 1n })).events;
+    assert.match(a1!.id, /^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/);
+    assert.ok(a1!.id < a2!.id, 'generated ids increase');
   });
 
 export const readStreamPages: EventStoreScenario = (factory) =>
@@ -767,7 +773,7 @@ export const eventStoreScenarios: Readonly<Record<string, EventStoreScenario>> =
   'append and read back: versions, bigint positions, data, ids, correlation and metadata': appendAndReadBack,
   'expectedVersion: any, no_stream, stream_exists, exact; typed conflict with both versions': expectedVersionRules,
   'a multi-event append is atomic; bad input is refused before anything is stored': multiEventAppendIsAtomic,
-  'idempotent appends: an exact retry returns the original positions; a partial overlap is a typed error': idempotentAppends,
+  'idempotent appends: an exact retry returns the original positions; a partial overlap or an id of another stream is a typed error': idempotentAppends,
   'read a stream forward and backward, from/to a version, paginated by maxCount': readStreamPages,
   'read $all by global position (both directions) and by category': readAllAndCategories,
   'catch-up subscription: history then live, from a position, by category, closed by abort': catchUpSubscription,
