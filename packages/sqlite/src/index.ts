@@ -10,3 +10,4 @@ export type { SqliteTransportOptions, SqliteRetentionOptions, SqliteTransportSta
 export { createSqliteEventStore, SqliteEventStore } from './event-store.ts';
 export type { SqliteEventStoreOptions, SqliteEventStoreStats, InlineBatchHook } from './event-store.ts';
 export { EVENT_STORE_SCHEMA_VERSION } from './database.ts';
+export { SqliteSnapshotStore } from './event-store-snapshots.ts';
