@@ -483,7 +483,7 @@ export const maxInFlightBoundsUnsettled: TransportScenario = (t, options) =>
   });
 
 export const ensureTopicPartitions: TransportScenario = (t, options) =>
-  withTransport(t, options, [], async (h) => {
+  withTransport(t, options, ['choosePartitions'], async (h) => {
     assert.deepEqual(await h.transport.ensureTopic(h.topic, { partitions: 3 }), { topic: h.topic, partitions: 3 }, 'a new topic with 3 partitions');
     assert.deepEqual(await h.transport.ensureTopic(h.topic, { partitions: 3 }), { topic: h.topic, partitions: 3 }, 'ensureTopic is idempotent');
     assert.deepEqual(await h.transport.ensureTopic(h.topic), { topic: h.topic, partitions: 3 }, 'without a count it reports the existing one');

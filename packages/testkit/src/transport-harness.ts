@@ -29,12 +29,25 @@ export interface TransportContractOptions {
   readonly restartBroker?: () => Promise<void>;
   /** The dead-letter store the router scenarios use with `transport` (default: in memory). */
   readonly deadLetters?: (transport: Transport) => DeadLetterStore | Promise<DeadLetterStore>;
+  /**
+   * How long a consumer group may take to form or rebalance, ms (default 2000, the wait every
+   * other step keeps). Only for brokers whose coordinator itself delays joins — e.g. librdkafka's
+   * mock cluster holds a new group's first join for 3 s and every rebalance for the session
+   * timeout − 1 s. Applies to the waits for partition assignment, nothing else.
+   */
+  readonly groupWaitMs?: number;
+  /**
+   * Set (to the reason) when the backend cannot give a new topic the partition count asked for
+   * (a mock cluster that auto-creates every topic with a fixed count); the partition-count
+   * scenario then skips with that reason.
+   */
+  readonly cannotChoosePartitions?: string;
 }
 
 export type TransportScenario = (t: TestContext, options: TransportContractOptions) => Promise<void>;
 
 /** A capability a scenario needs: a `true` boolean capability, a finite payload limit, or a harness hook. */
-export type Need = 'consumerGroups' | 'replay' | 'persistent' | 'multiProcess' | 'finitePayloadLimit' | 'restartBroker';
+export type Need = 'consumerGroups' | 'replay' | 'persistent' | 'multiProcess' | 'finitePayloadLimit' | 'restartBroker' | 'choosePartitions';
 
 /** How long the suites wait after a set is complete, to catch extra or duplicate deliveries. */
 export const SETTLE_MS = 150;
@@ -157,7 +170,8 @@ export class TransportHarness {
         const all = as.flat();
         return all.length === partitions && new Set(all).size === partitions && (!each || as.every((a) => a.length > 0));
       },
-      { what: () => `${what}: assignments ${subs.map((s) => `[${s.assignment().join(',')}]`).join(' ')} should cover ${partitions} partitions once${each ? ', each member owning some' : ''}` },
+      {
+        timeoutMs: Math.max(DEFAULT_WAIT_MS, this.options.groupWaitMs ?? DEFAULT_WAIT_MS), what: () => `${what}: assignments ${subs.map((s) => `[${s.assignment().join(',')}]`).join(' ')} should cover ${partitions} partitions once${each ? ', each member owning some' : ''}` },
     );
   }
 
@@ -192,6 +206,7 @@ export const idsOf = (ms: readonly OutgoingMessage[]): string[] => ms.map((m) =>
 function missingNeeds(options: TransportContractOptions, caps: TransportCapabilities | undefined, needs: readonly Need[]): Need[] {
   return needs.filter((n) => {
     if (n === 'restartBroker') return options.restartBroker === undefined;
+    if (n === 'choosePartitions') return options.cannotChoosePartitions !== undefined;
     if (!caps) return false;
     if (n === 'finitePayloadLimit') return !Number.isFinite(caps.maxPayloadBytes);
     return caps[n] !== true;
@@ -213,7 +228,7 @@ function skipReason(missing: readonly Need[]): string {
 export async function withTransport(t: TestContext, options: TransportContractOptions, needs: readonly Need[], body: (h: TransportHarness) => Promise<void>): Promise<void> {
   const early = missingNeeds(options, undefined, needs);
   if (early.length > 0) {
-    t.skip(skipReason(early));
+    t.skip(early.includes('choosePartitions') ? `cannot choose a topic's partition count: ${options.cannotChoosePartitions}` : skipReason(early));
     return;
   }
   await withScope(async (scope) => {
