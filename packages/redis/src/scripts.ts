@@ -38,6 +38,25 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 `;
 
+/** Offset of a Herald stream's last generated id (0 when none or not a Herald id). */
+const LAST_GENERATED = `
+local function lastGenerated(key)
+  if redis.call('EXISTS', key) == 0 then return 0 end
+  local last = redis.call('XREVRANGE', key, '+', '-', 'COUNT', 1)
+  local id
+  if last[1] then
+    id = last[1][1]
+  else
+    local info = redis.call('XINFO', 'STREAM', key)
+    for i = 1, #info, 2 do
+      if info[i] == 'last-generated-id' then id = info[i + 1] end
+    end
+  end
+  if not id then return 0 end
+  return tonumber(string.match(id, '^0%-(%d+)$') or '0')
+end
+`;
+
 /** True when KEYS[1] (lease) / KEYS[2] (epoch) say fence ARGV[1] is current. */
 const FENCE_OK = `
 local function fenceOk(token)
@@ -217,17 +236,36 @@ return '0'
 );
 
 /**
- * fenced commit. KEYS: lease, epoch, groups. ARGV: token ('' = unfenced), group, offset.
- * Moves the group's committed offset forward only. Returns {1} or {0, current lease value}.
+ * fenced commit. KEYS: lease, epoch, groups, stream. ARGV: token ('' = unfenced), group,
+ * offset, SHA-1 of the entry's `e` field as the reader read it ('' = unchecked).
+ * Moves the group's committed offset forward only. Returns {1}; {0, current lease value} when
+ * the fence is stale; {2, last offset} when `offset` lies beyond the stream's end, {3} when
+ * the entry at `offset` is not the one the reader read — both mean the server lost
+ * acknowledged writes (crash, failover) and new entries reuse the offsets: the reader's
+ * position must not be kept.
  */
 export const COMMIT = new Script(
   'commit',
-  `${FENCE_OK}
+  `${FENCE_OK}${LAST_GENERATED}
 if ARGV[1] ~= '' and not fenceOk(ARGV[1]) then
   return {0, redis.call('GET', KEYS[1]) or redis.call('GET', KEYS[2]) or ''}
 end
+local offset = tonumber(ARGV[3])
+local last = lastGenerated(KEYS[4])
+if offset > last then return {2, string.format('%d', last)} end
+if ARGV[4] ~= '' then
+  local at = redis.call('XRANGE', KEYS[4], '0-' .. ARGV[3], '0-' .. ARGV[3])
+  if at[1] then
+    local f = at[1][2]
+    local body = ''
+    for i = 1, #f, 2 do
+      if f[i] == 'e' then body = f[i + 1] end
+    end
+    if redis.sha1hex(body) ~= ARGV[4] then return {3} end
+  end
+end
 local prev = redis.call('HGET', KEYS[3], ARGV[2])
-if not prev or tonumber(ARGV[3]) > tonumber(prev) then redis.call('HSET', KEYS[3], ARGV[2], ARGV[3]) end
+if not prev or offset > tonumber(prev) then redis.call('HSET', KEYS[3], ARGV[2], ARGV[3]) end
 return {1}
 `,
 );

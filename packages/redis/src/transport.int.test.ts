@@ -4,7 +4,7 @@ import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
 import { after, describe, it } from 'node:test';
 import { createEnvelope, type Delivery, isHeraldError, type OutgoingMessage, type PartitionChange, partitionForKey, type Subscription } from '@herald/core';
-import { serverSkipReason, waitFor, withScope } from '@herald/testkit';
+import { PrivateServer, serverSkipReason, waitFor, withScope } from '@herald/testkit';
 import { Redis } from 'ioredis';
 import { leaseToken, logScope } from './keys.ts';
 import { COMMIT } from './scripts.ts';
@@ -125,8 +125,8 @@ describe('redis transport (integration)', { skip }, () => {
       // The stale fence is refused by the commit script itself…
       const refused = (await COMMIT.run(
         redis!,
-        [`${prefix}:~lease:${encodeURIComponent(scopeName)}:0`, `${prefix}:~epoch:${encodeURIComponent(scopeName)}:0`, groups],
-        [leaseToken(fence.epoch, fence.owner), 'g', '99'],
+        [`${prefix}:~lease:${encodeURIComponent(scopeName)}:0`, `${prefix}:~epoch:${encodeURIComponent(scopeName)}:0`, groups, `${prefix}:${topic}:0`],
+        [leaseToken(fence.epoch, fence.owner), 'g', '2', ''],
       )) as [number, string];
       assert.deepEqual(refused, [0, thief]);
       // …and the member, still reading, loses the partition without moving the position.
@@ -193,5 +193,59 @@ describe('redis transport (integration)', { skip }, () => {
       const got = collect(sub);
       await waitFor(() => errors.some((e) => isHeraldError(e, 'HERALD_ERR_CORRUPT_RECORD')), { what: 'a corrupt-record error' });
       assert.equal(got.length, 0);
+    }));
+
+  it('a server that comes back with older data (restored snapshot): readers go back to the committed offsets and skip none of the new entries', { timeout: 60_000 }, () =>
+    withScope(async (scope) => {
+      // No AOF: on restart the server loads the snapshot SAVEd mid-test, as a failover to a
+      // lagging replica would. Leases (10 s) survive it; only the logs go back.
+      const server = await PrivateServer.start({
+        name: 'redis-server',
+        command: 'redis-server',
+        args: (port, dir) => ['--port', String(port), '--bind', '127.0.0.1', '--dir', dir, '--appendonly', 'no', '--save', ''],
+      });
+      scope.defer('dispose the private server', () => server.dispose());
+      const errors: unknown[] = [];
+      const t = createRedisTransport({ connection: { port: server.port }, leaseMs: 10_000, heartbeatMs: 200, onError: (e) => errors.push(e) });
+      scope.defer('close', () => t.close({ timeoutMs: 200 }));
+      const admin = new Redis({ port: server.port });
+      scope.defer('admin', () => admin.quit());
+      const topic = topicName();
+      await t.ensureTopic(topic, { partitions: 2 });
+      const sub = t.subscribe(topic, { group: 'g' });
+      scope.defer('close sub', () => sub.close({ timeoutMs: 200 }));
+      const got = collect(sub);
+      await waitFor(() => sub.assignment().length === 2, { what: 'the member to own both partitions' });
+      const ids = (): Set<string> => new Set(got.map((d) => d.envelope!.id));
+      const committedAll = async (n: number): Promise<boolean> => {
+        const c = await Promise.all([0, 1].map((p) => admin.hget(`herald:${topic}:groups:${p}`, 'g')));
+        return c.reduce((s, v) => s + Number(v ?? 0), 0) === n;
+      };
+      const phase = async (from: number, n: number): Promise<void> => {
+        const batch = Array.from({ length: n }, (_, i) => msg(from + i, `key-${(from + i) % 5}`));
+        await waitFor(
+          async () => {
+            try {
+              await t.publish(topic, batch);
+              return true;
+            } catch {
+              return false;
+            }
+          },
+          { what: `publish of phase ${from}`, timeoutMs: 5000, intervalMs: 50 },
+        );
+        await waitFor(() => batch.every((m) => ids().has(m.envelope.id)), { what: () => `phase ${from} delivered (have ${got.length})`, timeoutMs: 5000 });
+      };
+      await phase(100, 10);
+      await waitFor(() => committedAll(10), { what: 'phase 1 committed' });
+      await admin.save(); // the snapshot the server will come back with
+      await phase(200, 10);
+      await waitFor(() => committedAll(20), { what: 'phase 2 committed' });
+      await server.restart();
+      await phase(300, 10); // reuses the offsets of phase 2 on the restored logs
+      assert.ok(
+        errors.some((e) => isHeraldError(e, 'HERALD_ERR_STORAGE') && /server changed/.test(e.message)),
+        `the rewind is reported (errors: ${errors.map(String).join('; ')})`,
+      );
     }));
 });

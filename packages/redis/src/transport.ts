@@ -59,7 +59,7 @@
  * Standalone Redis (or a primary with replicas) only: several keys of a topic meet in one
  * script, and no Redis Cluster hash tags are used.
  */
-import { randomUUID } from 'node:crypto';
+import { createHash, randomUUID } from 'node:crypto';
 import { hostname } from 'node:os';
 import {
   type Clock,
@@ -72,6 +72,7 @@ import {
   HeraldError,
   isHeraldError,
   type LeaseFence,
+  type LeaseGrant,
   type LogRecord,
   type LogSource,
   LogSubscription,
@@ -242,6 +243,11 @@ export class RedisTransport implements Transport {
   readonly #doorbell: string;
   #doorbellSeen = '0-0';
   #doorbellExpiresAt = 0;
+  #checking = false;
+  #checkAgain = false;
+  #runId: string | undefined;
+  #commitGate: Promise<void> = Promise.resolve();
+  #openCommitGate: (() => void) | undefined;
   #stats = { publishPipelines: 0, publishCalls: 0, publishedMessages: 0, fetches: 0, wakeReads: 0 };
 
   constructor(options: RedisTransportOptions = {}) {
@@ -274,6 +280,12 @@ export class RedisTransport implements Transport {
     // ioredis emits 'error' on connection failures and reconnects by itself; failed commands reject.
     this.#watcher.on('error', () => {});
     if (this.#owned) this.redis.on('error', () => {});
+    // Which server answers: a new run_id after a reconnect (restart, failover) may mean lost
+    // writes, so readers go back to the committed offsets (see #rewindAll). Commits wait for it.
+    this.redis.on('close', () => this.#holdCommits());
+    this.redis.on('ready', () => void this.#identifyServer());
+    if (this.redis.status === 'ready') void this.#identifyServer();
+    else this.#holdCommits();
     this.leases = new RedisLeaseStore({ client: this.redis, prefix: this.keys.prefix });
     this.capabilities = Object.freeze({
       ackModel: 'offset',
@@ -749,7 +761,7 @@ export class RedisTransport implements Transport {
         } catch (e) {
           // Readers meet the same entry with XRANGE and report it; stop watching here.
           st.armed = false;
-          this.#news(t, p, st.seen + 1);
+          for (const l of t.listeners) l();
           continue;
         }
         const last = records[records.length - 1]!.offset;
@@ -761,6 +773,86 @@ export class RedisTransport implements Transport {
         if (records.length < this.#fetchBatch && seenBefore <= last) st.confirmed = last;
         if (st.tailFrom + st.tail.length - Math.max(st.readTo, st.tailFrom) >= this.#tailMax / 2) st.armed = false;
       }
+    }
+  }
+
+  #holdCommits(): void {
+    if (this.#openCommitGate) return;
+    this.#commitGate = new Promise<void>((resolve) => {
+      this.#openCommitGate = resolve;
+    });
+  }
+
+  /** On every (re)connect: reads the server's run_id; a different one than before rewinds every reader. */
+  async #identifyServer(): Promise<void> {
+    try {
+      const info = await this.redis.info('server');
+      const runId = /run_id:(\w+)/.exec(info)?.[1];
+      const before = this.#runId;
+      this.#runId = runId;
+      if (before !== undefined && runId !== before) await this.#rewindAll(`the Redis server changed (run_id ${before} → ${runId}: restarted or failed over)`);
+    } catch (e) {
+      this.#onError?.(storageError(e, 'identify the server'));
+    } finally {
+      if (this.redis.status === 'ready' && this.#openCommitGate) {
+        const open = this.#openCommitGate;
+        this.#openCommitGate = undefined;
+        open();
+      }
+    }
+  }
+
+  /**
+   * The server may have lost acknowledged writes (it restarted or failed over, or a commit
+   * found its offset beyond a log's end or at an entry other than the one read): stream ids
+   * restart after the last surviving entry, so new entries reuse lost offsets, and a reader
+   * that kept its position would skip them. Every local reader therefore goes back to its
+   * group's committed offset as stored in Redis (always at or below the surviving end: it was
+   * written after the entries), and this transport forgets what it had seen. Duplicates of
+   * the uncommitted window are possible; nothing is skipped. Reported through `onError`.
+   */
+  async #rewindAll(reason: string): Promise<void> {
+    if (this.#checking) {
+      this.#checkAgain = true;
+      return;
+    }
+    this.#checking = true;
+    try {
+      do {
+        this.#checkAgain = false;
+        this.#onError?.(new HeraldError('HERALD_ERR_STORAGE', `redis: ${reason}; readers go back to their committed offsets (duplicates possible, nothing skipped)`));
+        for (const t of [...this.#topicStates.values()]) {
+          if (this.#closed) return;
+          const heads = await Promise.all(t.streams.map((stream) => this.#call(() => HEAD.run(this.redis, [stream], []), 'read head')));
+          for (let p = 0; p < t.partitions; p++) {
+            const st = t.parts[p]!;
+            const head = Number(heads[p]);
+            st.seen = head;
+            st.confirmed = undefined;
+            st.tail = [];
+            st.tailFrom = 0;
+            st.readTo = Math.min(st.readTo, head);
+            st.armed = false;
+          }
+          // The topic's metadata and the groups' registrations may be gone too.
+          await this.#call(() => ENSURE_TOPIC.run(this.redis, [this.keys.meta(t.name), this.keys.topics()], [t.name, t.partitions]), 'restore topic');
+          for (const sub of [...this.#subs]) {
+            if (sub.topic !== t.name) continue;
+            await this.#call(() => Promise.all(t.streams.map((stream, p) => REGISTER.run(this.redis, [stream, this.keys.groups(t.name, p)], [sub.group, 'earliest']))), 'register group');
+            await sub.rewind();
+          }
+          for (const l of t.listeners) l();
+        }
+        // The XREAD in flight (re-sent by ioredis) waits on stale ids: make the loop rebuild it.
+        if (this.#watchingNow) {
+          this.#rungFor = this.#watchingNow;
+          this.#ring();
+        }
+      } while (this.#checkAgain && !this.#closed);
+    } catch (e) {
+      this.#onError?.(e);
+    } finally {
+      this.#checking = false;
     }
   }
 
@@ -785,12 +877,19 @@ export class RedisTransport implements Transport {
     };
   }
 
-  #source(t: TopicState, group: string): LogSource {
+  #source(t: TopicState, group: string): LogSource & { reset(partition: number): void } {
     const readAhead = new ReadAhead(t.partitions, this.#fetchBatch, (p, after, limit) => this.#query(t, p, after, limit));
     const scope = logScope(t.name, group);
+    // What each partition's reader was given, until committed: the commit proves it still is the entry at that offset.
+    const served: Map<number, string>[] = Array.from({ length: t.partitions }, () => new Map());
     return {
+      reset: (p) => {
+        readAhead.reset(p);
+        served[p]!.clear();
+      },
       partitions: t.partitions,
       committed: async (p) => {
+        served[p]!.clear();
         const v = await this.#call(() => this.redis.hget(this.keys.groups(t.name, p), group), 'read committed offset');
         return v === null ? -1 : Number(v);
       },
@@ -799,23 +898,44 @@ export class RedisTransport implements Transport {
         if (committed !== null && Number(committed) >= 0) return Number(committed);
         return Number(await this.#call(() => HEAD.run(this.redis, [t.streams[p]!], []), 'read head'));
       },
-      fetch: (p, after, limit) => readAhead.fetch(p, after, limit),
+      fetch: async (p, after, limit) => {
+        const rows = await readAhead.fetch(p, after, limit);
+        const m = served[p]!;
+        for (const r of rows) m.set(r.offset, r.raw ?? '');
+        return rows;
+      },
       commit: async (p, offset, fence) => {
+        // Never from ioredis's offline queue: after a reconnect, only once the server is identified.
+        if (this.redis.status !== 'ready') throw new HeraldError('HERALD_ERR_STORAGE', `redis: not connected; the commit of ${t.streams[p]} waits for the next ack or close`);
+        await this.#commitGate;
         // Checked against this partition's lease, whatever scope the caller's fence names.
         const f: LeaseFence | undefined = fence ? { scope, resource: String(p), owner: fence.owner, epoch: fence.epoch } : undefined;
+        const raw = served[p]!.get(offset);
         const r = (await this.#call(
           () =>
             COMMIT.run(
               this.redis,
-              [this.keys.lease(scope, String(p)), this.keys.epoch(scope, String(p)), this.keys.groups(t.name, p)],
-              [f ? leaseToken(f.epoch, f.owner) : '', group, String(offset)],
+              [this.keys.lease(scope, String(p)), this.keys.epoch(scope, String(p)), this.keys.groups(t.name, p), t.streams[p]!],
+              [f ? leaseToken(f.epoch, f.owner) : '', group, String(offset), raw === undefined ? '' : createHash('sha1').update(raw).digest('hex')],
             ),
           'commit',
         )) as [number, string?];
-        if (Number(r[0]) !== 1) {
+        const code = Number(r[0]);
+        if (code === 2 || code === 3) {
+          void this.#rewindAll(`commit of ${t.streams[p]} at ${offset} refused: ${code === 2 ? `beyond the log's end (${r[1]})` : 'another entry is at that offset now'}, the server lost acknowledged writes`);
+          throw new HeraldError('HERALD_ERR_STORAGE', `commit refused: ${t.streams[p]} no longer holds the entry read at offset ${offset}; re-reading from the committed offset`, {
+            details: { topic: t.name, partition: p, offset },
+          });
+        }
+        if (code !== 1) {
           throw new HeraldError('HERALD_ERR_LEASE_LOST', `commit refused: lease ${scope}/${p} epoch ${f!.epoch} of "${f!.owner}" is no longer current (now ${JSON.stringify(r[1] ?? '')})`, {
             details: { ...f, current: r[1] ?? null },
           });
+        }
+        const m = served[p]!;
+        for (const k of m.keys()) {
+          if (k > offset) break;
+          m.delete(k);
         }
       },
       onAppend: (listener) => {
@@ -849,7 +969,7 @@ interface SubscriptionHost {
   closed(): boolean;
   topic(name: string): Promise<TopicState>;
   register(t: TopicState, group: string, startFrom: SubscribeOptions['startFrom']): Promise<void>;
-  source(t: TopicState, group: string): LogSource;
+  source(t: TopicState, group: string): LogSource & { reset(partition: number): void };
   readonly leases: RedisLeaseStore;
   readonly leaseMs: number;
   readonly heartbeatMs: number | undefined;
@@ -872,6 +992,8 @@ class RedisSubscription implements Subscription {
   readonly #options: SubscribeOptions;
   readonly #ready: Promise<LogSubscription | undefined>;
   #inner: LogSubscription | undefined;
+  #source: { reset(partition: number): void } | undefined;
+  #partitions: number | undefined;
   #closing = false;
   #closePromise: Promise<void> | undefined;
   #wake: (() => void) | undefined;
@@ -924,6 +1046,22 @@ class RedisSubscription implements Subscription {
     await this.close();
   }
 
+  /**
+   * Re-reads every owned partition from the group's committed offset (the log may have gone
+   * back): each is dropped as lost — unsettled deliveries are abandoned, nothing more is
+   * committed — and taken again under the same lease, from the offset stored in Redis.
+   */
+  async rewind(): Promise<void> {
+    const inner = this.#inner;
+    if (!inner || this.#closing) return;
+    for (let p = 0; p < (this.#partitions ?? 0); p++) this.#source?.reset(p);
+    for (const p of inner.assignment()) {
+      const grant = inner.fence(p) as LeaseGrant | undefined;
+      await inner.revoke(p, true);
+      if (grant && !this.#closing) await inner.assign(p, grant);
+    }
+  }
+
   async #close(options: { timeoutMs?: number }): Promise<void> {
     this.#closing = true;
     this.#wake?.();
@@ -946,11 +1084,14 @@ class RedisSubscription implements Subscription {
         await this.#host.register(t, this.group, o.startFrom);
         if (this.#closing) return undefined;
         const h = this.#host;
+        const source = h.source(t, this.group);
+        this.#source = source;
+        this.#partitions = t.partitions;
         const inner = new LogSubscription({
           ...o,
           memberId: this.memberId,
           topic: this.topic,
-          source: h.source(t, this.group),
+          source,
           clock: h.clock,
           ownership: { kind: 'lease', store: h.leases, leaseMs: h.leaseMs, ...(h.heartbeatMs !== undefined ? { heartbeatMs: h.heartbeatMs } : {}) },
           pollMs: h.pollMs,
@@ -998,6 +1139,11 @@ class ReadAhead {
     this.#windows = new Array(partitions);
     this.#batch = batch;
     this.#query = query;
+  }
+
+  /** Forgets what was read ahead on `p` (after the log went back). */
+  reset(p: number): void {
+    this.#windows[p] = undefined;
   }
 
   async fetch(p: number, after: number, limit: number): Promise<readonly LogRecord[]> {
