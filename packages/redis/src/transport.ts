@@ -19,10 +19,12 @@
  * lists would only duplicate the committed offset, and redelivering claimed entries in log
  * order would need the same bookkeeping LogSubscription already does.
  *
- * Wake-ups: a second connection per transport runs `XREAD BLOCK` over the partitions whose
- * reader found nothing new, from the last offset seen; an append by any process (or any
- * other client) wakes the reader at once. Appends by this transport wake local readers
- * directly. A reader never queries Redis for a partition known to be at its head.
+ * Wake-ups: a second connection per transport runs `XREAD BLOCK` over the partitions local
+ * readers keep up with, from the last offset seen, plus a private doorbell stream that
+ * interrupts it when the set changes; an append by any process (or any other client) wakes
+ * the reader at once. What it reads, and what this transport publishes, fills a bounded tail
+ * window per partition, so readers that keep up get new entries without another round trip.
+ * A reader never queries Redis for a partition known to end at its position.
  *
  * Publishing: each message is encoded once and checked against `maxPayloadBytes` before
  * anything is sent; a batch with one oversize message is refused whole
@@ -48,9 +50,14 @@
  * first `subscribe()`; `forgetGroup` unregisters it.
  *
  * Failures: while Redis is unreachable, commands wait in ioredis's offline queue and reject
- * with `HERALD_ERR_STORAGE` after the connection's retry budget (connection.ts). ioredis
- * reconnects by itself; subscriptions keep their leases if they renew in time, otherwise the
- * partitions are revoked and re-acquired, and reading resumes from the committed offset.
+ * with `HERALD_ERR_STORAGE` after the connection's retry budget (connection.ts); commits are
+ * not queued (they are retried at the next ack or close). ioredis reconnects by itself;
+ * subscriptions keep their leases if they renew in time, otherwise the partitions are revoked
+ * and re-acquired, and reading resumes from the committed offset. When the server that
+ * answers after a reconnect is another one (new `run_id`: a restart or a failover), it may
+ * have lost acknowledged writes and its streams then reuse the lost offsets: every local
+ * reader goes back to its group's committed offset (duplicates possible, nothing skipped),
+ * and a commit whose entry is gone or replaced is refused (see #rewindAll).
  *
  * `close()` is idempotent and draining: queued publishes are sent, subscriptions are closed
  * (draining and committing, up to `timeoutMs`), then the connections are closed (the command
