@@ -121,3 +121,40 @@ describe('nats transport (integration)', { skip }, () => {
     }
   });
 });
+
+describe('nats transport: deliveries lost in transit', { skip }, () => {
+  it('pull requests dropped mid-stream (messages lost in transit) still give every message once, in order per key', { timeout: 60_000 }, async () => {
+    const t = await createNatsTransport(fast);
+    try {
+      const topic = uniqueName('t');
+      await t.ensureTopic(topic, { partitions: 2 });
+      const sub = t.subscribe(topic, { group: 'g' });
+      const got: Array<{ key: string; n: number }> = [];
+      void (async () => {
+        for await (const d of sub) {
+          got.push({ key: d.key!, n: (d.envelope!.data as { n: number }).n });
+          d.ack();
+        }
+      })();
+      await waitFor(() => sub.assignment().length === 2);
+      const N = 4000;
+      const resets = setInterval(() => t.resetPulls(), 50);
+      for (let i = 0; i < N; i += 100) {
+        await t.publish(topic, Array.from({ length: 100 }, (_, j) => ({ key: `k${(i + j) % 8}`, envelope: createEnvelope({ type: 'k', source: 's', data: { n: i + j } }) })));
+      }
+      const firsts = (): Set<number> => new Set(got.map((g) => g.n));
+      await waitFor(() => firsts().size === N, { timeoutMs: 20_000, what: () => `${firsts().size}/${N} delivered` });
+      clearInterval(resets);
+      const byKey = new Map<string, number[]>();
+      for (const g of got) {
+        const l = byKey.get(g.key) ?? [];
+        if (!l.includes(g.n)) l.push(g.n);
+        byKey.set(g.key, l);
+      }
+      for (const [k, l] of byKey) assert.deepEqual(l, [...l].sort((a, b) => a - b), `first deliveries of ${k} in order`);
+      await sub.close();
+    } finally {
+      await t.close();
+    }
+  });
+});

@@ -355,6 +355,16 @@ export class NatsTransport implements Transport {
     return sub;
   }
 
+  /**
+   * Drops every pull request in flight and issues new ones (done by itself after a reconnect).
+   * Messages the server sent to a dropped request are lost in transit; the subscription notices
+   * the gap in delivery sequences and re-reads the partition from its committed position. For
+   * tests of exactly that.
+   */
+  resetPulls(): void {
+    for (const src of this.#sources) src.restartPulls();
+  }
+
   close(options: { timeoutMs?: number } = {}): Promise<void> {
     if (!this.#closePromise) {
       this.#closed = true;
@@ -533,11 +543,39 @@ class NatsSubscription implements Subscription {
  */
 class NatsLogSubscription extends LogSubscription {
   readonly #source: PartitionSource;
+  readonly #resyncing = new Set<number>();
   #closeP: Promise<void> | undefined;
+  #closing = false;
 
   constructor(source: PartitionSource, options: ConstructorParameters<typeof LogSubscription>[0]) {
     super(options);
     this.#source = source;
+    source.onGap = (p) => void this.#resync(p);
+  }
+
+  /**
+   * Re-reads `partition` from the committed position under the same lease: a clean revoke
+   * (drain, commit the watermark) and a fresh assignment, which opens a new consumer at the
+   * ack floor. Skipped when the lease moved meanwhile.
+   */
+  async #resync(partition: number): Promise<void> {
+    const grant = this.#source.grants.get(partition);
+    if (!grant || this.#closing || this.#resyncing.has(partition)) return;
+    this.#resyncing.add(partition);
+    try {
+      const state = this.#source.state(partition);
+      await super.revoke(partition, false);
+      if (state) this.#source.stop(state);
+      if (this.#closing || this.#source.grants.get(partition) !== grant) return;
+      if (!(await this.#source.leaseValid(grant))) {
+        this.#source.grants.delete(partition);
+        return;
+      }
+      if (this.#closing || this.#source.grants.get(partition) !== grant) return;
+      await this.assign(partition, grant);
+    } finally {
+      this.#resyncing.delete(partition);
+    }
   }
 
   override async assign(partition: number, grant?: LeaseGrant): Promise<void> {
@@ -556,6 +594,7 @@ class NatsLogSubscription extends LogSubscription {
   }
 
   override close(options: { timeoutMs?: number } = {}): Promise<void> {
+    this.#closing = true;
     this.#closeP ??= super.close(options).finally(() => this.#source.stopAll());
     return this.#closeP;
   }
@@ -630,6 +669,10 @@ interface PartState {
   pulling: boolean;
   roomWaiter: (() => void) | undefined;
   stopped: boolean;
+  /** Consumer delivery sequence of the last message pulled: every delivery takes the next one. */
+  lastDseq: number;
+  /** A delivery went missing in transit: pulling stopped; the partition is being re-read. */
+  gap: boolean;
 }
 
 /**
@@ -648,6 +691,8 @@ class PartitionSource implements LogSource {
   readonly #listeners = new Set<() => void>();
   readonly #highWater: number;
   #closed = false;
+  /** Set by the subscription: re-read `partition` from its committed position. */
+  onGap: ((partition: number) => void) | undefined;
 
   constructor(ctx: Ctx, meta: TopicMeta, group: string, memberId: string, onError: ((e: unknown) => void) | undefined) {
     this.#ctx = ctx;
@@ -694,6 +739,8 @@ class PartitionSource implements LogSource {
         pulling: false,
         roomWaiter: undefined,
         stopped: false,
+        lastDseq: 0,
+        gap: false,
       });
       return latest ? latest.floor : -1;
     });
@@ -731,7 +778,13 @@ class PartitionSource implements LogSource {
         m.ack(); // re-sent after ack_wait although already committed (an ack was lost): ack again
         continue;
       }
-      if (seq <= after || st.held.has(seq)) continue; // re-sent after ack_wait while still held: ignore
+      if (st.held.has(seq)) continue; // re-sent after ack_wait while still held: ignore
+      if (seq <= after) {
+        // Neither held nor committed, yet behind the read position: it was lost in transit and
+        // came back after ack_wait, after later messages were handed out.
+        this.#lostInTransit(st, `message ${seq} came back after ${after} was read`);
+        break;
+      }
       st.held.set(seq, m);
       const key = m.headers?.has(KEY_HEADER) ? decodeKey(m.headers.get(KEY_HEADER)) : undefined;
       out.push({ offset: seq, key, raw: m.string() });
@@ -830,6 +883,36 @@ class PartitionSource implements LogSource {
     for (const st of this.#parts.values()) void st.iter?.close();
   }
 
+  /**
+   * A delivery of this epoch's consumer never reached us (a pull request dropped by a
+   * reconnect, a consumer leader change): what follows it must not be handed out before it.
+   * Stop pulling and let the subscription re-read the partition from its committed position
+   * (duplicates after the gap; order and completeness kept).
+   */
+  #lostInTransit(st: PartState, why: string): void {
+    if (st.gap || st.stopped) return;
+    st.gap = true;
+    st.buffer = [];
+    st.bufHead = 0;
+    void st.iter?.close();
+    this.#onError?.(new HeraldError('HERALD_ERR_STORAGE', `${this.#meta.topic}[${st.partition}]: a delivery was lost in transit (${why}); re-reading from the committed position`, { details: { topic: this.#meta.topic, partition: st.partition } }));
+    this.onGap?.(st.partition);
+  }
+
+  async #checkDelivered(st: PartState): Promise<void> {
+    try {
+      const info = await st.consumer!.info(false);
+      if (info.delivered.consumer_seq > st.lastDseq) this.#lostInTransit(st, `the server delivered up to ${info.delivered.consumer_seq}, ${st.lastDseq} arrived`);
+    } catch (e) {
+      if (!st.stopped) this.#onError?.(storageError(`reading consumer of ${this.#meta.stream}[${st.partition}]`, e));
+    }
+  }
+
+  /** Whether `grant` is still the current lease (false when unknown). */
+  async leaseValid(grant: LeaseGrant): Promise<boolean> {
+    return this.#ctx.leases.validate(grant).catch(() => false);
+  }
+
   #stopState(st: PartState | undefined): void {
     if (!st || st.stopped) return;
     st.stopped = true;
@@ -896,7 +979,7 @@ class PartitionSource implements LogSource {
   async #pull(st: PartState): Promise<void> {
     const batch = this.#ctx.fetchBatch;
     let delay = 50;
-    while (!st.stopped) {
+    while (!st.stopped && !st.gap) {
       const room = this.#highWater - (st.buffer.length - st.bufHead);
       if (room < Math.min(batch, this.#highWater / 2)) {
         await new Promise<void>((resolve) => {
@@ -904,22 +987,29 @@ class PartitionSource implements LogSource {
         });
         continue;
       }
+      let requested = 0;
+      let got = 0;
       try {
-        const iter = await st.consumer!.fetch({ max_messages: Math.min(room, batch), expires: this.#ctx.fetchExpiresMs, idle_heartbeat: Math.min(1000, this.#ctx.fetchExpiresMs / 2) });
+        requested = Math.min(room, batch);
+        const iter = await st.consumer!.fetch({ max_messages: requested, expires: this.#ctx.fetchExpiresMs, idle_heartbeat: Math.min(1000, this.#ctx.fetchExpiresMs / 2) });
         st.iter = iter;
         if (st.stopped) {
           void iter.close();
           break;
         }
-        let got = 0;
         for await (const m of iter) {
-          if (st.stopped) break;
+          if (st.stopped || st.gap) break;
+          const dseq = m.info.deliverySequence;
+          if (dseq !== st.lastDseq + 1) {
+            this.#lostInTransit(st, `consumer delivery sequence jumped from ${st.lastDseq} to ${dseq}`);
+            break;
+          }
+          st.lastDseq = dseq;
           st.buffer.push(m);
           got++;
           this.#wake();
         }
         delay = 50;
-        if (got === 0 && !st.stopped) await this.#ctx.clock.sleep(10);
       } catch (e) {
         if (st.stopped) break;
         this.#onError?.(storageError(`pulling ${this.#meta.stream}[${st.partition}]`, e));
@@ -928,6 +1018,10 @@ class PartitionSource implements LogSource {
       } finally {
         st.iter = undefined;
       }
+      // A request that ended short (expired, dropped at a reconnect, failed) may have had
+      // messages in flight that never arrived; with nothing after them, no sequence jump
+      // would show it. Ask the server how far it delivered.
+      if (got < requested && !st.stopped && !st.gap) await this.#checkDelivered(st);
     }
   }
 }
