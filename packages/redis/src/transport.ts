@@ -255,6 +255,8 @@ export class RedisTransport implements Transport {
   #runId: string | undefined;
   #commitGate: Promise<void> = Promise.resolve();
   #openCommitGate: (() => void) | undefined;
+  readonly #onClose = (): void => this.#holdCommits();
+  readonly #onReady = (): void => void this.#identifyServer();
   #stats = { publishPipelines: 0, publishCalls: 0, publishedMessages: 0, fetches: 0, wakeReads: 0 };
 
   constructor(options: RedisTransportOptions = {}) {
@@ -289,8 +291,8 @@ export class RedisTransport implements Transport {
     if (this.#owned) this.redis.on('error', () => {});
     // Which server answers: a new run_id after a reconnect (restart, failover) may mean lost
     // writes, so readers go back to the committed offsets (see #rewindAll). Commits wait for it.
-    this.redis.on('close', () => this.#holdCommits());
-    this.redis.on('ready', () => void this.#identifyServer());
+    this.redis.on('close', this.#onClose);
+    this.redis.on('ready', this.#onReady);
     if (this.redis.status === 'ready') void this.#identifyServer();
     else this.#holdCommits();
     this.leases = new RedisLeaseStore({ client: this.redis, prefix: this.keys.prefix });
@@ -466,6 +468,8 @@ export class RedisTransport implements Transport {
       else await new Promise<void>((r) => setImmediate(r));
     }
     await Promise.all([...this.#subs].map((s) => s.close(options)));
+    this.redis.off('close', this.#onClose);
+    this.redis.off('ready', this.#onReady);
     this.#watcher.disconnect();
     if (this.#doorbellExpiresAt > 0) await this.redis.unlink(this.#doorbell).catch(() => {});
     if (this.#owned) await disconnect(this.redis);
