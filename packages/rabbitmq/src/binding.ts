@@ -111,6 +111,7 @@ export function encodeMessage(env: CloudEvent, key: string | undefined): Encoded
 export interface IncomingMessage {
   readonly headers?: Record<string, unknown> | undefined;
   readonly contentType?: string | undefined;
+  readonly contentEncoding?: string | undefined;
   readonly body: unknown;
 }
 
@@ -166,8 +167,11 @@ export function decodeMessage(msg: IncomingMessage): DecodedMessage {
   if (typeof msg.contentType === 'string' && msg.contentType.length > 0) env.datacontenttype = msg.contentType;
   const problems: string[] = [];
   const body = msg.body;
+  // rabbitmq-client JSON.parses application/json bodies itself (leaving a Buffer when that fails).
+  const clientParsed = msg.contentType === 'application/json' && !msg.contentEncoding && !Buffer.isBuffer(body);
   if (kind === 'json') {
-    if (Buffer.isBuffer(body) || typeof body === 'string') {
+    if (clientParsed) env.data = body;
+    else if (Buffer.isBuffer(body) || typeof body === 'string') {
       try {
         env.data = JSON.parse(typeof body === 'string' ? body : utf8.decode(body));
       } catch (e) {
@@ -175,7 +179,7 @@ export function decodeMessage(msg: IncomingMessage): DecodedMessage {
         env.data_base64 = bodyBytes(body).toString('base64');
       }
     } else {
-      env.data = body; // already parsed by the client (application/json)
+      env.data = body;
     }
   } else if (kind === 'text') {
     if (typeof body === 'string') env.data = body;
@@ -192,7 +196,8 @@ export function decodeMessage(msg: IncomingMessage): DecodedMessage {
   } else {
     // No marker: a message from another producer. Read the body by its content type.
     const bytes = bodyBytes(body);
-    if (bytes.length > 0 || (body !== undefined && !Buffer.isBuffer(body) && typeof body !== 'string')) {
+    if (clientParsed) env.data = body;
+    else if (bytes.length > 0 || (body !== undefined && !Buffer.isBuffer(body) && typeof body !== 'string')) {
       if (!Buffer.isBuffer(body) && typeof body !== 'string') env.data = body;
       else if (isJsonContentType(msg.contentType)) {
         try {

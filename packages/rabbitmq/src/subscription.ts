@@ -13,20 +13,28 @@
  * - `ack()` and `reject()` send basic.ack (reject runs after the router stored the dead letter;
  *   no broker dead-letter exchange is involved). Settling twice, or after the partition was
  *   revoked or the subscription closed, is a no-op: the message comes back to the next owner.
- * - `nack()` sends basic.nack with requeue: RabbitMQ 3.10 quorum queues put the message at the
- *   *back* of the queue and count it in `x-delivery-count`, so `attempt` grows by one.
+ * - `nack()` (no delay) hands the message out again from this member, ahead of the messages
+ *   not handed out yet, with `attempt` + 1. It stays unacked at the broker meanwhile, so it
+ *   keeps its place in the queue: if the partition moves or the process dies, the broker
+ *   redelivers it in order. (basic.nack with requeue would not do: RabbitMQ 3.10 quorum queues
+ *   append a requeued message at the *back*, and a router that drops its queued deliveries on
+ *   close would scramble per-key order for the next owner.) Repeated nacks of one message back
+ *   off, 10 ms doubling to 1 s, so a consumer that drops deliveries while closing cannot spin.
  * - `nack({ delayMs })` (delayMs > 0) republishes a copy through the namespace's delay exchange
  *   into a quorum "delay bucket" queue whose message TTL is the smallest bucket ≥ delayMs; on
  *   expiry RabbitMQ dead-letters it (at-least-once) back into this partition queue, at the back,
  *   carrying `x-herald-attempts`; the original is acked once the copy is confirmed. The copy
- *   arrives at or after the delay (bucket rounding: up to 1.5×; the largest bucket caps it).
- *   If the copy cannot be published, the original is held and nacked after the delay instead.
- *   Either way the message leaves its place in the key's order: for `ordering: 'none'` handlers.
+ *   arrives at or after the delay (bucket rounding: up to 1.5×; the largest bucket caps it) and
+ *   may reach another member. It leaves its place in the key's order: this is for
+ *   `ordering: 'none'` handlers (the router's only delayed nack of an ordered message is its
+ *   retry after a failed dead-letter write). If the copy cannot be published, the message is
+ *   kept here (unacked, in its place) and handed out again after the delay instead.
  * - `nack` while the partition is being revoked or the subscription closes is a local no-op:
  *   the channel close returns the message in order.
  * - `extend()` is a no-op: AMQP 0-9-1 has no way to push RabbitMQ's `consumer_timeout`
  *   (30 min by default), past which the broker closes the channel and the partition is lost.
- * - `attempt` = 1 + attempts before a delayed copy + the queue's `x-delivery-count`.
+ * - `attempt` = 1 + attempts before a delayed copy + the queue's `x-delivery-count` (times the
+ *   broker returned it: a channel closed with it unacked), + 1 per local `nack()` redelivery.
  * - At most `maxInFlight` deliveries are handed out unsettled; each partition channel has
  *   basic.qos prefetch min(maxInFlight, maxUncommittedPerPartition), so at most that many
  *   messages per owned partition are held in memory.
@@ -84,7 +92,7 @@ interface PartState {
   /** The close was ours and clean (not a lost channel). */
   clean: boolean;
   readonly controller: AbortController;
-  buffer: AsyncMessage[];
+  buffer: Buffered[];
   bufferHead: number;
   /** Deliveries handed out (queued for the iterator or with the app) and not settled. */
   pending: number;
@@ -92,6 +100,13 @@ interface PartState {
   settledWaiters: Array<() => void>;
   readonly gone: Promise<void>;
   markGone: () => void;
+}
+
+/** A message received and not yet handed out; `attempt` and `nacks` are set on a local redelivery. */
+interface Buffered {
+  readonly msg: AsyncMessage;
+  readonly attempt?: number;
+  readonly nacks?: number;
 }
 
 let memberSeq = 0;
@@ -395,7 +410,7 @@ export class RabbitMqSubscription implements Subscription {
   #onMessage(s: PartState, msg: AsyncMessage): void {
     // While revoking, messages stay unacked here: the channel close returns them in order.
     if (s.phase !== 'active' && s.phase !== 'starting') return;
-    s.buffer.push(msg);
+    s.buffer.push({ msg });
     this.#dispatch();
   }
 
@@ -421,19 +436,20 @@ export class RabbitMqSubscription implements Subscription {
         continue;
       }
       idle = 0;
-      const msg = s.buffer[s.bufferHead++]!;
+      const entry = s.buffer[s.bufferHead++]!;
       if (s.bufferHead > 256 && s.bufferHead * 2 > s.buffer.length) {
         s.buffer.splice(0, s.bufferHead);
         s.bufferHead = 0;
       }
-      this.#enqueue(this.#makeDelivery(s, msg));
+      this.#enqueue(this.#makeDelivery(s, entry));
     }
   }
 
-  #makeDelivery(s: PartState, msg: AsyncMessage): Delivery {
+  #makeDelivery(s: PartState, entry: Buffered): Delivery {
+    const msg = entry.msg;
     const decoded = decodeMessage(msg);
     const envelope: CloudEvent | null = decoded.envelope;
-    const attempt = 1 + decoded.priorAttempts + decoded.deliveryCount;
+    const attempt = entry.attempt ?? 1 + decoded.priorAttempts + decoded.deliveryCount;
     const ch = s.ch!;
     const tag = msg.deliveryTag;
     const sub = this;
@@ -459,6 +475,16 @@ export class RabbitMqSubscription implements Subscription {
         sub.#ctx.onError(e);
       }
     };
+    /** Hands the message out again from here after `wait` ms, unless the partition moved on. */
+    const redeliverHere = (nacks: number, wait: number): void => {
+      const again = (): void => {
+        if (s.phase !== 'active' || s.ch !== ch || sub.#closing) return;
+        s.buffer.splice(s.bufferHead, 0, { msg, attempt: attempt + 1, nacks });
+        sub.#dispatch();
+      };
+      if (wait <= 0) setImmediate(again);
+      else sub.#ctx.clock.setTimer(again, wait, { unref: true });
+    };
     return {
       envelope,
       ...(decoded.decodeError ? { decodeError: decoded.decodeError } : {}),
@@ -479,14 +505,15 @@ export class RabbitMqSubscription implements Subscription {
         if (s.phase !== 'active' || sub.#closing || !ch.active) return; // the channel close returns it, in order
         const delayMs = Math.max(0, options?.delayMs ?? 0);
         if (!(delayMs > 0)) {
-          try {
-            ch.basicNack({ deliveryTag: tag, requeue: true });
-          } catch (e) {
-            sub.#ctx.onError(e);
-          }
+          // Redelivered here, ahead of what was not handed out yet; it keeps its place in the
+          // queue (unacked), so if this member goes away the broker redelivers it in order.
+          // Repeated nacks of one message back off (10 ms doubling to 1 s): a consumer that
+          // drops deliveries while it closes must not spin.
+          const nacks = (entry.nacks ?? 0) + 1;
+          redeliverHere(nacks, nacks === 1 ? 0 : Math.min(1000, 10 * 2 ** (nacks - 2)));
           return;
         }
-        const p = sub.#redeliverLater(s, ch, msg, attempt, delayMs);
+        const p = sub.#redeliverLater(s, ch, msg, attempt, delayMs, () => redeliverHere(1, delayMs));
         s.delaying.add(p);
         void p.finally(() => s.delaying.delete(p));
       },
@@ -494,22 +521,14 @@ export class RabbitMqSubscription implements Subscription {
     };
   }
 
-  async #redeliverLater(s: PartState, ch: Channel, msg: AsyncMessage, attempt: number, delayMs: number): Promise<void> {
+  async #redeliverLater(s: PartState, ch: Channel, msg: AsyncMessage, attempt: number, delayMs: number, fallback: () => void): Promise<void> {
     try {
       await this.#ctx.publishDelayed(s.queue, msg, attempt, delayMs);
       if (ch.active) ch.basicAck({ deliveryTag: msg.deliveryTag });
     } catch (e) {
+      // Not republished: keep it here (unacked) and hand it out again after the delay.
       this.#ctx.onError(e);
-      // Hold it here instead and requeue after the delay (a channel close returns it sooner).
-      this.#ctx.clock.setTimer(() => {
-        if (ch.active) {
-          try {
-            ch.basicNack({ deliveryTag: msg.deliveryTag, requeue: true });
-          } catch (err) {
-            this.#ctx.onError(err);
-          }
-        }
-      }, delayMs, { unref: true });
+      fallback();
     }
   }
 
