@@ -74,7 +74,13 @@ test('JetStream cluster: an R3 topic keeps working when a node is SIGKILLed mid-
     transports.push(consumerSide);
 
     const received = new Map<string, number>();
-    const sub = consumerSide.subscribe(topic, { group: uniqueName('g') });
+    let resyncs = 0;
+    const sub = consumerSide.subscribe(topic, {
+      group: uniqueName('g'),
+      onError: (e) => {
+        if (/lost in transit/.test((e as Error).message)) resyncs++;
+      },
+    });
     const reading = (async () => {
       for await (const d of sub as AsyncIterable<Delivery>) {
         const id = d.envelope?.id ?? `?${d.position}`;
@@ -127,7 +133,7 @@ test('JetStream cluster: an R3 topic keeps working when a node is SIGKILLed mid-
     assert.notEqual(publisher.connection.info?.port, nodes[killedNode]!.port, 'the publisher reconnected to a surviving node');
     const newLeader = (await jsm.streams.info(streamName('herald', topic))).cluster?.leader;
     assert.ok(newLeader && newLeader !== leaderName, `the stream has a new leader (was ${leaderName}, now ${newLeader})`);
-    const summary = `${acked.length} acknowledged publishes (R3, 4 partitions), stream leader n${killedNode} SIGKILLed after 1020 (new leader ${newLeader}); ${failedAttempts} publish attempt(s) failed and were retried; all consumed, ${duplicates} duplicate deliveries; publishing took ${publishMs} ms`;
+    const summary = `${acked.length} acknowledged publishes (R3, 4 partitions), stream leader n${killedNode} SIGKILLed after 1020 (new leader ${newLeader}); ${failedAttempts} publish attempt(s) failed and were retried; all consumed, ${duplicates} duplicate deliveries, ${resyncs} partition re-read(s) after deliveries lost in transit; publishing took ${publishMs} ms`;
     t.diagnostic(summary);
     console.log(`# nats cluster: ${summary}`);
     await sub.close({ timeoutMs: 1000 });
