@@ -90,6 +90,9 @@ export interface PartitionState {
 
 let memberSeq = 0;
 
+/** Delay before a commit that failed (not fenced) is tried again, ms. */
+const COMMIT_RETRY_MS = 250;
+
 export class LogSubscription implements Subscription {
   readonly topic: string;
   readonly group: string;
@@ -478,7 +481,22 @@ export class LogSubscription implements Subscription {
       if (isHeraldError(e, 'HERALD_ERR_LEASE_LOST')) {
         this.#o.onError?.(e);
         if (this.#parts.get(s.partition) === s && !s.revoking) void this.revoke(s.partition, true);
-      } else this.#o.onError?.(e);
+      } else {
+        // A store hiccup: try again soon, not only when the watermark next moves (a quiet
+        // partition would otherwise keep an old committed position: more redelivery after a
+        // crash, retention held back).
+        this.#o.onError?.(e);
+        if (this.#parts.get(s.partition) === s && !s.revoking && !s.commitTimer) {
+          s.commitTimer = this.#clock.setTimer(() => {
+            s.commitTimer = undefined;
+            if (this.#parts.get(s.partition) === s && !s.revoking && !s.committing) {
+              s.committing = this.#commitNow(s).finally(() => {
+                s.committing = undefined;
+              });
+            }
+          }, COMMIT_RETRY_MS);
+        }
+      }
     }
   }
 
