@@ -40,12 +40,16 @@ describe('CloudEvents AMQP binding', () => {
     it(`round trip: ${label}`, () => {
       const enc = encodeMessage(env, env.partitionkey ?? 'key-1');
       for (const name of Object.keys(enc.headers)) assert.ok(name.startsWith('cloudEvents:') || name.startsWith('x-herald-'), `header ${name}`);
+      if (env.data !== undefined && (env.datacontenttype === undefined || /json/.test(env.datacontenttype)) && typeof env.data !== 'undefined') {
+        assert.equal(enc.headers['x-herald-data'], undefined, 'no marker for JSON data under a JSON content type');
+      }
       assert.equal(enc.headers['cloudEvents:datacontenttype'], undefined, 'datacontenttype travels as the content-type property');
       assert.equal(enc.contentType, env.datacontenttype);
       const d = decodeMessage(receive(enc));
       assert.equal(d.decodeError, undefined);
       assert.deepStrictEqual(d.envelope, env);
       assert.equal(d.key, env.partitionkey ?? 'key-1');
+      assert.equal(enc.headers['x-herald-key'], env.partitionkey === undefined ? 'key-1' : undefined, 'x-herald-key only when the key is not the partitionkey');
       assert.equal(d.priorAttempts, 0);
       assert.equal(d.deliveryCount, 0);
       assert.equal(enc.structuredSize, encodedSize(encodeEnvelope(env)), 'structuredSize is the byte size of the JSON structured format');
@@ -99,6 +103,9 @@ describe('CloudEvents AMQP binding', () => {
     assert.match(d.decodeError!.message, /cloudEvents:id is required/);
     assert.match(d.decodeError!.message, /cloudEvents:type is required/);
     assert.deepEqual(d.structured.data, { a: 1 }, 'what could be read is kept for the dead letter');
+    const unmarked = decodeMessage({ headers: { 'cloudEvents:specversion': '1.0', 'cloudEvents:id': 'i', 'cloudEvents:source': 's', 'cloudEvents:type': 't' }, contentType: 'application/vnd.x+json', body: Buffer.from('{not json') });
+    assert.equal(unmarked.envelope, null, 'a JSON content type over a body that is not JSON is corrupt');
+    assert.match(unmarked.decodeError!.message, /not the JSON its content type says/);
     const bad = decodeMessage({ headers: { 'cloudEvents:specversion': '1.0', 'cloudEvents:id': 'i', 'cloudEvents:source': 's', 'cloudEvents:type': 't', 'x-herald-data': 'json' }, contentType: 'text/csv', body: Buffer.from('{not json') });
     assert.equal(bad.envelope, null);
     assert.match(bad.decodeError!.message, /not the JSON/);

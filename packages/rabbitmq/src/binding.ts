@@ -8,10 +8,12 @@
  * - the data is the message body: JSON bytes when the content type is JSON (or absent), the
  *   UTF-8 text of a string otherwise, the raw bytes of `data_base64`.
  *
- * Herald adds three headers of its own: `x-herald-key` (the partition key the message was
- * published with, which may differ from `partitionkey`), `x-herald-data` (`json` | `text` |
- * `binary`: how the body maps back to `data`/`data_base64`, so an envelope survives the trip
- * exactly) and, on a delayed redelivery, `x-herald-attempts` (attempts before the copy).
+ * Herald adds up to three headers of its own: `x-herald-key` (the partition key the message
+ * was published with, when it is not the envelope's `partitionkey`), `x-herald-data` (`text` |
+ * `binary`, or `json` under a non-JSON content type: how the body maps back to `data` /
+ * `data_base64`, so an envelope survives the trip exactly; absent for JSON data under a JSON
+ * content type, which is how any reader takes it) and, on a delayed redelivery,
+ * `x-herald-attempts` (attempts before the copy).
  */
 import { type CloudEvent, HeraldError } from '@herald/core';
 
@@ -66,7 +68,8 @@ export function encodeMessage(env: CloudEvent, key: string | undefined): Encoded
     else if (name === 'datacontenttype') contentType = v as string;
     else headers[CE_PREFIX + name] = v as HeaderValue;
   }
-  if (key !== undefined) headers[KEY_HEADER] = key;
+  // The key is carried only when it is not the envelope's own partitionkey.
+  if (key !== undefined && key !== env.partitionkey) headers[KEY_HEADER] = key;
   let body: Buffer;
   let contentEncoding: string | undefined;
   let structuredSize: number;
@@ -88,7 +91,8 @@ export function encodeMessage(env: CloudEvent, key: string | undefined): Encoded
       }
       kind = 'json';
     }
-    headers[DATA_HEADER] = kind;
+    // JSON data under a JSON content type is what any reader assumes: no marker needed.
+    if (kind !== 'json' || !isJsonContentType(contentType)) headers[DATA_HEADER] = kind;
     body = Buffer.from(text, 'utf8');
     // The structured form is the attributes object with `"data":<json>` added before its '}'.
     const dataJsonBytes = kind === 'json' ? body.length : Buffer.byteLength(JSON.stringify(text), 'utf8');
@@ -194,7 +198,8 @@ export function decodeMessage(msg: IncomingMessage): DecodedMessage {
   } else if (kind === 'binary') {
     env.data_base64 = bodyBytes(body).toString('base64');
   } else {
-    // No marker: a message from another producer. Read the body by its content type.
+    // No marker: JSON data under a JSON content type (Herald's common case), or a message from
+    // another producer. Read the body by its content type; an empty body is no data.
     const bytes = bodyBytes(body);
     if (clientParsed) env.data = body;
     else if (bytes.length > 0 || (body !== undefined && !Buffer.isBuffer(body) && typeof body !== 'string')) {
@@ -202,7 +207,8 @@ export function decodeMessage(msg: IncomingMessage): DecodedMessage {
       else if (isJsonContentType(msg.contentType)) {
         try {
           env.data = JSON.parse(utf8.decode(bytes));
-        } catch {
+        } catch (e) {
+          problems.push(`body is not the JSON its content type says: ${(e as Error).message}`);
           env.data_base64 = bytes.toString('base64');
         }
       } else if (/^text\//i.test(msg.contentType ?? '')) {
@@ -219,6 +225,7 @@ export function decodeMessage(msg: IncomingMessage): DecodedMessage {
   for (const req of ['id', 'source', 'type'] as const) {
     if (typeof env[req] !== 'string' || env[req] === '') problems.push(`cloudEvents:${req} is required and must be a non-empty string (got ${JSON.stringify(env[req]) ?? 'nothing'})`);
   }
+  if (key === undefined && typeof env.partitionkey === 'string') key = env.partitionkey;
   if (problems.length > 0) {
     return {
       envelope: null,
