@@ -8,9 +8,10 @@ import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
-import { createEnvelope } from '@herald/core';
+import { createEnvelope, partitionForKey } from '@herald/core';
+import { jetstreamManager } from '@nats-io/jetstream';
 import { serverSkipReason, uniqueName } from '@herald/testkit';
-import { createNatsTransport } from './index.ts';
+import { consumerPrefix, createNatsTransport, streamName } from './index.ts';
 import { testNamespace } from './test-helpers.ts';
 
 const skip = await serverSkipReason('NATS JetStream', 4222);
@@ -162,6 +163,78 @@ test('2 processes, one group: SIGKILL of a member mid-stream loses nothing and k
     console.log(`# nats kill: ${summary}`);
   } finally {
     await Promise.all(members.map(stop));
+    await publisher.close();
+    await ns.cleanup();
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('a stalled member (SIGSTOP past its lease, then SIGCONT) cannot move the group’s position: its late acks reach a deleted consumer', { skip, timeout: 60_000 }, async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'herald-nats-stall-'));
+  const ns = testNamespace();
+  const topic = uniqueName('stall');
+  const group = uniqueName('g');
+  const publisher = await createNatsTransport({ prefix: ns.prefix, leaseBucket: ns.leaseBucket });
+  const jsm = await jetstreamManager(publisher.connection);
+  await publisher.ensureTopic(topic, { partitions: PARTITIONS });
+  const env = { KT_TOPIC: topic, KT_GROUP: group, KT_LEASE_MS: '1000', KT_PREFIX: ns.prefix, KT_BUCKET: ns.leaseBucket };
+  const [a, b] = (await Promise.all(['A', 'B'].map((n) => startMember(n, dir, env)))) as [Member, Member];
+  try {
+    const [ownedA] = await waitBalanced([a, b]);
+    let key = '';
+    for (let i = 0; key === ''; i++) if (ownedA!.includes(partitionForKey(`stall-${i}`, PARTITIONS))) key = `stall-${i}`;
+    const partition = partitionForKey(key, PARTITIONS);
+    const send = (seq: number, stall = false) => publisher.publish(topic, [{ key, envelope: createEnvelope({ type: 'kill.item', source: 'kill-test', data: { k: key, seq, ...(stall ? { stall } : {}) } }) }]);
+    const consumers = async (): Promise<Array<{ name: string; floor: number }>> => {
+      const out: Array<{ name: string; floor: number }> = [];
+      for await (const ci of jsm.consumers.list(streamName(ns.prefix, topic))) {
+        // 2.9 reports floor 0 until the first ack: a fresh consumer is at its start position.
+        const floor = ci.ack_floor.consumer_seq > 0 ? ci.ack_floor.stream_seq : Math.max(0, (ci.config.opt_start_seq ?? 1) - 1);
+        if (ci.name.startsWith(consumerPrefix(group, partition))) out.push({ name: ci.name, floor });
+      }
+      return out;
+    };
+
+    let stopped = false;
+    a.child.on('message', (m: { type?: string }) => {
+      if (m.type === 'stalling' && !stopped) {
+        stopped = true;
+        a.child.kill('SIGSTOP');
+      }
+    });
+    await send(0, true);
+    await waitFor(() => stopped, 'A to stall on the first message', 5000);
+    const [before] = await consumers();
+    let head = 0;
+    for (let seq = 1; seq < 10; seq++) head = Number((await send(seq))[0]!.position);
+
+    const seqsOf = (m: Member): number[] => rowsOf(m).filter((r) => r.k === key).map((r) => r.seq);
+    await waitFor(() => seqsOf(b).length >= 10, 'B to handle the stalled partition', 10_000);
+    assert.deepEqual(seqsOf(b), [0, 1, 2, 3, 4, 5, 6, 7, 8, 9], 'B handles the message A never acked, then the rest, in order');
+    const deadline = Date.now() + 3000;
+    let after = await consumers();
+    while ((after.length !== 1 || after[0]!.floor < head) && Date.now() < deadline) {
+      await new Promise((r) => setTimeout(r, 50));
+      after = await consumers();
+    }
+    assert.equal(after.length, 1, `one consumer for the partition after the take-over: ${JSON.stringify(after)}`);
+    assert.notEqual(after[0]!.name, before!.name, 'B reads through its own (new epoch) consumer; A’s was deleted');
+    assert.equal(after[0]!.floor, head, 'B committed the head of the partition');
+
+    a.child.kill('SIGCONT');
+    await waitFor(() => a.messages.some((m) => m.type === 'resumed'), 'A to resume', 5000);
+    await new Promise((r) => setTimeout(r, 1500)); // a few lease rounds: room for any late ack by A
+    const still = await consumers();
+    assert.ok(!still.some((c) => c.name === before!.name), 'A’s old consumer stays deleted: its late acks have nowhere to land');
+    for (const c of still) assert.ok(c.floor >= head, `the group's position stays at or past B's commit (${c.name}: ${c.floor} < ${head})`);
+    await send(10);
+    await waitFor(() => seqsOf(a).length + seqsOf(b).length === 12, 'seq 10 handled once', 5000);
+    assert.deepEqual(seqsOf(a).filter((x) => x !== 10), [0], 'A re-handled nothing it had lost');
+    const fenced = a.messages.filter((m) => m.type === 'error' && m.code === 'HERALD_ERR_LEASE_LOST').length;
+    t.diagnostic(`partition ${partition}: A stalled holding seq 0; B took over through a new consumer (${before!.name} → ${after[0]!.name}) and committed ${head}; A's late writes refused: ${fenced}`);
+  } finally {
+    if (a.child.signalCode === null && a.child.exitCode === null) a.child.kill('SIGCONT');
+    await Promise.all([a, b].map(stop));
     await publisher.close();
     await ns.cleanup();
     rmSync(dir, { recursive: true, force: true });

@@ -122,6 +122,38 @@ describe('nats transport (integration)', { skip }, () => {
   });
 });
 
+describe('nats transport: positions across owners', { skip }, () => {
+  it('an owner that acked nothing hands on the position it started at (2.9 reports ack floor 0 until the first ack)', async () => {
+    const t = await createNatsTransport(fast);
+    try {
+      const topic = uniqueName('t');
+      await t.ensureTopic(topic, { partitions: 1 });
+      const read = async (expect: number): Promise<number[]> => {
+        const sub = t.subscribe(topic, { group: 'grp' });
+        const got: number[] = [];
+        void (async () => {
+          for await (const d of sub) {
+            got.push(d.envelope!.data as number);
+            d.ack();
+          }
+        })();
+        await waitFor(() => sub.assignment().length === 1 && got.length >= expect, { what: () => `${got.length}/${expect}` });
+        await new Promise((r) => setTimeout(r, 300));
+        await sub.close();
+        return got;
+      };
+      const pub = (n: number) => t.publish(topic, [{ key: 'a', envelope: createEnvelope({ type: 'k', source: 's', data: n }) }]);
+      for (let n = 0; n < 5; n++) await pub(n);
+      assert.deepEqual(await read(5), [0, 1, 2, 3, 4], 'the first owner reads everything');
+      assert.deepEqual(await read(0), [], 'the second owner finds nothing new and acks nothing');
+      await pub(5);
+      assert.deepEqual(await read(1), [5], 'the third owner resumes after the first owner’s commit, not from the start');
+    } finally {
+      await t.close();
+    }
+  });
+});
+
 describe('nats transport: deliveries lost in transit', { skip }, () => {
   it('pull requests dropped mid-stream (messages lost in transit) still give every message once, in order per key', { timeout: 60_000 }, async () => {
     const t = await createNatsTransport(fast);

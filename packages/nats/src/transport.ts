@@ -716,7 +716,10 @@ class PartitionSource implements LogSource {
       const found: Array<{ name: string; epoch: number; created: number; floor: number }> = [];
       for await (const ci of this.#ctx.jsm.consumers.list(this.#meta.stream)) {
         const parsed = parseConsumerName(ci.name, prefix);
-        if (parsed) found.push({ name: ci.name, epoch: parsed.epoch, created: Date.parse(ci.created), floor: ci.ack_floor.stream_seq });
+        // NATS 2.9 reports an ack floor of 0 until the first ack: a consumer that acked nothing
+        // is still at the position it was created at.
+        const floor = ci.ack_floor.consumer_seq > 0 ? ci.ack_floor.stream_seq : Math.max(0, (ci.config.opt_start_seq ?? 1) - 1);
+        if (parsed) found.push({ name: ci.name, epoch: parsed.epoch, created: Date.parse(ci.created), floor });
       }
       found.sort((a, b) => a.epoch - b.epoch || a.created - b.created);
       const latest = found[found.length - 1];
