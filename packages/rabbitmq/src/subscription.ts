@@ -410,6 +410,10 @@ export class RabbitMqSubscription implements Subscription {
   #onMessage(s: PartState, msg: AsyncMessage): void {
     // While revoking, messages stay unacked here: the channel close returns them in order.
     if (s.phase !== 'active' && s.phase !== 'starting') return;
+    if (s.phase === 'active' && !this.#closing && this.#inFlight < this.#maxInFlight && s.bufferHead >= s.buffer.length) {
+      this.#enqueue(this.#makeDelivery(s, { msg })); // nothing waits before it: hand it out now
+      return;
+    }
     s.buffer.push({ msg });
     this.#dispatch();
   }

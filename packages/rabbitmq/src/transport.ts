@@ -29,7 +29,8 @@
  *   rejects with `HERALD_ERR_STORAGE` (retryable; some of the batch may have been stored, so a
  *   retry can duplicate); a returned (unroutable) message rejects with `HERALD_ERR_STORAGE`
  *   and `details.reason: 'unroutable'` after the rest of the batch was confirmed. While the
- *   connection is down, publish waits for it up to `publishTimeoutMs`. Oversize or invalid
+ *   connection is down, publish waits for it up to `publishTimeoutMs`, and as long again for the
+ *   confirms (a broker under a resource alarm blocks publishers). Oversize or invalid
  *   envelopes are refused before anything is sent. Safe to call concurrently; messages of one
  *   call go out in order on one channel.
  * - `subscribe` returns at once; the group's queues are declared and the member joins in the
@@ -89,7 +90,7 @@ export interface RabbitMqTransportOptions {
   readonly joinSettleMs?: number;
   /** How long a member giving a partition up waits for its unsettled deliveries, ms (default 5000). */
   readonly revokeTimeoutMs?: number;
-  /** How long publish (and channel setup) waits for a lost connection to come back, ms (default 10 000). */
+  /** How long publish waits for a lost connection to come back, and then for its confirms, ms (default 10 000); past it, HERALD_ERR_STORAGE. */
   readonly publishTimeoutMs?: number;
   readonly clock?: Clock;
   /** Errors the transport handled itself (connection loss, retried setup, returned delayed copies); for logs. */
@@ -133,6 +134,7 @@ export class RabbitMqTransport implements Transport {
   readonly #maxPayload: number;
   readonly #unroutedMaxLength: number;
   readonly #queueExpiresMs: number;
+  readonly #publishTimeoutMs: number;
   readonly #topics = new Map<string, Promise<TopicInfo>>();
   readonly #groups = new Map<string, Promise<void>>();
   readonly #delayBuckets = new Map<number, { at: number; p: Promise<void> }>();
@@ -162,6 +164,7 @@ export class RabbitMqTransport implements Transport {
     const heartbeatMs = checkInt('heartbeatMs', options.heartbeatMs ?? 500, 1, 3_600_000);
     const memberTimeoutMs = checkInt('memberTimeoutMs', options.memberTimeoutMs ?? 3000, heartbeatMs + 1, 3_600_000);
     const publishTimeoutMs = checkInt('publishTimeoutMs', options.publishTimeoutMs ?? 10_000, 1, 3_600_000);
+    this.#publishTimeoutMs = publishTimeoutMs;
     this.capabilities = Object.freeze({
       ackModel: 'message',
       assignment: 'broker',
@@ -383,7 +386,7 @@ export class RabbitMqTransport implements Transport {
         encoded.body,
       );
     }
-    const results = await Promise.allSettled(sends);
+    const results = await this.#confirmed(sends, topic);
     const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
     // A basic.return comes before the confirm but is emitted a tick later by the client.
     await new Promise<void>((resolve) => setImmediate(resolve));
@@ -406,6 +409,23 @@ export class RabbitMqTransport implements Transport {
       });
     }
     return receipts;
+  }
+
+  /** Settles every send, or rejects the unsettled ones after publishTimeoutMs (a blocked or silent broker). */
+  async #confirmed(sends: ReadonlyArray<Promise<void>>, topic: string): Promise<PromiseSettledResult<void>[]> {
+    let timer: { cancel(): void } | undefined;
+    const timeout = new Promise<never>((_, reject) => {
+      timer = this.#clock.setTimer(
+        () => reject(storageError(`publish to "${topic}" was not confirmed within ${this.#publishTimeoutMs} ms (broker blocked or unreachable; some messages may have been stored)`, undefined)),
+        this.#publishTimeoutMs,
+      );
+    });
+    timeout.catch(() => {});
+    try {
+      return await Promise.allSettled(sends.map((p) => Promise.race([p, timeout])));
+    } finally {
+      timer?.cancel();
+    }
   }
 
   async #publishChannel(): Promise<Channel> {
@@ -579,6 +599,7 @@ function storageError(message: string, cause: unknown): HeraldError {
   if (isHeraldError(cause)) return cause;
   const code = (cause as { code?: unknown })?.code;
   const text = (cause as { message?: unknown })?.message;
+  if (cause === undefined) return new HeraldError('HERALD_ERR_STORAGE', message);
   return new HeraldError('HERALD_ERR_STORAGE', `${message}: ${typeof text === 'string' ? text : String(cause)}`, { cause, details: { amqpCode: typeof code === 'string' ? code : undefined } });
 }
 
