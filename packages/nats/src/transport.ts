@@ -118,7 +118,14 @@ export interface NatsTransportOptions {
   readonly leaseMs?: number;
   /** Lease renewal / rebalance period, ms (default leaseMs / 3). */
   readonly heartbeatMs?: number;
-  /** The consumers' ack_wait, ms (default 30 000): a message held that long unacked is re-sent by the server (and ignored); also `capabilities.ackDeadlineMs`. */
+  /**
+   * The consumers' ack_wait, ms (default 300 000, the router's default in-place retry limit):
+   * a message held that long unacked (a long handler, in-place retries) is re-sent by the server
+   * and ignored here. Herald never relies on it (a new owner reads through a new consumer), so
+   * long is better: on 2.9 a re-sent message also holds the reported ack floor back until the
+   * consumer has nothing pending. Also `capabilities.ackDeadlineMs`: the router `extend()`s
+   * (JetStream `working()`) running handlers every ackWaitMs / 2.
+   */
   readonly ackWaitMs?: number;
   /** The consumers' max_deliver (default -1: unlimited; Herald redelivers itself, see the module doc). */
   readonly maxDeliver?: number;
@@ -237,7 +244,7 @@ export class NatsTransport implements Transport {
     this.#commitIntervalMs = options.commitIntervalMs;
     const fetchExpiresMs = options.fetchExpiresMs ?? 5000;
     if (!(Number.isInteger(fetchExpiresMs) && fetchExpiresMs >= 1000)) throw new HeraldError('HERALD_ERR_INVALID_ARGUMENT', `fetchExpiresMs must be an integer >= 1000 (got ${fetchExpiresMs})`);
-    const ackWaitMs = positiveInt('ackWaitMs', options.ackWaitMs ?? 30_000);
+    const ackWaitMs = positiveInt('ackWaitMs', options.ackWaitMs ?? 300_000);
     this.#ctx = {
       nc,
       js: jetstream(nc, { timeout: this.#publishTimeoutMs }),
@@ -673,6 +680,8 @@ interface PartState {
   lastDseq: number;
   /** A delivery went missing in transit: pulling stopped; the partition is being re-read. */
   gap: boolean;
+  /** The pull request in flight was dropped on purpose (reconnect): its messages may be lost. */
+  dropped: boolean;
 }
 
 /**
@@ -744,6 +753,7 @@ class PartitionSource implements LogSource {
         stopped: false,
         lastDseq: 0,
         gap: false,
+        dropped: false,
       });
       return latest ? latest.floor : -1;
     });
@@ -883,7 +893,10 @@ class PartitionSource implements LogSource {
 
   /** Re-issues every pull request (after a reconnect the server forgot them). */
   restartPulls(): void {
-    for (const st of this.#parts.values()) void st.iter?.close();
+    for (const st of this.#parts.values()) {
+      st.dropped = true;
+      void st.iter?.close();
+    }
   }
 
   /**
@@ -990,10 +1003,10 @@ class PartitionSource implements LogSource {
         });
         continue;
       }
-      let requested = 0;
-      let got = 0;
+      let failed = false;
+      st.dropped = false;
       try {
-        requested = Math.min(room, batch);
+        const requested = Math.min(room, batch);
         const iter = await st.consumer!.fetch({ max_messages: requested, expires: this.#ctx.fetchExpiresMs, idle_heartbeat: Math.min(1000, this.#ctx.fetchExpiresMs / 2) });
         st.iter = iter;
         if (st.stopped) {
@@ -1009,11 +1022,11 @@ class PartitionSource implements LogSource {
           }
           st.lastDseq = dseq;
           st.buffer.push(m);
-          got++;
           this.#wake();
         }
         delay = 50;
       } catch (e) {
+        failed = true;
         if (st.stopped) break;
         this.#onError?.(storageError(`pulling ${this.#meta.stream}[${st.partition}]`, e));
         await this.#ctx.clock.sleep(delay);
@@ -1021,10 +1034,11 @@ class PartitionSource implements LogSource {
       } finally {
         st.iter = undefined;
       }
-      // A request that ended short (expired, dropped at a reconnect, failed) may have had
-      // messages in flight that never arrived; with nothing after them, no sequence jump
-      // would show it. Ask the server how far it delivered.
-      if (got < requested && !st.stopped && !st.gap) await this.#checkDelivered(st);
+      // A request dropped at a reconnect or failed (missed heartbeats after a leader change,
+      // an error) may have had messages in flight that never arrived; with nothing after them,
+      // no sequence jump would show it. Ask the server how far it delivered. (A request that
+      // simply expired ended with the server's own status, after all it sent.)
+      if ((failed || st.dropped) && !st.stopped && !st.gap) await this.#checkDelivered(st);
     }
   }
 }
