@@ -33,7 +33,15 @@
  * group's committed position (a shared consumer would hand it new messages before the dead
  * owner's pending ones came back), and a stale owner's late acks go to a deleted consumer:
  * fencing holds at the broker too. Acks are sent at commit time (the low watermark of acked
- * deliveries), message by message up to it, the last one confirmed (`ackAck`).
+ * deliveries), message by message up to it, the last one confirmed (an ack-ack request); a
+ * confirmation refused because the lease moved on is `HERALD_ERR_LEASE_LOST`.
+ *
+ * Pulling: one pull request at a time per owned partition, at most `fetchBatch` messages, and
+ * only while fewer than 2 × `fetchBatch` wait in memory. Every delivery of a consumer takes the
+ * next delivery sequence; a jump (or, after a pull dropped at a reconnect or failed, a server
+ * count ahead of what arrived) means a message was lost in transit and would only come back
+ * after `ack_wait`, behind later ones: the partition is then re-read from its committed
+ * position under the same lease (a clean revoke, a new consumer) — duplicates, never a gap.
  *
  * Close: `close()` is idempotent and draining: subscriptions are closed (commit what was acked,
  * release leases, up to `timeoutMs`), then the connection is closed if the transport opened it.
