@@ -569,9 +569,24 @@ export class RabbitMqTransport implements Transport {
     await Promise.all([...this.#subs].map((s) => s.close({ timeoutMs })));
     await this.#pubChannelPending?.catch(() => {});
     await this.#pubChannel?.close().catch(() => {});
-    // A connection that never came up is destroyed rather than waited for.
-    if (this.connection.ready) await this.connection.close().catch(() => {});
-    else this.connection.unsafeDestroy();
+    // A connection that never came up is destroyed rather than waited for; so is one whose
+    // close (which waits for every channel) does not finish within the time left.
+    if (!this.connection.ready) {
+      this.connection.unsafeDestroy();
+      return;
+    }
+    let timer: { cancel(): void } | undefined;
+    const closed = await Promise.race([
+      this.connection.close().then(
+        () => true,
+        () => true,
+      ),
+      new Promise<boolean>((resolve) => {
+        timer = this.#clock.setTimer(() => resolve(false), Math.max(1000, timeoutMs));
+      }),
+    ]);
+    timer?.cancel();
+    if (!closed) this.connection.unsafeDestroy();
   }
 
   #open(): void {
