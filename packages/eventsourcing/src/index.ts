@@ -38,3 +38,7 @@ export { stateAt, stateHistory } from './time-travel.ts';
 export type { StateAt, PointInTime, StateStep, StateHistory, StateHistoryOptions } from './time-travel.ts';
 export { DeciderSpecification } from './decider-specification.ts';
 export type { DeciderThen, DeciderWhen } from './decider-specification.ts';
+export { waitForPosition, PositionWaiters, DEFAULT_WAIT_MS } from './projections.ts';
+export type { Projection, ProjectionMode, ProjectionStatus, RebuildOptions, RebuildProgress, RebuildResult, WaitOptions, ProjectionRetryOptions } from './projections.ts';
+export { createInMemoryProjection } from './memory-projection.ts';
+export type { InMemoryProjection, InMemoryProjectionDefinition, InMemoryProjectionOptions } from './memory-projection.ts';

@@ -22,3 +22,4 @@ export type { PreparedEvent, StoredRow } from './backend.ts';
 export { streamDeleted, idempotencyConflict, invalidArgument, closedError } from './errors.ts';
 export { CatchUpSubscription } from './subscription.ts';
 export type { CatchUpSource } from './subscription.ts';
+export { projectionFailed, checkRebuildOptions, resolveRetry, retryDelay, wants } from './projections.ts';

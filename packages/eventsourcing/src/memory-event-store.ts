@@ -62,9 +62,13 @@ export interface InMemoryEventStoreOptions {
 
 /**
  * A hook run inside every append, after the append's checks passed and before it is visible.
- * Throwing fails that append (nothing is stored). Returns what to do once it is committed.
+ * `position` is the append's last position. Throwing fails that append (nothing is stored).
+ * Returns what to do once it is committed.
  */
-export type InlineHook = (events: readonly RecordedEvent[]) => (() => void) | void;
+export type InlineHook = (events: readonly RecordedEvent[], position: bigint) => (() => void) | void;
+
+/** Synchronous `readAll` for Herald's in-memory projections (not public API). */
+export const READ_ALL_SYNC: unique symbol = Symbol('herald.memory.readAllSync');
 
 interface Stream {
   readonly id: string;
@@ -164,7 +168,7 @@ export class InMemoryEventStore implements EventStore {
     if (this.#inline.size > 0) {
       const recorded = rows.map((r) => decodeRow(r, this.#catalog)).filter((e): e is RecordedEvent => e !== undefined);
       for (const hook of this.#inline) {
-        const done = hook(recorded);
+        const done = hook(recorded, rows[rows.length - 1]!.position);
         if (done) after.push(done);
       }
     }
@@ -273,6 +277,11 @@ export class InMemoryEventStore implements EventStore {
     }
     const isEnd = i < 0;
     return { events, position: isEnd ? 0n : last, isEnd };
+  }
+
+  [READ_ALL_SYNC](options: ReadAllOptions): ReadAllResult {
+    this.#open();
+    return this.#readAll(options);
   }
 
   subscribe(options: SubscribeOptions = {}): EventSubscription {

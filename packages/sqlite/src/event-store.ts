@@ -133,6 +133,9 @@ const STATE_TOMB = 2;
 /** Streams remembered by the write cache before it starts over. */
 const WRITE_CACHE_STREAMS = 100_000;
 
+/** Synchronous reads for Herald's SQLite projections (not public API). */
+export const READ_ALL_SYNC: unique symbol = Symbol('herald.sqlite.readAllSync');
+
 /** Creates a SQLite event store (opening the file when given a path). */
 export function createSqliteEventStore(options: SqliteEventStoreOptions): SqliteEventStore {
   return new SqliteEventStore(options);
@@ -559,6 +562,12 @@ export class SqliteEventStore implements EventStore {
       const isEnd = rows.length < maxCount;
       return { events, position: isEnd ? 0n : BigInt(rows[rows.length - 1]![0]), isEnd };
     });
+  }
+
+  /** Synchronous `readAll` (inside Herald's own write transactions: inline projections, rebuild swaps). */
+  [READ_ALL_SYNC](options: ReadAllOptions): ReadAllResult {
+    this.#open();
+    return this.#readAll(options);
   }
 
   /** Decodes one row: JSON data, optional metadata, upcasting through the catalog. */

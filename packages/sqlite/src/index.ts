@@ -11,3 +11,5 @@ export { createSqliteEventStore, SqliteEventStore } from './event-store.ts';
 export type { SqliteEventStoreOptions, SqliteEventStoreStats, InlineBatchHook } from './event-store.ts';
 export { EVENT_STORE_SCHEMA_VERSION } from './database.ts';
 export { SqliteSnapshotStore } from './event-store-snapshots.ts';
+export { createSqliteProjection, SqliteProjection, projectionPosition } from './projections.ts';
+export type { SqliteProjectionDefinition, SqliteProjectionContext, SqliteProjectionOptions } from './projections.ts';
