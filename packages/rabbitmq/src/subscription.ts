@@ -11,7 +11,8 @@
  *
  * Delivery semantics (the same verbs and failure rules as the log transports):
  * - `ack()` and `reject()` send basic.ack (reject runs after the router stored the dead letter;
- *   no broker dead-letter exchange is involved). Settling twice, or after the partition was
+ *   no broker dead-letter exchange is involved). Acks go out once per event-loop turn, a
+ *   contiguous run as one `multiple` ack; a close or revoke sends them before the channel closes. Settling twice, or after the partition was
  *   revoked or the subscription closed, is a no-op: the message comes back to the next owner.
  * - `nack()` (no delay) hands the message out again from this member, ahead of the messages
  *   not handed out yet, with `attempt` + 1. It stays unacked at the broker meanwhile, so it
@@ -97,6 +98,13 @@ interface PartState {
   /** Deliveries handed out (queued for the iterator or with the app) and not settled. */
   pending: number;
   readonly delaying: Set<Promise<void>>;
+  /** Delivery tags received on the channel, in order, from `outstandingHead` on not yet acked. */
+  outstanding: number[];
+  outstandingHead: number;
+  /** Tags settled for ack and not sent yet; tags acked one by one (out of order). */
+  readonly toAck: Set<number>;
+  readonly sentAlone: Set<number>;
+  ackFlushScheduled: boolean;
   settledWaiters: Array<() => void>;
   readonly gone: Promise<void>;
   markGone: () => void;
@@ -301,6 +309,11 @@ export class RabbitMqSubscription implements Subscription {
       bufferHead: 0,
       pending: 0,
       delaying: new Set(),
+      outstanding: [],
+      outstandingHead: 0,
+      toAck: new Set(),
+      sentAlone: new Set(),
+      ackFlushScheduled: false,
       settledWaiters: [],
       gone,
       markGone,
@@ -367,6 +380,7 @@ export class RabbitMqSubscription implements Subscription {
     await this.#waitSettled([s], this.#ctx.clock.monotonic() + this.#ctx.revokeTimeoutMs);
     await Promise.allSettled([...s.delaying]);
     s.clean = true;
+    this.#flushAcks(s);
     if (s.ch?.active) await s.ch.close().catch(() => {});
     else this.#finalize(s, false);
   }
@@ -408,6 +422,8 @@ export class RabbitMqSubscription implements Subscription {
   // ── deliveries ───────────────────────────────────────────────────────────
 
   #onMessage(s: PartState, msg: AsyncMessage): void {
+    // Every tag is recorded, even one left unacked (revoking): a multiple ack must never cover it.
+    s.outstanding.push(msg.deliveryTag);
     // While revoking, messages stay unacked here: the channel close returns them in order.
     if (s.phase !== 'active' && s.phase !== 'starting') return;
     if (s.phase === 'active' && !this.#closing && this.#inFlight < this.#maxInFlight && s.bufferHead >= s.buffer.length) {
@@ -473,11 +489,7 @@ export class RabbitMqSubscription implements Subscription {
     };
     const ack = (): void => {
       if (!settle() || !ch.active) return;
-      try {
-        ch.basicAck({ deliveryTag: tag });
-      } catch (e) {
-        sub.#ctx.onError(e);
-      }
+      sub.#ack(s, ch, tag);
     };
     /** Hands the message out again from here after `wait` ms, unless the partition moved on. */
     const redeliverHere = (nacks: number, wait: number): void => {
@@ -528,11 +540,58 @@ export class RabbitMqSubscription implements Subscription {
   async #redeliverLater(s: PartState, ch: Channel, msg: AsyncMessage, attempt: number, delayMs: number, fallback: () => void): Promise<void> {
     try {
       await this.#ctx.publishDelayed(s.queue, msg, attempt, delayMs);
-      if (ch.active) ch.basicAck({ deliveryTag: msg.deliveryTag });
+      if (ch.active && s.ch === ch) this.#ack(s, ch, msg.deliveryTag);
     } catch (e) {
       // Not republished: keep it here (unacked) and hand it out again after the delay.
       this.#ctx.onError(e);
       fallback();
+    }
+  }
+
+  /** Queues an ack; acks are flushed once per event-loop turn (see #flushAcks). */
+  #ack(s: PartState, ch: Channel, tag: number): void {
+    if (s.ch !== ch) return;
+    s.toAck.add(tag);
+    if (s.ackFlushScheduled) return;
+    s.ackFlushScheduled = true;
+    setImmediate(() => {
+      s.ackFlushScheduled = false;
+      this.#flushAcks(s);
+    });
+  }
+
+  /**
+   * Sends the queued acks of a partition channel: the run of acked tags at the head of the
+   * outstanding ones as one basic.ack with `multiple` (ending on a tag not acked before), the
+   * rest one by one (a message held by a slow or retrying handler must not hold back the acks
+   * of those after it). A tag still outstanding stops the run, so `multiple` never covers it.
+   */
+  #flushAcks(s: PartState): void {
+    const ch = s.ch;
+    if (!ch?.active || s.toAck.size === 0) {
+      s.toAck.clear();
+      return;
+    }
+    try {
+      let last: number | undefined;
+      while (s.outstandingHead < s.outstanding.length) {
+        const tag = s.outstanding[s.outstandingHead]!;
+        if (s.toAck.delete(tag)) last = tag;
+        else if (!s.sentAlone.delete(tag)) break;
+        s.outstandingHead++;
+      }
+      if (s.outstandingHead > 1024 && s.outstandingHead * 2 > s.outstanding.length) {
+        s.outstanding.splice(0, s.outstandingHead);
+        s.outstandingHead = 0;
+      }
+      if (last !== undefined) ch.basicAck({ deliveryTag: last, multiple: true });
+      for (const tag of s.toAck) {
+        ch.basicAck({ deliveryTag: tag });
+        s.sentAlone.add(tag);
+      }
+      s.toAck.clear();
+    } catch (e) {
+      this.#ctx.onError(e);
     }
   }
 
@@ -626,6 +685,7 @@ export class RabbitMqSubscription implements Subscription {
         }
         s.phase = s.phase === 'gone' ? 'gone' : 'revoking';
         s.clean = true;
+        this.#flushAcks(s);
         if (s.ch?.active) await s.ch.close().catch(() => {});
         this.#finalize(s, false);
       }),
