@@ -27,6 +27,10 @@
  *   their queued deliveries are dropped and their later acks are not committed, so the next
  *   owner reads them again (at-least-once). `lost` is reported when the member was expelled
  *   (its member id changed) or its consumer crashed.
+ * - `startFrom: 'latest'` applies to partitions without a committed offset: they start at the log end as of the
+ *   first fetch after the join (kafkajs resolves it there). Such partitions are shown (`assignment()`,
+ *   `onPartitions`) only once that fetch has returned, so a record published after the subscription shows a
+ *   partition is always read.
  * - A consumer crash is a loss of every partition (`lost: true`). kafkajs restarts the consumer
  *   after retriable errors; after a non-retriable one the subscription rejoins with a fresh
  *   kafkajs consumer (backoff 200 ms doubling, ≤ 5 s), and fails (`closed` rejects) after 5
@@ -36,7 +40,8 @@
  *   rebalance at once). Unsettled deliveries are abandoned unacked and redelivered.
  */
 import { setMaxListeners } from 'node:events';
-import type { Consumer, EachBatchPayload, Kafka as KafkaClient, KafkaMessage } from 'kafkajs';
+import kafkajs from 'kafkajs';
+import type { Consumer, EachBatchPayload, Kafka as KafkaClient, KafkaMessage, PartitionAssigner } from 'kafkajs';
 import {
   type Clock,
   type CloudEvent,
@@ -69,6 +74,12 @@ export interface KafkaConsumerTuning {
   readonly partitionsConsumedConcurrently?: number;
   /** Bytes per partition per fetch (default 1 MiB). */
   readonly maxBytesPerPartition?: number;
+  /**
+   * How long the group leader waits, once it has the members, before it sends the assignment (SyncGroup), ms
+   * (default 0). For coordinators that refuse a follower's SyncGroup arriving after the leader's — the librdkafka
+   * mock cluster answers it INVALID_REQUEST, which costs that member a rejoin. Only groups of two or more wait.
+   */
+  readonly leaderSyncDelayMs?: number;
 }
 
 export interface KafkaSubscriptionOptions extends SubscribeOptions {
@@ -123,6 +134,12 @@ export class KafkaSubscription implements Subscription {
   #committer: EachBatchPayload['commitOffsetsIfNecessary'] | undefined;
   #committing: Promise<void> | undefined;
   #closePromise: Promise<void> | undefined;
+  /**
+   * `startFrom: 'latest'`: partitions assigned at the last join whose start position kafkajs has not fixed yet (it
+   * asks the broker for the log end in the first fetch after a join). They are shown (assignment(), onPartitions)
+   * only after that fetch, so that whatever is published once they are shown is read.
+   */
+  #held: { readonly partitions: readonly number[]; readonly fetching: Set<number> } | undefined;
 
   constructor(options: KafkaSubscriptionOptions) {
     this.#o = options;
@@ -188,7 +205,9 @@ export class KafkaSubscription implements Subscription {
   async #startConsumer(): Promise<void> {
     if (this.#closing) return;
     const t = this.#o.tuning;
+    const syncDelayMs = t.leaderSyncDelayMs ?? 0;
     const consumer = this.#o.kafka.consumer({
+      ...(syncDelayMs > 0 ? { partitionAssigners: [delayedAssigner(kafkajs.PartitionAssigners.roundRobin, syncDelayMs, this.#clock)] } : {}),
       groupId: this.group,
       sessionTimeout: t.sessionTimeoutMs ?? 30_000,
       rebalanceTimeout: t.rebalanceTimeoutMs ?? 60_000,
@@ -200,12 +219,23 @@ export class KafkaSubscription implements Subscription {
     });
     this.#consumer = consumer;
     this.#committer = undefined;
-    const { GROUP_JOIN, REBALANCING, CRASH } = consumer.events;
+    const { GROUP_JOIN, REBALANCING, CRASH, FETCH_START, FETCH } = consumer.events;
     consumer.on(GROUP_JOIN, (e) => {
       if (this.#consumer === consumer) this.#onJoin(e.payload.memberId, e.payload.memberAssignment[this.topic] ?? []);
     });
     consumer.on(REBALANCING, () => {
       if (this.#consumer === consumer) this.#onRebalancing();
+    });
+    // A fetch that started after the join has fixed the start position of every assigned partition (kafkajs resolves
+    // the offsets of the whole assignment before it sends the Fetch request, and emits FETCH when that returns).
+    consumer.on(FETCH_START, (e) => {
+      if (this.#consumer === consumer) this.#held?.fetching.add(e.payload.nodeId);
+    });
+    consumer.on(FETCH, (e) => {
+      if (this.#consumer !== consumer || !this.#held?.fetching.has(e.payload.nodeId)) return;
+      const { partitions } = this.#held;
+      this.#held = undefined;
+      this.#show(partitions);
     });
     consumer.on(CRASH, (e) => {
       if (this.#consumer === consumer) this.#onCrash(e.payload.error, e.payload.restart);
@@ -238,6 +268,7 @@ export class KafkaSubscription implements Subscription {
         }
       });
     }
+    this.#held = undefined;
     this.#commitTimer?.cancel();
     this.#commitTimer = undefined;
     await this.#committing;
@@ -266,23 +297,32 @@ export class KafkaSubscription implements Subscription {
     const now = new Set(assigned);
     const revoked = [...this.#parts.keys()].filter((p) => lost || !now.has(p)).sort((a, b) => a - b);
     for (const p of revoked) this.#revoke(p, lost ? 'expelled from the group' : 'rebalanced to another member');
-    const added: number[] = [];
-    for (const p of [...now].sort((a, b) => a - b)) {
-      if (this.#parts.has(p)) continue;
-      const controller = new AbortController();
-      // The router's queued and retrying deliveries of this partition listen on it (bounded by maxInFlight).
-      setMaxListeners(0, controller.signal);
-      this.#parts.set(p, { partition: p, controller, tracker: undefined, pending: 0, paused: false, settledWaiters: [] });
-      added.push(p);
-    }
-    if (added.length > 0 || revoked.length > 0) this.#notify({ assigned: added, revoked, lost });
+    const added = [...now].filter((p) => !this.#parts.has(p)).sort((a, b) => a - b);
+    // 'latest': new partitions are shown once the next fetch has fixed where they start (see #held).
+    this.#held = this.#o.startFrom === 'latest' && added.length > 0 ? { partitions: added, fetching: new Set() } : undefined;
+    if (this.#held) {
+      if (revoked.length > 0) this.#notify({ assigned: [], revoked, lost });
+    } else this.#show(added, revoked, lost);
     // Acks of kept partitions that could not be committed during the rebalance go out now, in the new generation.
     if ([...this.#parts.values()].some((s) => s.tracker?.dirty)) this.#scheduleCommit();
     // Partitions this subscription paused stay paused in kafkajs across a rebalance; resume the ones with room.
     this.#resumeWithRoom();
   }
 
+  /** Starts owning `added` (and tells onPartitions, with the partitions just revoked). */
+  #show(added: readonly number[], revoked: readonly number[] = [], lost = false): void {
+    if (this.#closing) return;
+    for (const p of added) {
+      const controller = new AbortController();
+      // The router's queued and retrying deliveries of this partition listen on it (bounded by maxInFlight).
+      setMaxListeners(0, controller.signal);
+      this.#parts.set(p, { partition: p, controller, tracker: undefined, pending: 0, paused: false, settledWaiters: [] });
+    }
+    if (added.length > 0 || revoked.length > 0) this.#notify({ assigned: [...added], revoked: [...revoked], lost });
+  }
+
   #onRebalancing(): void {
+    this.#held = undefined; // the next join decides again
     // Commit what is acked before the partitions can move (best effort: refused by the librdkafka mock).
     if (this.#closing || ![...this.#parts.values()].some((s) => s.tracker?.dirty)) return;
     this.#commitTimer?.cancel();
@@ -297,6 +337,7 @@ export class KafkaSubscription implements Subscription {
     for (const p of revoked) this.#revoke(p, `consumer crashed: ${error.message}`);
     this.#kafkaMemberId = undefined;
     this.#committer = undefined;
+    this.#held = undefined;
     if (revoked.length > 0) this.#notify({ assigned: [], revoked, lost: true });
     if (restart) return; // kafkajs restarts it (retriable errors)
     // kafkajs gives up on non-retriable errors (for one, the librdkafka mock answers a follower's SyncGroup that
@@ -320,6 +361,8 @@ export class KafkaSubscription implements Subscription {
     if (!s) return;
     s.controller.abort(new HeraldError('HERALD_ERR_LEASE_LOST', `partition ${partition} of "${this.topic}" revoked from ${this.memberId}: ${why}`));
     this.#parts.delete(partition);
+    // kafkajs keeps a partition's pause across rebalances: were it assigned here again, it would never be fetched.
+    if (s.paused) this.#resumeInKafka([partition]);
     this.#dropReady(partition);
     this.#inFlight -= s.pending;
     s.pending = 0;
@@ -375,7 +418,15 @@ export class KafkaSubscription implements Subscription {
         resume.push(s.partition);
       }
     }
-    if (resume.length > 0) consumer.resume([{ topic: this.topic, partitions: resume }]);
+    if (resume.length > 0) this.#resumeInKafka(resume);
+  }
+
+  #resumeInKafka(partitions: number[]): void {
+    try {
+      this.#consumer?.resume([{ topic: this.topic, partitions }]);
+    } catch {
+      // The consumer is not running (it crashed or is stopping): a new one starts with nothing paused.
+    }
   }
 
   #makeDelivery(s: PartitionState, m: KafkaMessage, offset: number, attempt: number, prior?: Delivery): Delivery {
@@ -534,6 +585,22 @@ export class KafkaSubscription implements Subscription {
       this.#o.onError?.(e);
     }
   }
+}
+
+/** `inner` (same protocol name, so members without the delay agree on it), whose leader waits `delayMs` before assigning a group of two or more. */
+function delayedAssigner(inner: PartitionAssigner, delayMs: number, clock: Clock): PartitionAssigner {
+  return (config) => {
+    const a = inner(config);
+    return {
+      name: a.name,
+      version: a.version,
+      protocol: (subscription) => a.protocol(subscription),
+      assign: async (group) => {
+        if (group.members.length > 1) await clock.sleep(delayMs);
+        return a.assign(group);
+      },
+    };
+  };
 }
 
 function headersForRaw(h: KafkaMessage['headers']): Record<string, string> {
