@@ -144,8 +144,9 @@ const EVENT_STORE_COMPONENT = 'herald_eventstore';
 
 /**
  * Event store migrations (component `herald_eventstore`), same rules as `MIGRATIONS`.
- * Global positions are assigned from `herald_es_head.next_position` (never from max(position):
- * tombstoning the newest stream must not make a position come back).
+ * A global position is one more than the last ever assigned: max(position), or the high-water
+ * mark a tombstone leaves in `herald_es_head` (deleting the newest events must not make their
+ * positions come back).
  */
 const EVENT_STORE_MIGRATIONS: readonly string[] = [
   `

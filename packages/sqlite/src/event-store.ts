@@ -3,7 +3,8 @@
  * that opens it (WAL mode). Passes `describeEventStoreContract` unmodified.
  *
  * Tables (component `herald_eventstore`, see database.ts): `herald_es_events` (one row per
- * event; the global position is the rowid, assigned from `herald_es_head`), unique indexes on
+ * event; the global position is the rowid: one more than the last position ever assigned, which
+ * `herald_es_head` remembers across tombstones), unique indexes on
  * (stream, version) and on the event id (ids are unique in a store), an index on (category, position); `herald_es_streams`
  * only for streams with metadata, a soft delete or a tombstone.
  *
@@ -132,6 +133,18 @@ const STATE_SOFT = 1;
 const STATE_TOMB = 2;
 /** Streams remembered by the write cache before it starts over. */
 const WRITE_CACHE_STREAMS = 100_000;
+
+/**
+ * The last position ever assigned: the newest event's rowid, or the high-water mark kept in
+ * `herald_es_head` when tombstoning removed the newest events. Appends do not write the head
+ * row (one page less per commit); only a tombstone does.
+ */
+export function lastPosition(db: SqliteDatabase): number {
+  return db
+    .statement('SELECT max(coalesce((SELECT max(position) FROM herald_es_events), 0), (SELECT next_position - 1 FROM herald_es_head WHERE id = 1))')
+    .pluck()
+    .get() as number;
+}
 
 /** Synchronous reads for Herald's SQLite projections (not public API). */
 export const READ_ALL_SYNC: unique symbol = Symbol('herald.sqlite.readAllSync');
@@ -327,7 +340,7 @@ export class SqliteEventStore implements EventStore {
     const db = this.database;
     this.#validateCache();
     // Statements are cached per connection with their mode: every SQL text here is used with one mode only.
-    const start = db.statement('SELECT next_position FROM herald_es_head WHERE id = 1').pluck().get() as number;
+    const start = lastPosition(db) + 1;
     let next = start;
     const now = this.#clock.now();
     const hooks = [...this.#inline];
@@ -349,7 +362,6 @@ export class SqliteEventStore implements EventStore {
         else out[i] = { error: storageError(`append to stream "${p.streamId}" failed`, e) };
       }
     }
-    if (next !== start) db.statement('UPDATE herald_es_head SET next_position = ? WHERE id = 1').run(next);
     for (const h of hooks) h.end(BigInt(next - 1));
     return out;
   }
@@ -532,7 +544,7 @@ export class SqliteEventStore implements EventStore {
     const db = this.database;
     return db.read(() => {
       // The head first: every position up to it is committed, so the page below is gap-free up to it.
-      const head = (db.statement('SELECT next_position FROM herald_es_head WHERE id = 1').pluck().get() as number) - 1;
+      const head = lastPosition(db);
       const events: RecordedEvent[] = [];
       if (direction === 'forward') {
         const from = after === undefined ? 0 : Number(after);
@@ -622,7 +634,7 @@ export class SqliteEventStore implements EventStore {
 
   #head(): number {
     const db = this.database;
-    return db.read(() => (db.statement('SELECT next_position FROM herald_es_head WHERE id = 1').pluck().get() as number) - 1);
+    return db.read(() => lastPosition(db));
   }
 
   // ------------------------------------------------------------------------------- streams
@@ -687,6 +699,8 @@ export class SqliteEventStore implements EventStore {
       if (row?.state === STATE_TOMB) throw streamDeleted(streamId);
       const version = this.#lastVersion(streamId);
       checkExpected(streamId, expected, version, row ? (row.state === STATE_SOFT ? 'soft_deleted' : 'live') : version > 0 ? 'live' : 'none');
+      // Keep the high-water mark: positions of deleted events are never handed out again.
+      db.statement('UPDATE herald_es_head SET next_position = ? WHERE id = 1 AND next_position < ?').run(lastPosition(db) + 1, lastPosition(db) + 1);
       db.statement('DELETE FROM herald_es_events WHERE stream_id = ?').run(streamId);
       db.statement('INSERT INTO herald_es_streams (stream_id, state) VALUES (?, ?) ON CONFLICT (stream_id) DO UPDATE SET state = excluded.state').run(streamId, STATE_TOMB);
     });

@@ -52,7 +52,7 @@ import type {
 import { categoryOf, checkCategory, checkRebuildOptions, closedError, invalidArgument, projectionFailed, resolveRetry, retryDelay, wants } from '@herald/eventsourcing/internal';
 import type Database from 'better-sqlite3';
 import type { SqliteDatabase } from './database.ts';
-import { READ_ALL_SYNC, type SqliteEventStore } from './event-store.ts';
+import { lastPosition, READ_ALL_SYNC, type SqliteEventStore } from './event-store.ts';
 
 export interface SqliteProjectionContext {
   /** The connection (inside Herald's write transaction: do not begin or commit). */
@@ -320,7 +320,7 @@ export class SqliteProjection implements Projection {
   }
 
   #head(): bigint {
-    return BigInt((this.#db.statement('SELECT next_position FROM herald_es_head WHERE id = 1').pluck().get() as number) - 1);
+    return BigInt(lastPosition(this.#db));
   }
 
   /** Creates the live tables and the registry row on first use; a restart clears a failed status. */
