@@ -14,6 +14,11 @@
  *   so sessions must exceed 3 000 ms for a first join to succeed;
  * - offsets may not be committed while the group is "Joining" (a real broker accepts commits
  *   of the current generation during PreparingRebalance);
+ * - a group whose last member left stays "Joining" for session − 1 000 ms: a member joining
+ *   meanwhile waits for the rest of that time;
+ * - a follower's SyncGroup that arrives after the leader's is answered INVALID_REQUEST (a real
+ *   broker answers it with the assignment); a member that joined but did not sync stays in the
+ *   group until its session expires;
  * - no persistence, no restart (the process dies with its data), no replication, no ACLs.
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
