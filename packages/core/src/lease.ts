@@ -223,6 +223,15 @@ export class PartitionBalancer {
     return this.#tickPromise;
   }
 
+  /**
+   * Forgets `partition` without releasing it: its reader found the lease gone (a fenced write
+   * was refused). The next round takes it again, under a new epoch, if it is still this
+   * member's share.
+   */
+  forget(partition: number): void {
+    this.#owned.delete(partition);
+  }
+
   /** Gives up every partition cleanly (draining each), leaves the group. Idempotent. */
   async stop(): Promise<void> {
     if (this.#stopped) return;

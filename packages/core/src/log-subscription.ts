@@ -174,7 +174,14 @@ export class LogSubscription implements Subscription {
         committed = await this.#o.source.head(partition);
       }
     } catch (e) {
+      // Could not read where to start: try again while the partition is still ours, so it is
+      // not left owned but unread until the lease runs out.
       this.#o.onError?.(e);
+      this.#clock.setTimer(() => {
+        if (this.#closing || this.#parts.has(partition)) return;
+        if (this.#balancer && this.#balancer.fence(partition) === undefined) return;
+        void this.assign(partition, this.#balancer?.fence(partition) ?? grant);
+      }, COMMIT_RETRY_MS);
       return;
     }
     if (this.#closing || this.#parts.has(partition)) return;
@@ -336,7 +343,7 @@ export class LogSubscription implements Subscription {
           if (this.#closing) return;
           if (s.revoking || s.fetching) continue;
           if (this.#balancer && !this.#balancer.isSafe(s.partition)) continue;
-          const room = Math.min(this.#maxInFlight - this.#inFlight, this.#maxUncommitted - (s.readPos - s.tracker.committed));
+          const room = Math.min(this.#maxInFlight - this.#inFlight, this.#maxUncommitted - s.tracker.uncommitted);
           if (room <= 0) continue;
           s.fetching = true;
           let records: readonly LogRecord[];
@@ -480,6 +487,7 @@ export class LogSubscription implements Subscription {
     } catch (e) {
       if (isHeraldError(e, 'HERALD_ERR_LEASE_LOST')) {
         this.#o.onError?.(e);
+        this.#balancer?.forget(s.partition);
         if (this.#parts.get(s.partition) === s && !s.revoking) void this.revoke(s.partition, true);
       } else {
         // A store hiccup: try again soon, not only when the watermark next moves (a quiet

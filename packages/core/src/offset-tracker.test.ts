@@ -29,3 +29,19 @@ test('tracking out of order is a typed error; unknown and repeated acks are igno
   assert.equal(t.ack(11), true);
   assert.equal(t.ack(11), false);
 });
+
+test('uncommitted counts delivered messages above the committed position, whatever the gaps', () => {
+  const t = new OffsetTracker(-1);
+  for (const o of [10, 20, 30, 40]) t.track(o);
+  assert.equal(t.uncommitted, 4);
+  t.ack(10);
+  t.ack(20);
+  assert.equal(t.uncommitted, 4, 'done but not committed still counts');
+  t.markCommitted(t.watermark);
+  assert.equal(t.uncommitted, 2);
+  t.ack(40);
+  assert.equal(t.uncommitted, 2, '40 is done but 30 holds the watermark');
+  t.ack(30);
+  t.markCommitted(t.watermark);
+  assert.equal(t.uncommitted, 0);
+});

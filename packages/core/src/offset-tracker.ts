@@ -15,6 +15,9 @@ export class OffsetTracker {
   readonly #slots: Slot[] = [];
   #head = 0;
   readonly #byOffset = new Map<number, Slot>();
+  /** Offsets done and passed by the watermark but not yet committed, oldest first. */
+  readonly #doneUncommitted: number[] = [];
+  #doneHead = 0;
   #watermark: number;
   #lastTracked: number;
   #committed: number;
@@ -46,6 +49,7 @@ export class OffsetTracker {
     let moved = false;
     while (this.#head < this.#slots.length && this.#slots[this.#head]!.done) {
       this.#watermark = this.#slots[this.#head]!.offset;
+      this.#doneUncommitted.push(this.#watermark);
       this.#head++;
       moved = true;
     }
@@ -76,9 +80,9 @@ export class OffsetTracker {
     return this.#watermark > this.#committed;
   }
 
-  /** Delivered offsets above the committed position (done or not): what a restart would redeliver. */
+  /** Delivered offsets above the committed position (done or not): what a restart would redeliver. Exact, whatever the gaps between offsets. */
   get uncommitted(): number {
-    return this.#slots.length - this.#head + (this.#watermark > this.#committed ? this.#countDoneAbove() : 0);
+    return this.#slots.length - this.#head + (this.#doneUncommitted.length - this.#doneHead);
   }
 
   /** Delivered and not yet done. */
@@ -88,11 +92,11 @@ export class OffsetTracker {
 
   markCommitted(position: number): void {
     if (position > this.#committed) this.#committed = position;
-  }
-
-  #countDoneAbove(): number {
-    // Offsets between committed and watermark were popped already; they are uncommitted too.
-    // Their exact count is not kept (gaps allowed); the distance is an upper bound good enough for backpressure.
-    return Math.max(0, Math.min(this.#watermark - this.#committed, Number.MAX_SAFE_INTEGER));
+    const done = this.#doneUncommitted;
+    while (this.#doneHead < done.length && done[this.#doneHead]! <= this.#committed) this.#doneHead++;
+    if (this.#doneHead > 1024 && this.#doneHead * 2 > done.length) {
+      done.splice(0, this.#doneHead);
+      this.#doneHead = 0;
+    }
   }
 }

@@ -139,3 +139,28 @@ test('a handler past its time limit sees its signal abort; the failure is HERALD
   await consumer.close();
   await transport.close();
 });
+
+test('close returns promptly with work queued behind a blocked handler (no nack/redeliver spin)', async () => {
+  const transport = createMemoryTransport({ defaultPartitions: 1 });
+  const publisher = createPublisher({ transport, source: 'test' });
+  const topic = `t-${randomUUID()}`;
+  let release!: () => void;
+  const blocked = new Promise<void>((r) => (release = r));
+  let started = 0;
+  const consumer = createConsumer({ transport, group: 'g', deadLetters: new MemoryDeadLetterStore(), concurrency: 1 });
+  consumer.handle(Placed, async () => {
+    started++;
+    await blocked;
+  }, { topic });
+  await consumer.start();
+  for (let i = 0; i < 5; i++) await publisher.publish(Placed, { orderId: `k${i}`, n: i }, { topic });
+  await waitFor(() => started === 1, 'the first handler to start');
+  const timer = setTimeout(release, 300);
+  const t0 = Date.now();
+  await consumer.close({ timeoutMs: 1000 });
+  clearTimeout(timer);
+  release();
+  assert.ok(Date.now() - t0 < 1500, `close took ${Date.now() - t0} ms`);
+  assert.equal(started, 1, 'nothing new started after close began');
+  await transport.close();
+});

@@ -341,8 +341,10 @@ class ConsumerRuntime implements Consumer {
     try {
       for await (const d of sub) {
         if (this.#closing) {
+          // Stop pulling: a nacked delivery is redelivered into the subscription, and pulling it
+          // again here would spin until the subscription closes.
           d.nack();
-          continue;
+          break;
         }
         this.#stats.received++;
         const gate = state.loading.get(d.partition);
