@@ -407,8 +407,13 @@ export class SqliteProjection implements Projection {
         }
       } catch (e) {
         if (this.#closed) return;
+        if (isHeraldError(e, 'HERALD_ERR_CLOSED')) {
+          // The store (or its database) was closed under the runner: stop; waiters see CLOSED.
+          for (const n of [...this.#notify]) n();
+          return;
+        }
         attempt++;
-        if (attempt >= this.#retry.maxAttempts || (isHeraldError(e) && e.code === 'HERALD_ERR_CLOSED')) {
+        if (attempt >= this.#retry.maxAttempts) {
           this.#fail(from, e);
           return;
         }
