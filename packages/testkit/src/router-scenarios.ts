@@ -106,6 +106,7 @@ class RouterHarness {
     await c.start();
     const P = await this.h.partitions();
     await waitFor(() => new Set(c.assignment(this.h.topic)).size === P, {
+      timeoutMs: this.h.groupWaitMs,
       what: () => `consumer of ${group} to own every partition (owns [${c.assignment(this.h.topic).join(',')}] of ${P})`,
     });
     return c;

@@ -272,7 +272,7 @@ export const redeliveryAfterMemberLost: TransportScenario = (t, options) =>
     await within(a.close({ timeoutMs: 100 }), 1500, 'A.close({ timeoutMs: 100 }) with unacked deliveries');
     const took = performance.now() - t0;
     assert.ok(took < 1000, `A.close({ timeoutMs: 100 }) took ${took.toFixed(0)} ms`);
-    await h.waitIds([cb], held, 'B receives what A held unacked when it left');
+    await h.waitIds([cb], held, 'B receives what A held unacked when it left', h.groupWaitMs);
     await h.waitAssigned([b], P, 'B owns every partition');
     await sleep(SETTLE_MS);
     assertDelivered(idsOf(msgs), cb.ids(), { label: 'B: its own messages plus those A left unacked, each once' });
@@ -306,7 +306,7 @@ export const redeliveryAfterMemberTransportClosed: TransportScenario = (t, optio
     // A's whole process goes away: its transport closes with deliveries unsettled.
     await within(h.transport.close({ timeoutMs: 100 }), 1500, 'closing A’s transport with unacked deliveries');
     await within(a.closed, 1000, 'A’s subscription closed with its transport');
-    await h.waitIds([cb], held, 'the other instance receives what A’s process held unacked');
+    await h.waitIds([cb], held, 'the other instance receives what A’s process held unacked', h.groupWaitMs);
     await h.waitAssigned([b], P, 'B owns every partition');
     await sleep(SETTLE_MS);
     assertDelivered(idsOf(msgs), cb.ids(), { label: 'B: its own messages plus those A’s process left unacked, each once' });
@@ -319,7 +319,7 @@ export const newGroupReplaysFromStart: TransportScenario = (t, options) =>
     await h.transport.publish(h.topic, history); // before any group exists
     const s1 = h.subscribe(h.transport, { group: h.group() });
     const c1 = h.consume(s1, 'group 1');
-    await h.waitIds([c1], idsOf(history), 'a new group reads retained history');
+    await h.waitIds([c1], idsOf(history), 'a new group reads retained history', h.groupWaitMs);
     const s2 = h.subscribe(h.transport, { group: h.group() });
     const c2 = h.consume(s2, 'group 2');
     await h.waitIds([c2], idsOf(history), 'a second new group reads it from the start too');
@@ -424,7 +424,7 @@ export const resumeFromCommitted: TransportScenario = (t, options) =>
     await within(s1.close({ timeoutMs: 100 }), 1500, 'close({ timeoutMs: 100 })');
     const s2 = h.subscribe(h.transport, { group });
     const c2 = h.consume(s2, 'resumed');
-    await h.waitIds([c2], idsOf(unacked), 'after re-subscribe, the unacked messages');
+    await h.waitIds([c2], idsOf(unacked), 'after re-subscribe, the unacked messages', h.groupWaitMs);
     await sleep(SETTLE_MS);
     assertDelivered(idsOf(unacked), c2.ids(), { label: 'resume from the committed position: unacked ones again, acked ones never' });
   });
@@ -451,7 +451,7 @@ export const closeWhileUnsettled: TransportScenario = (t, options) =>
     await within(s1.close(), 1000, 'a second close() (idempotent)');
     const s2 = h.subscribe(h.transport, { group });
     const c2 = h.consume(s2, 'next');
-    await h.waitIds([c2], [m.envelope.id], 'the abandoned message is redelivered to the next subscriber');
+    await h.waitIds([c2], [m.envelope.id], 'the abandoned message is redelivered to the next subscriber', h.groupWaitMs);
     await sleep(SETTLE_MS);
     assertDelivered([m.envelope.id], c2.ids(), { label: 'next subscriber' });
     assert.equal(c1.errors.length, 0, `collector errors: ${c1.errors.map(String).join('; ')}`);

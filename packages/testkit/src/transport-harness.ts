@@ -33,7 +33,8 @@ export interface TransportContractOptions {
    * How long a consumer group may take to form or rebalance, ms (default 2000, the wait every
    * other step keeps). Only for brokers whose coordinator itself delays joins — e.g. librdkafka's
    * mock cluster holds a new group's first join for 3 s and every rebalance for the session
-   * timeout − 1 s. Applies to the waits for partition assignment, nothing else.
+   * timeout − 1 s. Applies only to waits that depend on the group forming or rebalancing:
+   * partition assignment, and the redeliveries that follow a member leaving or joining.
    */
   readonly groupWaitMs?: number;
   /**
@@ -162,6 +163,11 @@ export class TransportHarness {
     return Array.from({ length: count }, (_, j) => this.message(from + j, keyOf(from + j)));
   }
 
+  /** How long a wait that depends on the group forming or rebalancing may take (the `groupWaitMs` option, at least the default). */
+  get groupWaitMs(): number {
+    return Math.max(DEFAULT_WAIT_MS, this.options.groupWaitMs ?? DEFAULT_WAIT_MS);
+  }
+
   /** Waits until the subscriptions' assignments cover every partition exactly once (and, with `each`, every one owns some). */
   async waitAssigned(subs: readonly Subscription[], partitions: number, what: string, each = false): Promise<void> {
     await waitFor(
@@ -171,7 +177,7 @@ export class TransportHarness {
         return all.length === partitions && new Set(all).size === partitions && (!each || as.every((a) => a.length > 0));
       },
       {
-        timeoutMs: Math.max(DEFAULT_WAIT_MS, this.options.groupWaitMs ?? DEFAULT_WAIT_MS), what: () => `${what}: assignments ${subs.map((s) => `[${s.assignment().join(',')}]`).join(' ')} should cover ${partitions} partitions once${each ? ', each member owning some' : ''}` },
+        timeoutMs: this.groupWaitMs, what: () => `${what}: assignments ${subs.map((s) => `[${s.assignment().join(',')}]`).join(' ')} should cover ${partitions} partitions once${each ? ', each member owning some' : ''}` },
     );
   }
 
