@@ -31,6 +31,9 @@ describe('nats', { skip }, () => {
     create: async () => createNatsTransport({ ...timing }),
     // Another connection: what another process sees.
     createInGroup: async () => createNatsTransport({ ...timing }),
+    // A rebalance is several KV round trips per member and partition; on a loaded 2-core CI
+    // machine (other suites in parallel) one took over 2 s once. Only group waits get longer.
+    groupWaitMs: 5000,
   });
 
   describe('reconnect (private nats-server, restarted mid-flow)', () => {
