@@ -4,17 +4,16 @@
 //
 // On the mock (group timings in test-support.ts):
 // - groupWaitMs is MOCK_GROUP_WAIT_MS (13 000 ms): the mock holds a new group's first join 3 000 ms and every
-//   later rebalance session − 1 000 ms (3 000 ms), and a member that loses the mock's SyncGroup race rejoins while
-//   its old member lingers for a session;
-// - cannotChoosePartitions: the mock has no CreateTopics, so ensureTopic's partition-count scenario skips;
-// - eleven scenarios are skipped, by name, because the suite waits for a group to form or rebalance with its fixed
-//   2 000 ms bound instead of groupWaitMs (MOCK_ONLY_GAPS below says where). They cannot pass on the mock
-//   whatever the transport does: its group coordinator alone takes 3 000 ms there. They pass against the mock when
-//   those waits use groupWaitMs (checked with a copy of the testkit patched that way; HERALD_KAFKA_CONTRACT_ALL=1
-//   runs them here anyway, to see them fail on the 2 s bound), and kafka.int.test.ts checks the same behaviours
-//   on the mock with group waits of its own.
+//   later rebalance session − 1 000 ms (3 000 ms), and a member that loses the mock's SyncGroup race anyway
+//   rejoins while its old member lingers for a session;
+// - cannotChoosePartitions: the mock has no CreateTopics, so the partition-count scenario skips;
+// - one scenario is skipped, by name: it waits for a second new group to form with the suite's fixed 2 000 ms
+//   bound instead of groupWaitMs (MOCK_ONLY_GAPS says where), and the mock's coordinator alone takes 3 000 ms to
+//   answer a new group's first join. HERALD_KAFKA_CONTRACT_ALL=1 runs it anyway (to see it fail on that bound);
+//   it passes on the mock once that wait uses groupWaitMs (checked with the testkit patched so), and
+//   kafka.int.test.ts checks the same behaviour there with group waits of its own.
 // Every other scenario runs as the testkit wrote it: same functions, options, titles and 30 s timeouts as
-// describeTransportContract (which is used as is with KAFKA_BROKERS), CONTRACT_STRESS included.
+// describeTransportContract (used as is with KAFKA_BROKERS), CONTRACT_STRESS included.
 import { describe, it } from 'node:test';
 import type { Transport } from '@herald/core';
 import { describeTransportContract, routerScenarios, stressCount, type TransportContractOptions, transportScenarios } from '@herald/testkit';
@@ -30,25 +29,10 @@ const options: TransportContractOptions = {
   ...(externalBrokers ? {} : { cannotChoosePartitions: 'the librdkafka mock cluster has no CreateTopics: it auto-creates every topic with 4 partitions' }),
 };
 
-const FIRST_JOIN = 'the mock answers a new group’s first join only after a fixed 3 000 ms';
-const REBALANCE = 'the mock reassigns a group’s partitions only session − 1 000 ms (3 000 ms) after a member left';
-const REJOIN = 'the mock answers a join that follows the last member’s leave only session − 1 000 ms (3 000 ms) after that leave';
-const waitsTwoSeconds = (where: string, why: string): string =>
-  `cannot pass on the librdkafka mock: the testkit bounds its wait for ${where} at a fixed 2 000 ms, not groupWaitMs, and ${why}`;
-
-/** Scenarios whose waits for a group to form or rebalance do not use groupWaitMs (testkit bug), with where. */
+/** Scenarios that wait for a group to form or rebalance with the suite's fixed 2 s bound, not groupWaitMs (a testkit gap), and where. */
 const MOCK_ONLY_GAPS: Readonly<Record<string, string>> = {
-  'redelivery of a lost member’s unacked messages to the survivor': waitsTwoSeconds('"B receives what A held unacked when it left" right after A left (transport-contract.ts, redeliveryAfterMemberLost)', REBALANCE),
-  'redelivery when a member’s whole transport (process) closes without acking': waitsTwoSeconds('"the other instance receives what A’s process held unacked" right after A’s transport closed (redeliveryAfterMemberTransportClosed)', REBALANCE),
-  'a new group replays from the start; latest starts at the head': waitsTwoSeconds('"a new group reads retained history" right after subscribing a new group (newGroupReplaysFromStart)', FIRST_JOIN),
-  'resume from the committed position after close and re-subscribe': waitsTwoSeconds('"after re-subscribe, the unacked messages" right after the only member left and another joined (resumeFromCommitted)', REJOIN),
-  'close while a delivery is unsettled: bounded, redelivered to the next subscriber': waitsTwoSeconds('"the abandoned message is redelivered to the next subscriber" right after the only member left and another joined (closeWhileUnsettled)', REJOIN),
-  'per-key order under parallelism (16 keys × 50, concurrency 8)': waitsTwoSeconds('the new consumer to own every partition (router-scenarios.ts, RouterHarness.consumer)', FIRST_JOIN),
-  'dead letter after maxAttempts; later messages of the key continue': waitsTwoSeconds('the new consumer to own every partition (RouterHarness.consumer)', FIRST_JOIN),
-  'a PermanentError goes to dead letters after one attempt': waitsTwoSeconds('the new consumer to own every partition (RouterHarness.consumer)', FIRST_JOIN),
-  'redrive reaches only the failed group': waitsTwoSeconds('the new consumer to own every partition (RouterHarness.consumer)', FIRST_JOIN),
-  'park the key: later messages parked in order, redrive drains them and unparks': waitsTwoSeconds('the new consumer to own every partition (RouterHarness.consumer)', FIRST_JOIN),
-  'a redrive that fails again keeps the key parked; a later one drains it': waitsTwoSeconds('the new consumer to own every partition (RouterHarness.consumer)', FIRST_JOIN),
+  'a new group replays from the start; latest starts at the head':
+    'cannot pass on the librdkafka mock: the testkit bounds its wait for "a second new group reads it from the start too" (transport-contract.ts, newGroupReplaysFromStart), right after subscribing a new group, at a fixed 2 000 ms, not groupWaitMs, and the mock answers a new group’s first join only after a fixed 3 000 ms',
 };
 
 for (const title of Object.keys(MOCK_ONLY_GAPS)) {
