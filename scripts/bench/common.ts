@@ -101,19 +101,31 @@ export async function repeat<T>(label: string, runs: number, fn: (run: number) =
   return out;
 }
 
+/** The sections of `npm run bench`, in the order they run; `--only` takes these names. */
+export const SECTIONS = ['memory', 'sqlite', 'nats', 'redis', 'rabbitmq', 'kafka', 'mqtt', 'event-store'] as const;
+export type Section = (typeof SECTIONS)[number];
+
 export interface Row {
-  readonly suite: 'memory' | 'sqlite';
+  readonly suite: Section;
   readonly case: string;
   readonly messages: number;
-  /** msg/s, median of the runs. */
+  /** msg/s (events/s in the event-store section), median of the runs where the row has several. */
   readonly rate: number;
   readonly p50Ms?: number;
   readonly p99Ms?: number;
   /** rate / the peer's rate, when the row has a peer. */
   ratio?: number;
-  /** Which row the ratio is against. */
+  /** Which row the ratio is against (its `case`). */
   ratioVs?: string;
-  readonly runs: readonly number[];
+  /**
+   * What the row measures, for the goals: `throughput` (rate as fast as it goes), `latency` (an
+   * open-loop row at a fixed rate: p50/p99 are the point, the rate only shows it kept up).
+   */
+  readonly kind?: 'throughput' | 'latency';
+  /** False for rows that are reported but not held to a goal (Kafka on the librdkafka mock). */
+  readonly judged?: boolean;
+  /** Per-run rates, when the section reports them. */
+  readonly runs?: readonly number[];
   readonly note?: string;
 }
 
