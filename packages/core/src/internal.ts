@@ -2,3 +2,4 @@
 export { RoundRobin } from './partitioner.ts';
 export { pageLimit } from './dead-letter.ts';
 export { tooLarge } from './memory-transport.ts';
+export { positiveInt, nonNegativeInt, positiveNumber, nonNegativeNumber, partitionCount } from './options.ts';

@@ -24,6 +24,7 @@ import {
   type SubscribeOptions,
   type Subscription,
 } from './transport.ts';
+import { positiveInt } from './options.ts';
 
 /** One stored record of a partition. Either `envelope` (by reference) or `raw` (JSON) is set. */
 export interface LogRecord {
@@ -126,9 +127,9 @@ export class LogSubscription implements Subscription {
     this.group = options.group;
     this.memberId = options.memberId ?? `m-${process.pid}-${Date.now().toString(36)}-${(memberSeq++).toString(36)}`;
     this.#clock = options.clock ?? systemClock;
-    this.#maxInFlight = positive('maxInFlight', options.maxInFlight ?? DEFAULT_MAX_IN_FLIGHT);
-    this.#maxUncommitted = positive('maxUncommittedPerPartition', options.maxUncommittedPerPartition ?? DEFAULT_MAX_UNCOMMITTED_PER_PARTITION);
-    this.#fetchBatch = positive('fetchBatch', options.fetchBatch ?? 256);
+    this.#maxInFlight = positiveInt('maxInFlight', options.maxInFlight ?? DEFAULT_MAX_IN_FLIGHT);
+    this.#maxUncommitted = positiveInt('maxUncommittedPerPartition', options.maxUncommittedPerPartition ?? DEFAULT_MAX_UNCOMMITTED_PER_PARTITION);
+    this.#fetchBatch = positiveInt('fetchBatch', options.fetchBatch ?? 256);
     this.closed = new Promise<void>((resolve, reject) => {
       this.#resolveClosed = resolve;
       this.#rejectClosed = reject;
@@ -576,7 +577,3 @@ class LogDelivery implements Delivery {
   extend(): void {}
 }
 
-function positive(name: string, v: number): number {
-  if (!Number.isInteger(v) || v < 1) throw new HeraldError('HERALD_ERR_INVALID_ARGUMENT', `${name} must be a positive integer (got ${v})`);
-  return v;
-}

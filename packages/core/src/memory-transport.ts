@@ -9,6 +9,7 @@ import { encodeEnvelope, encodedSize, ensureEnvelope } from './envelope.ts';
 import { HeraldError } from './errors.ts';
 import { LogSubscription, type LogRecord, type LogSource } from './log-subscription.ts';
 import { partitionForKey, RoundRobin } from './partitioner.ts';
+import { partitionCount } from './options.ts';
 import {
   DEFAULT_PARTITIONS,
   type EnsureTopicOptions,
@@ -221,8 +222,7 @@ export class MemoryTransport implements Transport {
       return t;
     }
     if (!TOPIC_NAME_RE.test(name)) throw new HeraldError('HERALD_ERR_INVALID_ARGUMENT', `topic name must be 1–200 of letters, digits, '.', '_', '-' (got ${JSON.stringify(name)})`);
-    const n = partitions ?? this.#defaultPartitions;
-    if (!Number.isInteger(n) || n < 1 || n > 4096) throw new HeraldError('HERALD_ERR_INVALID_ARGUMENT', `partitions must be an integer from 1 to 4096 (got ${n})`);
+    const n = partitionCount(partitions ?? this.#defaultPartitions);
     t = { name, partitions: Array.from({ length: n }, () => ({ records: [], base: 0, next: 0 })), listeners: new Set(), rr: new RoundRobin(), retentionDropped: 0 };
     this.#topics.set(name, t);
     return t;

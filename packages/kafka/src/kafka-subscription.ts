@@ -57,6 +57,7 @@ import {
   type Subscription,
 } from '@herald/core';
 import { decodeRecord } from './binding.ts';
+import { positiveInt } from '@herald/core/internal';
 
 /** Consumer-group timings and fetch tuning. Defaults suit a production cluster. */
 export interface KafkaConsumerTuning {
@@ -147,8 +148,8 @@ export class KafkaSubscription implements Subscription {
     this.group = options.group;
     this.memberId = options.memberId ?? `m-${process.pid}-${Date.now().toString(36)}-${(memberSeq++).toString(36)}`;
     this.#clock = options.clock;
-    this.#maxInFlight = positive('maxInFlight', options.maxInFlight ?? DEFAULT_MAX_IN_FLIGHT);
-    this.#maxUncommitted = positive('maxUncommittedPerPartition', options.maxUncommittedPerPartition ?? DEFAULT_MAX_UNCOMMITTED_PER_PARTITION);
+    this.#maxInFlight = positiveInt('maxInFlight', options.maxInFlight ?? DEFAULT_MAX_IN_FLIGHT);
+    this.#maxUncommitted = positiveInt('maxUncommittedPerPartition', options.maxUncommittedPerPartition ?? DEFAULT_MAX_UNCOMMITTED_PER_PARTITION);
     this.#commitIntervalMs = options.tuning.commitIntervalMs ?? 20;
     this.closed = new Promise<void>((resolve, reject) => {
       this.#resolveClosed = resolve;
@@ -613,7 +614,3 @@ function headersForRaw(h: KafkaMessage['headers']): Record<string, string> {
   return out;
 }
 
-function positive(name: string, v: number): number {
-  if (!Number.isInteger(v) || v < 1) throw new HeraldError('HERALD_ERR_INVALID_ARGUMENT', `${name} must be a positive integer (got ${v})`);
-  return v;
-}

@@ -95,6 +95,7 @@ import {
 import { connect, type ConnectionOptions, headers, type NatsConnection } from '@nats-io/transport-node';
 import { NatsLeaseStore, openLeaseBucket } from './lease-store.ts';
 import { consumerPrefix, parseConsumerName, streamName, subjectOf, subjectsOf } from './names.ts';
+import { partitionCount, positiveInt } from '@herald/core/internal';
 
 export interface NatsTransportOptions {
   /** An open connection, shared (not closed by the transport). Give `connection` or `servers`. */
@@ -1096,12 +1097,3 @@ function checkPrefix(prefix: string): string {
   return prefix;
 }
 
-function partitionCount(n: number): number {
-  if (!Number.isInteger(n) || n < 1 || n > 4096) throw new HeraldError('HERALD_ERR_INVALID_ARGUMENT', `partitions must be an integer from 1 to 4096 (got ${n})`);
-  return n;
-}
-
-function positiveInt(name: string, v: number): number {
-  if (!Number.isInteger(v) || v < 1) throw new HeraldError('HERALD_ERR_INVALID_ARGUMENT', `${name} must be a positive integer (got ${v})`);
-  return v;
-}

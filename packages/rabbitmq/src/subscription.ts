@@ -61,6 +61,7 @@ import type { AsyncMessage, Channel, Connection } from 'rabbitmq-client';
 import { decodeMessage } from './binding.ts';
 import { Membership, ownedBy } from './membership.ts';
 import type { Names } from './names.ts';
+import { positiveInt } from '@herald/core/internal';
 
 /** What a subscription needs from its transport. */
 export interface SubscriptionContext {
@@ -154,8 +155,8 @@ export class RabbitMqSubscription implements Subscription {
     this.topic = topic;
     this.group = options.group;
     this.memberId = options.memberId ?? `m-${process.pid}-${Date.now().toString(36)}-${(memberSeq++).toString(36)}`;
-    this.#maxInFlight = positive('maxInFlight', options.maxInFlight ?? DEFAULT_MAX_IN_FLIGHT);
-    const maxUncommitted = positive('maxUncommittedPerPartition', options.maxUncommittedPerPartition ?? DEFAULT_MAX_UNCOMMITTED_PER_PARTITION);
+    this.#maxInFlight = positiveInt('maxInFlight', options.maxInFlight ?? DEFAULT_MAX_IN_FLIGHT);
+    const maxUncommitted = positiveInt('maxUncommittedPerPartition', options.maxUncommittedPerPartition ?? DEFAULT_MAX_UNCOMMITTED_PER_PARTITION);
     // basic.qos prefetch-count is a 16-bit field.
     this.#prefetch = Math.min(this.#maxInFlight, maxUncommitted, 65_535);
     this.closed = new Promise<void>((resolve, reject) => {
@@ -704,7 +705,3 @@ export class RabbitMqSubscription implements Subscription {
   }
 }
 
-function positive(name: string, v: number): number {
-  if (!Number.isInteger(v) || v < 1) throw new HeraldError('HERALD_ERR_INVALID_ARGUMENT', `${name} must be a positive integer (got ${v})`);
-  return v;
-}

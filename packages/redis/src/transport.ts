@@ -100,6 +100,7 @@ import { connect, disconnect, type RedisConnection, storageError } from './conne
 import { DEFAULT_PREFIX, entryId, type KeySpace, keySpace, leaseToken, logScope, offsetOf } from './keys.ts';
 import { RedisLeaseStore } from './lease-store.ts';
 import { COMMIT, ENSURE_TOPIC, HEAD, REGISTER, RETENTION } from './scripts.ts';
+import { nonNegativeInt, nonNegativeNumber, partitionCount, positiveInt, positiveNumber } from '@herald/core/internal';
 
 export interface RedisRetentionOptions {
   /** Delete entries older than this (ms), never past the slowest registered group. Absent: keep them. */
@@ -1225,27 +1226,3 @@ function checkTopicName(name: string): void {
   }
 }
 
-function partitionCount(n: number): number {
-  if (!Number.isInteger(n) || n < 1 || n > 4096) throw new HeraldError('HERALD_ERR_INVALID_ARGUMENT', `partitions must be an integer from 1 to 4096 (got ${n})`);
-  return n;
-}
-
-function positiveInt(name: string, v: number): number {
-  if (!Number.isInteger(v) || v < 1) throw new HeraldError('HERALD_ERR_INVALID_ARGUMENT', `${name} must be a positive integer (got ${v})`);
-  return v;
-}
-
-function positiveNumber(name: string, v: number): number {
-  if (!(typeof v === 'number' && Number.isFinite(v) && v > 0)) throw new HeraldError('HERALD_ERR_INVALID_ARGUMENT', `${name} must be a positive number (got ${v})`);
-  return v;
-}
-
-function nonNegativeNumber(name: string, v: number): number {
-  if (!(typeof v === 'number' && Number.isFinite(v) && v >= 0)) throw new HeraldError('HERALD_ERR_INVALID_ARGUMENT', `${name} must be a non-negative number (got ${v})`);
-  return v;
-}
-
-function nonNegativeInt(name: string, v: number): number {
-  if (!Number.isInteger(v) || v < 0) throw new HeraldError('HERALD_ERR_INVALID_ARGUMENT', `${name} must be a non-negative integer (got ${v})`);
-  return v;
-}

@@ -71,6 +71,7 @@ import {
 } from '@herald/eventsourcing/internal';
 import type Database from 'better-sqlite3';
 import { openDatabase, type SqliteDatabase, type SqliteSynchronous, storageError } from './database.ts';
+import { positiveInt } from '@herald/core/internal';
 
 export interface SqliteEventStoreOptions {
   /** Database file (created if missing). Give `path` or `database`. */
@@ -800,7 +801,3 @@ function checkName(name: unknown): string {
   return name;
 }
 
-function positiveInt(name: string, v: number): number {
-  if (!Number.isInteger(v) || v < 1) throw new HeraldError('HERALD_ERR_INVALID_ARGUMENT', `${name} must be a positive integer (got ${v})`);
-  return v;
-}

@@ -56,6 +56,7 @@ import { RoundRobin, tooLarge } from '@herald/core/internal';
 import type { Statement } from 'better-sqlite3';
 import { openDatabase, type SqliteDatabase, type SqliteSynchronous } from './database.ts';
 import { assertFence, SqliteLeaseStore } from './lease-store.ts';
+import { nonNegativeInt, partitionCount, positiveInt, positiveNumber } from '@herald/core/internal';
 
 export interface SqliteRetentionOptions {
   /** Delete records older than this (ms since they were appended), never past the slowest group. Absent: keep forever. */
@@ -229,7 +230,7 @@ export class SqliteTransport implements Transport {
     }
     this.#clock = options.clock ?? systemClock;
     this.#defaultPartitions = partitionCount(options.defaultPartitions ?? DEFAULT_PARTITIONS);
-    this.#maxPayload = nonNegative('maxPayloadBytes', options.maxPayloadBytes ?? MIB);
+    this.#maxPayload = nonNegativeInt('maxPayloadBytes', options.maxPayloadBytes ?? MIB);
     this.#leaseMs = positiveNumber('leaseMs', options.leaseMs ?? 10_000);
     this.#heartbeatMs = options.heartbeatMs === undefined ? undefined : positiveNumber('heartbeatMs', options.heartbeatMs);
     this.#pollMs = positiveNumber('pollMs', options.pollMs ?? 5);
@@ -887,22 +888,3 @@ function encode(env: CloudEvent, topic: string): string {
   }
 }
 
-function partitionCount(n: number): number {
-  if (!Number.isInteger(n) || n < 1 || n > 4096) throw new HeraldError('HERALD_ERR_INVALID_ARGUMENT', `partitions must be an integer from 1 to 4096 (got ${n})`);
-  return n;
-}
-
-function positiveInt(name: string, v: number): number {
-  if (!Number.isInteger(v) || v < 1) throw new HeraldError('HERALD_ERR_INVALID_ARGUMENT', `${name} must be a positive integer (got ${v})`);
-  return v;
-}
-
-function positiveNumber(name: string, v: number): number {
-  if (!(typeof v === 'number' && Number.isFinite(v) && v > 0)) throw new HeraldError('HERALD_ERR_INVALID_ARGUMENT', `${name} must be a positive number (got ${v})`);
-  return v;
-}
-
-function nonNegative(name: string, v: number): number {
-  if (!Number.isInteger(v) || v < 0) throw new HeraldError('HERALD_ERR_INVALID_ARGUMENT', `${name} must be a non-negative integer (got ${v})`);
-  return v;
-}
