@@ -164,6 +164,8 @@ interface PartState {
   seen: number;
   /** When defined: no entry above it existed at the last read, and no news arrived since. */
   confirmed: number | undefined;
+  /** When `confirmed` was last established (ms, performance.now()); it is trusted for CONFIRMED_TTL_MS only. */
+  confirmedAt: number;
   /** The wake-up connection watches this partition (a local reader read it, and readers keep up). */
   armed: boolean;
   /**
@@ -603,7 +605,7 @@ export class RedisTransport implements Transport {
       partitions,
       rr: new RoundRobin(),
       streams: Array.from({ length: partitions }, (_, p) => this.keys.stream(name, p)),
-      parts: Array.from({ length: partitions }, () => ({ seen: -1, confirmed: undefined, armed: false, tail: [], tailFrom: 0, readTo: -1 })),
+      parts: Array.from({ length: partitions }, () => ({ seen: -1, confirmed: undefined, confirmedAt: 0, armed: false, tail: [], tailFrom: 0, readTo: -1 })),
       listeners: new Set(),
     };
     this.#topicStates.set(name, t);
@@ -635,7 +637,9 @@ export class RedisTransport implements Transport {
       this.#served(t, p, out[out.length - 1]!.offset);
       return out;
     }
-    if (st.confirmed !== undefined && after >= st.confirmed) return EMPTY;
+    // "Nothing after `confirmed`" is trusted briefly only: if a wake-up from the XREAD watcher is
+    // ever missed, the partition is read again within CONFIRMED_TTL_MS instead of never.
+    if (st.confirmed !== undefined && after >= st.confirmed && performance.now() - st.confirmedAt < CONFIRMED_TTL_MS) return EMPTY;
     this.#stats.fetches++;
     const stream = t.streams[p]!;
     let reply: [string, string[]][];
@@ -652,7 +656,10 @@ export class RedisTransport implements Transport {
     // Extend the window only: a lagging reader must not evict the tail the others read.
     if (records.length > 0 && (st.tail.length === 0 || after === st.tailFrom + st.tail.length)) this.#addTail(st, after, records);
     this.#news(t, p, end);
-    if (covered) st.confirmed = records.length < limit ? end : undefined;
+    if (covered) {
+      st.confirmed = records.length < limit ? end : undefined;
+      st.confirmedAt = performance.now();
+    }
     this.#served(t, p, end);
     return records;
   }
@@ -782,7 +789,10 @@ export class RedisTransport implements Transport {
         this.#addTail(st, from.get(String(key)) ?? last - records.length, records);
         this.#news(t, p, last);
         // A short answer means nothing newer existed when it ran.
-        if (records.length < this.#fetchBatch && seenBefore <= last) st.confirmed = last;
+        if (records.length < this.#fetchBatch && seenBefore <= last) {
+          st.confirmed = last;
+          st.confirmedAt = performance.now();
+        }
         if (st.tailFrom + st.tail.length - Math.max(st.readTo, st.tailFrom) >= this.#tailMax / 2) st.armed = false;
       }
     }
@@ -1176,6 +1186,9 @@ class ReadAhead {
     return out;
   }
 }
+
+/** How long a partition known to have nothing newer is answered from memory before Redis is asked again, ms. */
+const CONFIRMED_TTL_MS = 250;
 
 function sleep(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));
