@@ -60,10 +60,13 @@ describe('SqliteLeaseStore', () => {
     const { store, clock } = fresh();
     const a = (await store.acquire('s', 'r', 'A', 100))!;
     clock.advance(500);
+    // The clock is wall time plus an offset: bound the expiry by the time before and after the call.
+    const before = clock.now();
     const renewed = await store.renew(a, 1000);
+    const afterCall = clock.now();
     assert.ok(renewed);
     assert.equal(renewed.epoch, a.epoch);
-    assert.equal(renewed.expiresAt, clock.now() + 1000);
+    assert.ok(renewed.expiresAt >= before + 1000 && renewed.expiresAt <= afterCall + 1000, `expiresAt ${renewed.expiresAt} within [${before + 1000}, ${afterCall + 1000}]`);
     assert.equal(await store.renew({ ...a, owner: 'B' }, 1000), null);
     assert.equal(await store.renew({ ...a, epoch: a.epoch + 1 }, 1000), null);
     await store.close();
