@@ -3,3 +3,4 @@ export { RoundRobin } from './partitioner.ts';
 export { pageLimit } from './dead-letter.ts';
 export { tooLarge } from './memory-transport.ts';
 export { positiveInt, nonNegativeInt, positiveNumber, nonNegativeNumber, partitionCount } from './options.ts';
+export { DeferredSubscription } from './deferred-subscription.ts';

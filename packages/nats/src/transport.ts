@@ -75,7 +75,7 @@ import {
   type Transport,
   type TransportCapabilities,
 } from '@herald/core';
-import { RoundRobin, tooLarge } from '@herald/core/internal';
+import { DeferredSubscription, partitionCount, positiveInt, RoundRobin, tooLarge } from '@herald/core/internal';
 import {
   AckPolicy,
   type Consumer,
@@ -95,7 +95,6 @@ import {
 import { connect, type ConnectionOptions, headers, type NatsConnection } from '@nats-io/transport-node';
 import { NatsLeaseStore, openLeaseBucket } from './lease-store.ts';
 import { consumerPrefix, parseConsumerName, streamName, subjectOf, subjectsOf } from './names.ts';
-import { partitionCount, positiveInt } from '@herald/core/internal';
 
 export interface NatsTransportOptions {
   /** An open connection, shared (not closed by the transport). Give `connection` or `servers`. */
@@ -231,7 +230,7 @@ export class NatsTransport implements Transport {
   readonly #heartbeatMs: number | undefined;
   readonly #commitIntervalMs: number | undefined;
   readonly #topics = new Map<string, Promise<TopicMeta>>();
-  readonly #subs = new Set<NatsSubscription>();
+  readonly #subs = new Set<DeferredSubscription<NatsLogSubscription>>();
   readonly #sources = new Set<PartitionSource>();
   #closed = false;
   #closePromise: Promise<void> | undefined;
@@ -348,7 +347,7 @@ export class NatsTransport implements Transport {
     if (!options.group) throw new HeraldError('HERALD_ERR_INVALID_ARGUMENT', 'subscribe needs a group');
     checkTopic(topic);
     const memberId = options.memberId ?? `m-${process.pid}-${randomUUID().slice(0, 8)}`;
-    const sub = new NatsSubscription(topic, options.group, memberId, async () => {
+    const sub = new DeferredSubscription<NatsLogSubscription>(topic, options.group, memberId, async () => {
       const meta = await this.#meta(topic);
       if (this.#closed) throw new HeraldError('HERALD_ERR_CLOSED', 'NATS transport is closed');
       const source = new PartitionSource(this.#ctx, meta, options.group, memberId, options.onError);
@@ -473,84 +472,6 @@ export class NatsTransport implements Transport {
 }
 
 // ── subscriptions ──────────────────────────────────────────────────────────
-
-/**
- * The subscription `subscribe()` returns at once; the topic's stream is looked up (or created)
- * in the background, then a `NatsLogSubscription` does the work. A failure to set up ends it:
- * `closed` rejects with the error and the iterator ends.
- */
-class NatsSubscription implements Subscription {
-  readonly topic: string;
-  readonly group: string;
-  readonly memberId: string;
-  readonly closed: Promise<void>;
-  readonly #ready: Promise<NatsLogSubscription | undefined>;
-  #inner: NatsLogSubscription | undefined;
-  #closing = false;
-  #closePromise: Promise<void> | undefined;
-  #resolveClosed!: () => void;
-  #rejectClosed!: (e: unknown) => void;
-
-  constructor(topic: string, group: string, memberId: string, start: () => Promise<NatsLogSubscription>) {
-    this.topic = topic;
-    this.group = group;
-    this.memberId = memberId;
-    this.closed = new Promise<void>((resolve, reject) => {
-      this.#resolveClosed = resolve;
-      this.#rejectClosed = reject;
-    });
-    this.closed.catch(() => {});
-    this.#ready = start().then(
-      (inner) => {
-        this.#inner = inner;
-        inner.closed.then(this.#resolveClosed, this.#rejectClosed);
-        if (this.#closing) void inner.close({ timeoutMs: 0 });
-        return inner;
-      },
-      (e: unknown) => {
-        this.#rejectClosed(e);
-        return undefined;
-      },
-    );
-  }
-
-  assignment(): readonly number[] {
-    return this.#inner?.assignment() ?? [];
-  }
-
-  fence(partition: number): LeaseFence | undefined {
-    return this.#inner?.fence(partition);
-  }
-
-  [Symbol.asyncIterator](): AsyncIterator<Delivery> {
-    let it: AsyncIterator<Delivery> | undefined;
-    return {
-      next: async () => {
-        if (!it) {
-          const inner = await this.#ready;
-          if (!inner) return { done: true, value: undefined };
-          it = inner[Symbol.asyncIterator]();
-        }
-        return it.next();
-      },
-      return: async () => ({ done: true, value: undefined }),
-    };
-  }
-
-  close(options: { timeoutMs?: number } = {}): Promise<void> {
-    if (!this.#closePromise) {
-      this.#closing = true;
-      this.#closePromise = this.#ready.then(async (inner) => {
-        if (inner) await inner.close(options);
-      });
-    }
-    return this.#closePromise;
-  }
-
-  async [Symbol.asyncDispose](): Promise<void> {
-    await this.close();
-  }
-}
 
 /**
  * Core's LogSubscription, told which lease each partition is read under (the source names its

@@ -94,13 +94,12 @@ import {
   type Transport,
   type TransportCapabilities,
 } from '@herald/core';
-import { RoundRobin, tooLarge } from '@herald/core/internal';
+import { DeferredSubscription, nonNegativeInt, nonNegativeNumber, partitionCount, positiveInt, positiveNumber, RoundRobin, tooLarge } from '@herald/core/internal';
 import type { Redis } from 'ioredis';
 import { connect, disconnect, type RedisConnection, storageError } from './connection.ts';
 import { DEFAULT_PREFIX, entryId, type KeySpace, keySpace, leaseToken, logScope, offsetOf } from './keys.ts';
 import { RedisLeaseStore } from './lease-store.ts';
 import { COMMIT, ENSURE_TOPIC, HEAD, REGISTER, RETENTION } from './scripts.ts';
-import { nonNegativeInt, nonNegativeNumber, partitionCount, positiveInt, positiveNumber } from '@herald/core/internal';
 
 export interface RedisRetentionOptions {
   /** Delete entries older than this (ms), never past the slowest registered group. Absent: keep them. */
@@ -1005,67 +1004,18 @@ interface SubscriptionHost {
  * is registered. Until then it owns no partitions; iteration waits. If Redis is unreachable
  * it keeps trying (reporting each failure to `onError`) until it succeeds or is closed.
  */
-class RedisSubscription implements Subscription {
-  readonly topic: string;
-  readonly group: string;
-  readonly memberId: string;
-  readonly closed: Promise<void>;
+class RedisSubscription extends DeferredSubscription<LogSubscription> {
   readonly #host: SubscriptionHost;
   readonly #options: SubscribeOptions;
-  readonly #ready: Promise<LogSubscription | undefined>;
-  #inner: LogSubscription | undefined;
   #source: { reset(partition: number): void } | undefined;
   #partitions: number | undefined;
-  #closing = false;
-  #closePromise: Promise<void> | undefined;
   #wake: (() => void) | undefined;
-  #resolveClosed!: () => void;
-  #rejectClosed!: (e: unknown) => void;
 
   constructor(host: SubscriptionHost, topic: string, options: SubscribeOptions) {
+    const memberId = options.memberId ?? `m-${hostname()}-${process.pid}-${Date.now().toString(36)}-${(memberSeq++).toString(36)}`;
+    super(topic, options.group, memberId, () => this.#init(), () => this.#wake?.());
     this.#host = host;
     this.#options = options;
-    this.topic = topic;
-    this.group = options.group;
-    this.memberId = options.memberId ?? `m-${hostname()}-${process.pid}-${Date.now().toString(36)}-${(memberSeq++).toString(36)}`;
-    this.closed = new Promise<void>((resolve, reject) => {
-      this.#resolveClosed = resolve;
-      this.#rejectClosed = reject;
-    });
-    this.closed.catch(() => {});
-    this.#ready = this.#init();
-  }
-
-  assignment(): readonly number[] {
-    return this.#inner?.assignment() ?? [];
-  }
-
-  fence(partition: number): LeaseFence | undefined {
-    return this.#inner?.fence(partition);
-  }
-
-  [Symbol.asyncIterator](): AsyncIterator<Delivery> {
-    let it: AsyncIterator<Delivery> | undefined;
-    return {
-      next: async () => {
-        if (!it) {
-          const inner = await this.#ready;
-          if (!inner) return { done: true, value: undefined };
-          it = inner[Symbol.asyncIterator]();
-        }
-        return it.next();
-      },
-      return: async () => ({ done: true, value: undefined }),
-    };
-  }
-
-  close(options: { timeoutMs?: number } = {}): Promise<void> {
-    if (!this.#closePromise) this.#closePromise = this.#close(options);
-    return this.#closePromise;
-  }
-
-  async [Symbol.asyncDispose](): Promise<void> {
-    await this.close();
   }
 
   /**
@@ -1074,42 +1024,32 @@ class RedisSubscription implements Subscription {
    * committed — and taken again under the same lease, from the offset stored in Redis.
    */
   async rewind(): Promise<void> {
-    const inner = this.#inner;
-    if (!inner || this.#closing) return;
+    const inner = this.inner;
+    if (!inner || this.closing) return;
     for (let p = 0; p < (this.#partitions ?? 0); p++) this.#source?.reset(p);
     for (const p of inner.assignment()) {
       const grant = inner.fence(p) as LeaseGrant | undefined;
       await inner.revoke(p, true);
-      if (grant && !this.#closing) await inner.assign(p, grant);
+      if (grant && !this.closing) await inner.assign(p, grant);
     }
   }
 
-  async #close(options: { timeoutMs?: number }): Promise<void> {
-    this.#closing = true;
-    this.#wake?.();
-    const inner = await this.#ready;
-    if (inner) await inner.close(options);
-    else this.#resolveClosed();
-  }
-
+  /** Builds the LogSubscription once the topic is known, retrying with back-off while Redis is unreachable. */
   async #init(): Promise<LogSubscription | undefined> {
     const o = this.#options;
     let failures = 0;
     for (;;) {
-      if (this.#closing) return undefined;
-      if (this.#host.closed()) {
-        this.#rejectClosed(new HeraldError('HERALD_ERR_CLOSED', 'redis transport is closed'));
-        return undefined;
-      }
+      if (this.closing) return undefined;
+      if (this.#host.closed()) throw new HeraldError('HERALD_ERR_CLOSED', 'redis transport is closed');
       try {
         const t = await this.#host.topic(this.topic);
         await this.#host.register(t, this.group, o.startFrom);
-        if (this.#closing) return undefined;
+        if (this.closing) return undefined;
         const h = this.#host;
         const source = h.source(t, this.group);
         this.#source = source;
         this.#partitions = t.partitions;
-        const inner = new LogSubscription({
+        return new LogSubscription({
           ...o,
           memberId: this.memberId,
           topic: this.topic,
@@ -1119,19 +1059,9 @@ class RedisSubscription implements Subscription {
           pollMs: h.pollMs,
           ...(h.commitIntervalMs !== undefined ? { commitIntervalMs: h.commitIntervalMs } : {}),
         });
-        this.#inner = inner;
-        inner.closed.then(
-          () => this.#resolveClosed(),
-          (e) => this.#rejectClosed(e),
-        );
-        return inner;
       } catch (e) {
-        if (isHeraldError(e) && !e.retryable) {
-          o.onError?.(e);
-          this.#rejectClosed(e);
-          return undefined;
-        }
         o.onError?.(e);
+        if (isHeraldError(e) && !e.retryable) throw e;
         await new Promise<void>((resolve) => {
           const timer = this.#host.clock.setTimer(resolve, Math.min(2000, 100 * 2 ** Math.min(5, failures++)), { unref: true });
           this.#wake = () => {
