@@ -45,3 +45,5 @@ export { createPublisher } from './publisher.ts';
 export type { Publisher, PublisherOptions, PublishOptions, PublishItem } from './publisher.ts';
 export { createConsumer, backoff, DEFAULT_RETRY } from './router.ts';
 export type { Consumer, ConsumerOptions, ConsumerStats, HandlerOptions, HandlerContext, MessageContext, MessageHandler, Middleware, RetryPolicy } from './router.ts';
+export type { UnitOfWork, Transaction, OutboxWrite, ScheduledWrite, InboxKey, InboxResult } from './unit-of-work.ts';
+export type { OutboxStore, OutboxRecord, OutboxBacklog, SchedulerStore, ScheduledRecord } from './outbox.ts';
