@@ -4,3 +4,5 @@ export { pageLimit } from './dead-letter.ts';
 export { tooLarge } from './memory-transport.ts';
 export { positiveInt, nonNegativeInt, positiveNumber, nonNegativeNumber, partitionCount } from './options.ts';
 export { DeferredSubscription } from './deferred-subscription.ts';
+export { traced, traceHandle, notify, instrumentPublisher } from './instrumentation.ts';
+export type { HandleFields, InstrumentablePublisher } from './instrumentation.ts';
