@@ -8,6 +8,7 @@ import { type CloudEvent, createEnvelope } from './envelope.ts';
 import { HeraldError } from './errors.ts';
 import type { MessageDefinition } from './definitions.ts';
 import type { OutgoingMessage, PublishReceipt, Transport } from './transport.ts';
+import { instrumentPublisher } from './instrumentation.ts';
 
 export interface PublisherOptions {
   readonly transport: Transport;
@@ -89,7 +90,8 @@ export function createPublisher(options: PublisherOptions): Publisher {
     return { topic, message: key === undefined ? { envelope } : { envelope, key } };
   }
 
-  return {
+  // Traced through the `herald:publish` channel (a straight call when nothing subscribes).
+  return instrumentPublisher(source, {
     envelope: build,
     async publish(definition, data, o) {
       const { topic, message } = await build(definition, data, o);
@@ -117,5 +119,5 @@ export function createPublisher(options: PublisherOptions): Publisher {
       return receipts;
     },
     publishEnvelopes: (topic, messages) => transport.publish(topic, messages),
-  };
+  } satisfies Publisher);
 }

@@ -27,6 +27,7 @@ import type { CloudEvent } from './envelope.ts';
 import { describeError, HeraldError, isHeraldError, isRetryable } from './errors.ts';
 import type { LeaseFence } from './lease.ts';
 import type { Delivery, PartitionChange, Subscription, Transport } from './transport.ts';
+import { channels, notify, traceHandle, type DeadLetterMessage, type DeliverMessage, type RetryMessage } from './instrumentation.ts';
 
 export interface RetryPolicy {
   /** Attempts in all, the first included (default 5). 1 disables retries. */
@@ -347,6 +348,7 @@ class ConsumerRuntime implements Consumer {
           break;
         }
         this.#stats.received++;
+        notify<DeliverMessage>(channels.deliver, () => ({ group: this.#o.group, delivery: d }));
         const gate = state.loading.get(d.partition);
         if (gate) gate.push(d);
         else this.#submit(this.#jobFor(state, d));
@@ -482,6 +484,7 @@ class ConsumerRuntime implements Consumer {
       } else if (outcome.kind === 'failed') {
         await this.#o.deadLetters.failRedrive(entry.id, describeError(outcome.error), entry.attempts + outcome.attempts, this.#clock.now(), fence ? { fence } : {});
         this.#stats.deadLettered++;
+        notify<DeadLetterMessage>(channels.deadLetter, () => ({ group: entry.group, handler: route.name, topic: entry.topic, partition: entry.partition, envelope: entry.envelope, error: outcome.error, attempts: outcome.attempts, redrive: true }));
       }
     } finally {
       this.#redriving.delete(entry.id);
@@ -544,7 +547,7 @@ class ConsumerRuntime implements Consumer {
         extender = this.#clock.setTimer(tick, extendEvery);
       }
       try {
-        await handler({
+        await traceHandle(handler, {
           envelope,
           delivery: d,
           attempt,
@@ -571,6 +574,7 @@ class ConsumerRuntime implements Consumer {
           return { kind: 'failed', error, attempts: attempt, firstFailedAt };
         }
         const delay = backoff(retry, attempt, this.#random);
+        notify<RetryMessage>(channels.retry, () => ({ group: this.#o.group, handler: route.name, topic: route.topic, partition, envelope, attempt, delayMs: delay, error }));
         if (route.ordering === 'none' && d) {
           this.#stats.retried++;
           d.nack({ delayMs: delay });
@@ -609,6 +613,7 @@ class ConsumerRuntime implements Consumer {
       job.topic.parkGeneration++;
     }
     this.#stats.deadLettered++;
+    notify<DeadLetterMessage>(channels.deadLetter, () => ({ group: this.#o.group, handler: handlerName, topic: d.topic, partition: d.partition, envelope: d.envelope, error, attempts, redrive: false }));
     d.reject(describeError(error).message);
   }
 
