@@ -10,6 +10,7 @@ import { HeraldError } from './errors.ts';
 import { LogSubscription, type LogRecord, type LogSource } from './log-subscription.ts';
 import { partitionForKey, RoundRobin } from './partitioner.ts';
 import { partitionCount } from './options.ts';
+import type { PartitionLag } from './instrumentation.ts';
 import {
   DEFAULT_PARTITIONS,
   type EnsureTopicOptions,
@@ -93,6 +94,11 @@ export class MemoryTransport implements Transport {
   async ensureTopic(topic: string, options: EnsureTopicOptions = {}): Promise<TopicInfo> {
     const t = this.#topic(topic, options.partitions);
     return { topic, partitions: t.partitions.length };
+  }
+
+  /** Consumer lag per (topic, group, partition) (`LagSource`); the age is the oldest unhandled envelope's `time` (the memory log keeps no append time). */
+  async lag(filter: { readonly group?: string; readonly topic?: string } = {}): Promise<readonly PartitionLag[]> {
+    return memoryLag(this.#topics, this.#groups, filter);
   }
 
   /** Records dropped by the hard cap on `topic`. */
@@ -237,4 +243,28 @@ export function tooLarge(topic: string, id: string, size: number, max: number): 
   return new HeraldError('HERALD_ERR_PAYLOAD_TOO_LARGE', `message "${id}" to "${topic}" is ${size} bytes encoded; the limit is ${max}`, {
     details: { topic, id, size, maxPayloadBytes: max },
   });
+}
+
+function memoryLag(topics: ReadonlyMap<string, Topic>, groups: ReadonlyMap<string, Group>, filter: { readonly group?: string; readonly topic?: string }): PartitionLag[] {
+  const out: PartitionLag[] = [];
+  for (const [gkey, g] of groups) {
+    const [topic, group] = gkey.split('\u0000') as [string, string];
+    const t = topics.get(topic);
+    if (!t || (filter.group !== undefined && filter.group !== group) || (filter.topic !== undefined && filter.topic !== topic)) continue;
+    t.partitions.forEach((part, p) => {
+      const committed = g.committed[p]!;
+      const first = part.records[Math.max(0, committed + 1 - part.base)];
+      const time = first?.envelope?.time === undefined ? undefined : Date.parse(first.envelope.time);
+      out.push({
+        topic,
+        group,
+        partition: p,
+        head: String(part.next - 1),
+        committed: String(committed),
+        messages: first === undefined ? 0 : part.next - first.offset,
+        oldestUnhandledAt: time !== undefined && Number.isFinite(time) ? time : undefined,
+      });
+    });
+  }
+  return out;
 }

@@ -8,7 +8,8 @@
  * `addInlineProjection` run inside the append and can veto it by throwing.
  * Not durable; the whole log stays in memory.
  */
-import { type Clock, HeraldError, systemClock } from '@herald/core';
+import { traced } from '@herald/core/internal';
+import { channels, type Clock, HeraldError, systemClock } from '@herald/core';
 import {
   categoryOf,
   checkCategory,
@@ -134,6 +135,11 @@ export class InMemoryEventStore implements EventStore {
   }
 
   async appendToStream(streamId: string, events: readonly NewEvent[], options: AppendOptions = {}): Promise<AppendResult> {
+    // Traced through `herald:append` (a straight call when nothing subscribes).
+    return traced(channels.append, () => ({ store: 'memory', streamId, count: events.length }), () => this.#appendToStream(streamId, events, options));
+  }
+
+  async #appendToStream(streamId: string, events: readonly NewEvent[], options: AppendOptions): Promise<AppendResult> {
     this.#open();
     checkStreamId(streamId);
     const expected = checkExpectedVersion(options?.expectedVersion);

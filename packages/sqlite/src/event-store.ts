@@ -29,7 +29,8 @@
  * Bounds: at most `maxQueuedEvents` events wait in the append queue (callers beyond it wait,
  * FIFO); at most `maxBatchEvents` per transaction; every read is a bounded page.
  */
-import { type Clock, HeraldError, isHeraldError, systemClock } from '@herald/core';
+import { traced } from '@herald/core/internal';
+import { channels, type Clock, HeraldError, isHeraldError, systemClock } from '@herald/core';
 import {
   type AppendOptions,
   type AppendResult,
@@ -236,6 +237,11 @@ export class SqliteEventStore implements EventStore {
 
   /** See `EventStore.appendToStream`. Safe to call concurrently; concurrent calls share transactions. */
   async appendToStream(streamId: string, events: readonly NewEvent[], options: AppendOptions = {}): Promise<AppendResult> {
+    // Traced through `herald:append` (a straight call when nothing subscribes).
+    return traced(channels.append, () => ({ store: 'sqlite', streamId, count: events.length }), () => this.#appendToStream(streamId, events, options));
+  }
+
+  async #appendToStream(streamId: string, events: readonly NewEvent[], options: AppendOptions): Promise<AppendResult> {
     this.#open();
     checkStreamId(streamId);
     const expected = checkExpectedVersion(options?.expectedVersion);

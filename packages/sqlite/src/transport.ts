@@ -42,6 +42,7 @@ import {
   type LogSource,
   LogSubscription,
   type OutgoingMessage,
+  type PartitionLag,
   partitionForKey,
   type PublishReceipt,
   type SubscribeOptions,
@@ -56,6 +57,7 @@ import { RoundRobin, tooLarge } from '@herald/core/internal';
 import type { Statement } from 'better-sqlite3';
 import { openDatabase, type SqliteDatabase, type SqliteSynchronous } from './database.ts';
 import { assertFence, SqliteLeaseStore } from './lease-store.ts';
+import { readLag } from './lag.ts';
 import { nonNegativeInt, partitionCount, positiveInt, positiveNumber } from '@herald/core/internal';
 
 export interface SqliteRetentionOptions {
@@ -479,6 +481,12 @@ export class SqliteTransport implements Transport {
       });
     }
     return { deleted };
+  }
+
+  /** Consumer lag per (topic, group, partition), read from the file (every process's groups): `LagSource`. */
+  async lag(filter?: { readonly group?: string; readonly topic?: string }): Promise<readonly PartitionLag[]> {
+    this.#open();
+    return readLag(this.database, filter);
   }
 
   /** Counters for tests, benchmarks and metrics. */
