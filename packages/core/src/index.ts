@@ -49,3 +49,9 @@ export type { UnitOfWork, Transaction, OutboxWrite, ScheduledWrite, InboxKey, In
 export { channels, CHANNEL_NAMES, isLagSource } from './instrumentation.ts';
 export type { PublishMessage, HandleMessage, AppendMessage, RelayMessage, SagaStepMessage, DeliverMessage, RetryMessage, DeadLetterMessage, LagSource, PartitionLag } from './instrumentation.ts';
 export type { OutboxStore, OutboxRecord, OutboxBacklog, SchedulerStore, ScheduledRecord } from './outbox.ts';
+export { MemoryUnitOfWork, checkScheduled } from './memory-unit-of-work.ts';
+export type { MemoryTx, MemoryUnitOfWorkOptions } from './memory-unit-of-work.ts';
+export { createOutboxRelay, DEFAULT_OUTBOX_RETENTION } from './outbox-relay.ts';
+export type { OutboxRelay, OutboxRelayOptions, OutboxRelayStats, OutboxRetention } from './outbox-relay.ts';
+export { createScheduler } from './scheduler.ts';
+export type { Scheduler, SchedulerOptions, SchedulerStats } from './scheduler.ts';

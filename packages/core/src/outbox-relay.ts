@@ -1,0 +1,416 @@
+/**
+ * The outbox relay: publishes the rows a unit of work wrote to its outbox, at least once, in
+ * per-key order, and marks them sent.
+ *
+ * How it orders. Outbox rows carry `partition = hash(key) mod P`; rows of one key are in one
+ * partition, in commit order. Relays divide the P partitions through the core
+ * `PartitionBalancer` (lease scope `outbox:<name>`): one relay per partition at a time. Per
+ * owned partition the relay reads the unsent rows oldest first (`batchSize` at most), cuts
+ * them into runs of consecutive rows of one topic, and publishes the runs one after the other
+ * with one `transport.publish` call each. Calls for one partition never overlap: the transport
+ * promises order inside one call, not between concurrent calls, so a later row can never
+ * overtake an earlier one. Partitions run in parallel (at most `maxInFlightPublishes` calls in
+ * flight across them).
+ *
+ * How it marks. After the runs of a batch (or up to the first failed run) it marks sent the
+ * unbroken confirmed prefix: `markSent(partition, lastConfirmedId, fence)`. A failed publish
+ * stops the batch; after a backoff the relay reads the unsent rows again and resends from the
+ * first unconfirmed row (the failed call may have stored some or all of its messages:
+ * duplicates, never gaps). `markSent` is fenced by the lease: a relay that lost its lease
+ * cannot mark, counts `fencedOut` and forgets the partition.
+ *
+ * When it wakes. At once after a commit in this process (`store.onWrite`), and every `pollMs`
+ * for rows committed by other processes.
+ *
+ * At least once: a relay that dies (or is closed past its timeout) between a publish and its
+ * `markSent` leaves rows unmarked; the partition's next owner publishes them again.
+ */
+import { type Clock, type Random, systemClock, systemRandom } from './clock.ts';
+import { describeError, HeraldError } from './errors.ts';
+import { type LeaseStore, PartitionBalancer } from './lease.ts';
+import { nonNegativeInt, positiveInt } from './options.ts';
+import type { OutboxBacklog, OutboxRecord, OutboxStore } from './outbox.ts';
+import { backoff, type RetryPolicy } from './router.ts';
+import { runsByTopic, SerialTask } from './serial-task.ts';
+import type { Transport } from './transport.ts';
+
+export interface OutboxRetention {
+  /** Sent rows are deleted this long after they were sent, ms (default 3 600 000: one hour; 0: at the next purge). */
+  readonly sentRetentionMs: number;
+  /** How often the relay purges, ms (default 60 000; 0 disables purging). */
+  readonly purgeEveryMs: number;
+}
+
+export interface OutboxRelayOptions {
+  readonly store: OutboxStore;
+  readonly transport: Transport;
+  /** Where relays lease partitions; the store fences `markSent` against the same store. */
+  readonly leases: LeaseStore;
+  /** Relays sharing one outbox use the same name (lease scope `outbox:<name>`; default 'default'). */
+  readonly name?: string;
+  readonly clock?: Clock;
+  readonly random?: Random;
+  /** Member id for leases and logs (default: a random id). */
+  readonly memberId?: string;
+  /** Rows read (and published at most) per partition per round (default 256). */
+  readonly batchSize?: number;
+  /** transport.publish calls in flight at once, across partitions (default 8). */
+  readonly maxInFlightPublishes?: number;
+  /** Period of the poll for rows written by other processes, ms (default 250). */
+  readonly pollMs?: number;
+  /** Partition lease time to live, ms (default 10 000). */
+  readonly leaseMs?: number;
+  /** Backoff after a failed publish or store call: first delay (default 100 ms) and cap (default 5 000 ms), ±20 % jitter. */
+  readonly retryInitialDelayMs?: number;
+  readonly retryMaxDelayMs?: number;
+  readonly retention?: Partial<OutboxRetention>;
+  /** Errors the relay handled itself (a failed publish, a store call, a fenced mark); for logs. */
+  readonly onError?: (error: unknown) => void;
+}
+
+export interface OutboxRelayStats {
+  /** Messages published (resends included). */
+  published: number;
+  /** transport.publish calls that succeeded. */
+  batches: number;
+  /** Messages published again after a failure had left them unconfirmed. */
+  resent: number;
+  /** Failed publish or store calls. */
+  failures: number;
+  /** markSent calls refused because the lease had moved on. */
+  fencedOut: number;
+  /** Sent rows deleted by retention. */
+  purged: number;
+  /** Partitions owned now. */
+  partitions: number;
+  lastError: { message: string; code?: string; at: number } | undefined;
+}
+
+export interface OutboxRelay {
+  /** Joins the relay group and starts publishing; resolves after the first balancing round. */
+  start(): Promise<void>;
+  /**
+   * Stops: nothing new is published, publishes in flight finish (up to `timeoutMs`, default
+   * 10 000) and are marked, partitions are released. Publishes still running at the deadline
+   * are abandoned unmarked (their rows are published again by the next owner). Idempotent.
+   */
+  close(options?: { timeoutMs?: number }): Promise<void>;
+  stats(): Readonly<OutboxRelayStats>;
+  /** Unsent rows in the whole outbox (every partition, whoever owns it): count and oldest. */
+  backlog(): Promise<OutboxBacklog>;
+  [Symbol.asyncDispose](): Promise<void>;
+}
+
+export const DEFAULT_OUTBOX_RETENTION: OutboxRetention = Object.freeze({ sentRetentionMs: 3_600_000, purgeEveryMs: 60_000 });
+
+const PURGE_LIMIT = 1000;
+
+export function createOutboxRelay(options: OutboxRelayOptions): OutboxRelay {
+  return new Relay(options);
+}
+
+interface PartitionWorker {
+  readonly partition: number;
+  readonly task: SerialTask;
+  /** Aborted on revoke, loss or close: backoff sleeps end, no new publish starts. */
+  readonly stop: AbortController;
+  /** Set when close gave up waiting: nothing more is marked. */
+  abandoned: boolean;
+  /** Highest row id handed to a publish that then failed (or whose mark failed); rows up to it count as resends. */
+  attemptedUpTo: string | undefined;
+  failures: number;
+}
+
+/** A counting semaphore: at most `n` holders. */
+class Slots {
+  #free: number;
+  readonly #waiting: Array<() => void> = [];
+  constructor(n: number) {
+    this.#free = n;
+  }
+  async take(): Promise<void> {
+    if (this.#free > 0) {
+      this.#free--;
+      return;
+    }
+    await new Promise<void>((resolve) => this.#waiting.push(resolve));
+  }
+  give(): void {
+    const next = this.#waiting.shift();
+    if (next) next();
+    else this.#free++;
+  }
+}
+
+class Relay implements OutboxRelay {
+  readonly #o: OutboxRelayOptions;
+  readonly #clock: Clock;
+  readonly #random: Random;
+  readonly #batchSize: number;
+  readonly #pollMs: number;
+  readonly #retention: OutboxRetention;
+  readonly #retry: RetryPolicy;
+  readonly #slots: Slots;
+  readonly #balancer: PartitionBalancer;
+  readonly #workers = new Map<number, PartitionWorker>();
+  readonly #stats: OutboxRelayStats = { published: 0, batches: 0, resent: 0, failures: 0, fencedOut: 0, purged: 0, partitions: 0, lastError: undefined };
+  #closeTimeoutMs = 10_000;
+  #started = false;
+  #closed = false;
+  #closePromise: Promise<void> | undefined;
+  #unsubscribe: (() => void) | undefined;
+  #pollTimer: { cancel(): void } | undefined;
+  #purgeTimer: { cancel(): void } | undefined;
+
+  constructor(o: OutboxRelayOptions) {
+    if (!o.store || !o.transport || !o.leases) throw new HeraldError('HERALD_ERR_INVALID_ARGUMENT', 'createOutboxRelay needs store, transport and leases');
+    this.#o = o;
+    this.#clock = o.clock ?? systemClock;
+    this.#random = o.random ?? systemRandom;
+    this.#batchSize = positiveInt('batchSize', o.batchSize ?? 256);
+    this.#pollMs = positiveInt('pollMs', o.pollMs ?? 250);
+    this.#slots = new Slots(positiveInt('maxInFlightPublishes', o.maxInFlightPublishes ?? 8));
+    this.#retention = {
+      sentRetentionMs: nonNegativeInt('retention.sentRetentionMs', o.retention?.sentRetentionMs ?? DEFAULT_OUTBOX_RETENTION.sentRetentionMs),
+      purgeEveryMs: nonNegativeInt('retention.purgeEveryMs', o.retention?.purgeEveryMs ?? DEFAULT_OUTBOX_RETENTION.purgeEveryMs),
+    };
+    const initialDelayMs = nonNegativeInt('retryInitialDelayMs', o.retryInitialDelayMs ?? 100);
+    const maxDelayMs = nonNegativeInt('retryMaxDelayMs', o.retryMaxDelayMs ?? 5000);
+    if (maxDelayMs < initialDelayMs) throw new HeraldError('HERALD_ERR_INVALID_ARGUMENT', `retryMaxDelayMs (${maxDelayMs}) must be >= retryInitialDelayMs (${initialDelayMs})`);
+    this.#retry = { maxAttempts: Number.MAX_SAFE_INTEGER, initialDelayMs, maxDelayMs, multiplier: 2, jitter: 0.2, inPlaceMaxDelayMs: 0 };
+    this.#balancer = new PartitionBalancer({
+      store: o.leases,
+      scope: `outbox:${o.name ?? 'default'}`,
+      memberId: o.memberId ?? `relay-${Math.floor(this.#random.next() * 2 ** 48).toString(36)}`,
+      partitions: o.store.partitions,
+      leaseMs: o.leaseMs ?? 10_000,
+      clock: this.#clock,
+      onAssigned: (p) => this.#assign(p),
+      onRevoke: (p) => this.#revoke(p),
+      onLost: (p) => this.#lose(p),
+      onError: (e) => this.#error(e),
+    });
+  }
+
+  async start(): Promise<void> {
+    if (this.#closed) throw new HeraldError('HERALD_ERR_CLOSED', 'outbox relay is closed');
+    if (this.#started) return;
+    this.#started = true;
+    this.#unsubscribe = this.#o.store.onWrite(() => this.#kickAll());
+    this.#schedulePoll();
+    if (this.#retention.purgeEveryMs > 0) this.#schedulePurge();
+    await this.#balancer.start();
+  }
+
+  close(options: { timeoutMs?: number } = {}): Promise<void> {
+    if (!this.#closePromise) {
+      this.#closeTimeoutMs = options.timeoutMs ?? 10_000;
+      this.#closePromise = this.#close();
+    }
+    return this.#closePromise;
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.close();
+  }
+
+  stats(): Readonly<OutboxRelayStats> {
+    return { ...this.#stats, partitions: this.#workers.size };
+  }
+
+  backlog(): Promise<OutboxBacklog> {
+    return this.#o.store.backlog();
+  }
+
+  // ── partitions ───────────────────────────────────────────────────────────
+
+  #assign(partition: number): void {
+    this.#workers.get(partition)?.stop.abort();
+    const worker: PartitionWorker = {
+      partition,
+      task: new SerialTask(
+        () => this.#drain(worker),
+        (e) => this.#error(e),
+      ),
+      stop: new AbortController(),
+      abandoned: false,
+      attemptedUpTo: undefined,
+      failures: 0,
+    };
+    this.#workers.set(partition, worker);
+    worker.task.kick();
+  }
+
+  /** Clean hand-over: finish (and mark) the publish in flight, then let the lease go. Bounded by close's timeout. */
+  async #revoke(partition: number): Promise<void> {
+    const w = this.#workers.get(partition);
+    if (!w) return;
+    w.stop.abort();
+    let timer: { cancel(): void } | undefined;
+    const finished = await Promise.race([
+      w.task.stop().then(() => true),
+      new Promise<boolean>((resolve) => {
+        timer = this.#clock.setTimer(() => resolve(false), this.#closeTimeoutMs);
+      }),
+    ]);
+    timer?.cancel();
+    if (!finished) w.abandoned = true;
+    if (this.#workers.get(partition) === w) this.#workers.delete(partition);
+  }
+
+  #lose(partition: number): void {
+    const w = this.#workers.get(partition);
+    if (!w) return;
+    w.stop.abort();
+    void w.task.stop();
+    this.#workers.delete(partition);
+  }
+
+  #kickAll(): void {
+    for (const w of this.#workers.values()) w.task.kick();
+  }
+
+  /**
+   * Publishes the partition's unsent rows until none is left (or the worker is stopped):
+   * read a batch, publish its topic runs one call at a time, mark the confirmed prefix.
+   */
+  async #drain(w: PartitionWorker): Promise<void> {
+    const { store, transport } = this.#o;
+    const p = w.partition;
+    while (!w.stop.signal.aborted && this.#balancer.isSafe(p)) {
+      let rows: readonly OutboxRecord[];
+      try {
+        rows = await store.pending(p, this.#batchSize);
+      } catch (e) {
+        if (!(await this.#failed(w, e))) return;
+        continue;
+      }
+      if (rows.length === 0) return;
+      let confirmed: string | undefined;
+      let failure: unknown;
+      for (const run of runsByTopic(rows)) {
+        if (w.stop.signal.aborted || !this.#balancer.isSafe(p)) break;
+        await this.#slots.take();
+        try {
+          await transport.publish(
+            run[0]!.topic,
+            run.map((r) => r.message),
+          );
+        } catch (e) {
+          failure = e;
+          w.attemptedUpTo = maxId(w.attemptedUpTo, run[run.length - 1]!.id);
+          break;
+        } finally {
+          this.#slots.give();
+        }
+        this.#stats.batches++;
+        this.#stats.published += run.length;
+        if (w.attemptedUpTo !== undefined) this.#stats.resent += run.filter((r) => compareIds(r.id, w.attemptedUpTo!) <= 0).length;
+        confirmed = run[run.length - 1]!.id;
+      }
+      if (confirmed !== undefined && !w.abandoned) {
+        const fence = this.#balancer.fence(p);
+        let marked: boolean;
+        try {
+          marked = fence !== undefined && (await store.markSent(p, confirmed, fence));
+        } catch (e) {
+          w.attemptedUpTo = maxId(w.attemptedUpTo, confirmed);
+          if (!(await this.#failed(w, e))) return;
+          continue;
+        }
+        if (!marked) {
+          this.#stats.fencedOut++;
+          this.#error(new HeraldError('HERALD_ERR_LEASE_LOST', `outbox partition ${p}: markSent up to ${confirmed} was fenced out (the lease moved on); stopping this partition`, { details: { partition: p, upTo: confirmed } }));
+          this.#balancer.forget(p);
+          this.#lose(p);
+          return;
+        }
+        if (w.attemptedUpTo !== undefined && compareIds(confirmed, w.attemptedUpTo) >= 0) w.attemptedUpTo = undefined;
+      }
+      if (failure !== undefined) {
+        if (!(await this.#failed(w, failure))) return;
+        continue;
+      }
+      w.failures = 0;
+    }
+  }
+
+  /** Records a failure and sleeps the backoff; false when the worker was stopped meanwhile. */
+  async #failed(w: PartitionWorker, e: unknown): Promise<boolean> {
+    w.failures++;
+    this.#stats.failures++;
+    this.#error(e);
+    try {
+      await this.#clock.sleep(backoff(this.#retry, w.failures, this.#random), w.stop.signal);
+      return true;
+    } catch {
+      return false;
+    }
+  }
+
+  #error(e: unknown): void {
+    const d = describeError(e);
+    this.#stats.lastError = { message: d.message, ...(d.code !== undefined ? { code: d.code } : {}), at: this.#clock.now() };
+    this.#o.onError?.(e);
+  }
+
+  // ── timers ───────────────────────────────────────────────────────────────
+
+  #schedulePoll(): void {
+    if (this.#closed) return;
+    this.#pollTimer = this.#clock.setTimer(
+      () => {
+        this.#kickAll();
+        this.#schedulePoll();
+      },
+      this.#pollMs,
+      { unref: true },
+    );
+  }
+
+  #schedulePurge(): void {
+    if (this.#closed) return;
+    this.#purgeTimer = this.#clock.setTimer(
+      () => {
+        void this.#purge().finally(() => this.#schedulePurge());
+      },
+      this.#retention.purgeEveryMs,
+      { unref: true },
+    );
+  }
+
+  async #purge(): Promise<void> {
+    const before = this.#clock.now() - this.#retention.sentRetentionMs;
+    try {
+      for (;;) {
+        const n = await this.#o.store.purgeSent(before, PURGE_LIMIT);
+        this.#stats.purged += n;
+        if (n < PURGE_LIMIT || this.#closed) return;
+      }
+    } catch (e) {
+      this.#error(e);
+    }
+  }
+
+  async #close(): Promise<void> {
+    this.#closed = true;
+    this.#pollTimer?.cancel();
+    this.#purgeTimer?.cancel();
+    this.#unsubscribe?.();
+    await this.#balancer.stop();
+    for (const w of this.#workers.values()) {
+      w.stop.abort();
+      w.abandoned = true;
+    }
+    this.#workers.clear();
+  }
+}
+
+/** Orders decimal id strings without leading zeros (as `OutboxRecord.id` is) numerically. */
+export function compareIds(a: string, b: string): number {
+  return a.length - b.length || (a < b ? -1 : a > b ? 1 : 0);
+}
+
+function maxId(a: string | undefined, b: string): string {
+  return a === undefined || compareIds(b, a) > 0 ? b : a;
+}
