@@ -1,0 +1,662 @@
+// The Herald console: one page, live through /api/events (Server-Sent Events).
+import { render } from 'preact';
+import { useEffect, useMemo, useState } from 'preact/hooks';
+
+interface ServiceInfo {
+  name: string;
+  state: string;
+  pid: number | null;
+  restarts: number;
+  uptimeMs: number;
+  restartInMs: number | null;
+  lastExit: { code: number | null; signal: string | null; at: number } | null;
+}
+interface GroupView {
+  group: string;
+  handled: number;
+  lag: number;
+  handleRate: number;
+  oldestUnhandledAt: number | null;
+}
+interface TopicView {
+  name: string;
+  partitions: number;
+  published: number;
+  publishRate: number;
+  groups: GroupView[];
+}
+interface Sample {
+  at: number;
+  topics: Record<string, { published: number; groups: Record<string, { handled: number; lag: number }> }>;
+}
+interface DeadLetterSummary {
+  id: string;
+  group: string;
+  topic: string;
+  type: string | null;
+  key: string | null;
+  status: string;
+  attempts: number;
+  error: string;
+  lastFailedAt: number;
+}
+interface Snapshot {
+  name: string;
+  at: number;
+  services: ServiceInfo[] | null;
+  topics: TopicView[];
+  history: Sample[];
+  deadLetters: { total: number; entries: DeadLetterSummary[] };
+  sagas: { available: boolean; byState: Record<string, number> };
+  streams: { available: boolean; views: string[] };
+  error?: string;
+}
+
+async function api<T>(path: string, method: 'GET' | 'POST' = 'GET'): Promise<T> {
+  const r = await fetch(path, { method });
+  const body = (await r.json()) as T & { error?: { code: string; message: string } };
+  if (!r.ok) throw new Error(body.error ? `${body.error.code}: ${body.error.message}` : `HTTP ${r.status}`);
+  return body;
+}
+
+const COLORS = ['#2563eb', '#dc2626', '#16a34a', '#9333ea', '#ea580c', '#0891b2', '#4d7c0f', '#be185d'];
+const fmtTime = (t: number): string => new Date(t).toLocaleTimeString();
+const fmtUptime = (ms: number): string => (ms < 60_000 ? `${Math.round(ms / 1000)} s` : ms < 3_600_000 ? `${Math.floor(ms / 60_000)} min` : `${(ms / 3_600_000).toFixed(1)} h`);
+const slug = (s: string): string => s.replace(/[^A-Za-z0-9_.-]/g, '_');
+
+function useSnapshot(): { snap: Snapshot | null; live: boolean } {
+  const [snap, setSnap] = useState<Snapshot | null>(null);
+  const [live, setLive] = useState(false);
+  useEffect(() => {
+    const es = new EventSource('/api/events');
+    es.addEventListener('snapshot', (e) => {
+      setSnap(JSON.parse((e as MessageEvent<string>).data) as Snapshot);
+      setLive(true);
+    });
+    es.onerror = () => setLive(false);
+    return () => es.close();
+  }, []);
+  return { snap, live };
+}
+
+interface Series {
+  label: string;
+  points: Array<[number, number]>;
+}
+
+/** A line chart as plain SVG: time on x, value on y, one line per series. */
+function LineChart({ title, series, unit, testId }: { title: string; series: Series[]; unit: string; testId: string }) {
+  const w = 560;
+  const h = 180;
+  const pad = { l: 48, r: 8, t: 8, b: 22 };
+  const all = series.flatMap((s) => s.points);
+  const t0 = Math.min(...all.map((p) => p[0]));
+  const t1 = Math.max(...all.map((p) => p[0]));
+  const vmax = Math.max(1, ...all.map((p) => p[1]));
+  const x = (t: number): number => pad.l + (t1 > t0 ? ((t - t0) / (t1 - t0)) * (w - pad.l - pad.r) : 0);
+  const y = (v: number): number => h - pad.b - (v / vmax) * (h - pad.t - pad.b);
+  const last = (s: Series): number => s.points[s.points.length - 1]?.[1] ?? 0;
+  return (
+    <figure data-testid={testId}>
+      <figcaption>{title}</figcaption>
+      <svg viewBox={`0 0 ${w} ${h}`} width="100%" role="img" aria-label={`${title}: ${series.map((s) => `${s.label} ${last(s)} ${unit}`).join(', ')}`}>
+        <line x1={pad.l} y1={h - pad.b} x2={w - pad.r} y2={h - pad.b} stroke="#9ca3af" />
+        <line x1={pad.l} y1={pad.t} x2={pad.l} y2={h - pad.b} stroke="#9ca3af" />
+        {[0, 0.5, 1].map((f) => (
+          <g key={f}>
+            <line x1={pad.l} x2={w - pad.r} y1={y(vmax * f)} y2={y(vmax * f)} stroke="#eef0f3" />
+            <text x={pad.l - 4} y={y(vmax * f) + 4} font-size="10" text-anchor="end" fill="#4b5563">
+              {Math.round(vmax * f)}
+            </text>
+          </g>
+        ))}
+        {all.length > 0 && (
+          <>
+            <text x={pad.l} y={h - 6} font-size="10" fill="#4b5563">
+              {fmtTime(t0)}
+            </text>
+            <text x={w - pad.r} y={h - 6} font-size="10" text-anchor="end" fill="#4b5563">
+              {fmtTime(t1)}
+            </text>
+          </>
+        )}
+        {series.map((s, i) => (
+          <polyline key={s.label} fill="none" stroke={COLORS[i % COLORS.length]} stroke-width="2" points={s.points.map(([t, v]) => `${x(t).toFixed(1)},${y(v).toFixed(1)}`).join(' ')} />
+        ))}
+      </svg>
+      <div class="legend">
+        {series.map((s, i) => (
+          <span key={s.label} style={{ '--c': COLORS[i % COLORS.length] }}>
+            {s.label}: {last(s)} {unit}
+          </span>
+        ))}
+      </div>
+    </figure>
+  );
+}
+
+function Services({ services, onError }: { services: ServiceInfo[] | null; onError: (m: string) => void }) {
+  const [busy, setBusy] = useState<string | null>(null);
+  if (!services) return <p class="muted">No supervisor: this console was started without services.</p>;
+  const act = async (name: string, verb: 'stop' | 'start'): Promise<void> => {
+    setBusy(name);
+    try {
+      await api(`/api/services/${encodeURIComponent(name)}/${verb}`, 'POST');
+    } catch (e) {
+      onError((e as Error).message);
+    } finally {
+      setBusy(null);
+    }
+  };
+  return (
+    <table>
+      <thead>
+        <tr>
+          <th>service</th>
+          <th>state</th>
+          <th class="num">pid</th>
+          <th class="num">restarts</th>
+          <th class="num">uptime</th>
+          <th>last exit</th>
+          <th>actions</th>
+        </tr>
+      </thead>
+      <tbody>
+        {services.map((s) => (
+          <tr key={s.name} data-testid={`service-row-${slug(s.name)}`}>
+            <td>{s.name}</td>
+            <td class={`state state-${s.state}`} data-testid={`service-state-${slug(s.name)}`}>
+              {s.state}
+              {s.restartInMs !== null ? ` (in ${Math.ceil(s.restartInMs / 1000)} s)` : ''}
+            </td>
+            <td class="num">{s.pid ?? '—'}</td>
+            <td class="num">{s.restarts}</td>
+            <td class="num">{s.uptimeMs > 0 ? fmtUptime(s.uptimeMs) : '—'}</td>
+            <td>{s.lastExit ? (s.lastExit.signal ? `signal ${s.lastExit.signal}` : `code ${s.lastExit.code}`) : '—'}</td>
+            <td>
+              {s.state === 'running' ? (
+                <button class="danger" disabled={busy === s.name} data-testid={`service-stop-${slug(s.name)}`} onClick={() => void act(s.name, 'stop')}>
+                  Stop
+                </button>
+              ) : (
+                <button disabled={busy === s.name || s.state === 'stopping'} data-testid={`service-start-${slug(s.name)}`} onClick={() => void act(s.name, 'start')}>
+                  Start
+                </button>
+              )}
+            </td>
+          </tr>
+        ))}
+      </tbody>
+    </table>
+  );
+}
+
+function Topics({ snap }: { snap: Snapshot }) {
+  const lagSeries: Series[] = [];
+  const rateSeries: Series[] = [];
+  for (const t of snap.topics) {
+    for (const g of t.groups) lagSeries.push({ label: `${t.name} / ${g.group}`, points: snap.history.map((s) => [s.at, s.topics[t.name]?.groups[g.group]?.lag ?? 0]) });
+    const pts: Array<[number, number]> = [];
+    for (let i = 1; i < snap.history.length; i++) {
+      const a = snap.history[i - 1]!;
+      const b = snap.history[i]!;
+      const d = (b.topics[t.name]?.published ?? 0) - (a.topics[t.name]?.published ?? 0);
+      pts.push([b.at, Math.max(0, Math.round(d / Math.max(0.001, (b.at - a.at) / 1000)))]);
+    }
+    rateSeries.push({ label: `${t.name} published`, points: pts });
+  }
+  if (snap.topics.length === 0) return <p class="muted">No topics yet.</p>;
+  return (
+    <>
+      <table>
+        <thead>
+          <tr>
+            <th>topic</th>
+            <th class="num">partitions</th>
+            <th class="num">published</th>
+            <th class="num">publish/s</th>
+            <th>consumer group</th>
+            <th class="num">handled</th>
+            <th class="num">handle/s</th>
+            <th class="num">lag</th>
+            <th>oldest unhandled</th>
+          </tr>
+        </thead>
+        <tbody>
+          {snap.topics.flatMap((t) =>
+            (t.groups.length > 0 ? t.groups : [null]).map((g, i) => (
+              <tr key={`${t.name}/${g?.group ?? ''}`} data-testid={`topic-row-${slug(t.name)}${g ? `-${slug(g.group)}` : ''}`}>
+                <td>{i === 0 ? t.name : ''}</td>
+                <td class="num">{i === 0 ? t.partitions : ''}</td>
+                <td class="num" data-testid={i === 0 ? `published-${slug(t.name)}` : undefined}>
+                  {i === 0 ? t.published : ''}
+                </td>
+                <td class="num">{i === 0 ? t.publishRate : ''}</td>
+                <td>{g?.group ?? <span class="muted">no groups</span>}</td>
+                <td class="num">{g?.handled ?? ''}</td>
+                <td class="num">{g?.handleRate ?? ''}</td>
+                <td class="num" data-testid={g ? `lag-${slug(t.name)}-${slug(g.group)}` : undefined}>
+                  {g?.lag ?? ''}
+                </td>
+                <td>{g?.oldestUnhandledAt ? fmtTime(g.oldestUnhandledAt) : ''}</td>
+              </tr>
+            )),
+          )}
+        </tbody>
+      </table>
+      <div class="charts">
+        <LineChart title="Consumer lag (messages) per topic / group" series={lagSeries} unit="msgs" testId="lag-chart" />
+        <LineChart title="Publish rate (messages/s) per topic" series={rateSeries} unit="/s" testId="rate-chart" />
+      </div>
+    </>
+  );
+}
+
+interface DeadLetterEntry extends Omit<DeadLetterSummary, 'error'> {
+  envelope: unknown;
+  raw: string;
+  handler: string;
+  partition: number;
+  position: string;
+  error: { code?: string; message: string; stack?: string };
+  firstFailedAt: number;
+}
+
+function DeadLetters({ snap, onError }: { snap: Snapshot; onError: (m: string) => void }) {
+  const [open, setOpen] = useState<DeadLetterEntry | null>(null);
+  const [gone, setGone] = useState<Set<string>>(new Set());
+  const entries = snap.deadLetters.entries.filter((e) => !gone.has(e.id));
+  const act = async (id: string, verb: 'redrive' | 'discard'): Promise<void> => {
+    try {
+      await api(`/api/dead-letters/${id}/${verb}`, 'POST');
+      if (verb === 'discard') setGone(new Set([...gone, id]));
+      if (open?.id === id) setOpen(null);
+    } catch (e) {
+      onError((e as Error).message);
+    }
+  };
+  const inspect = async (id: string): Promise<void> => {
+    try {
+      setOpen((await api<{ entry: DeadLetterEntry }>(`/api/dead-letters/${id}`)).entry);
+    } catch (e) {
+      onError((e as Error).message);
+    }
+  };
+  return (
+    <>
+      <p data-testid="dead-letter-count">
+        {snap.deadLetters.total} dead letter{snap.deadLetters.total === 1 ? '' : 's'}
+        {snap.deadLetters.total > entries.length ? ` (oldest ${entries.length} shown)` : ''}
+      </p>
+      {entries.length > 0 && (
+        <table>
+          <thead>
+            <tr>
+              <th>id</th>
+              <th>group</th>
+              <th>topic</th>
+              <th>type</th>
+              <th>key</th>
+              <th>status</th>
+              <th class="num">attempts</th>
+              <th>error</th>
+              <th>actions</th>
+            </tr>
+          </thead>
+          <tbody>
+            {entries.map((e) => (
+              <tr key={e.id} data-testid={`dead-letter-row-${e.id}`} class={open?.id === e.id ? 'selected' : ''}>
+                <td>{Number(e.id)}</td>
+                <td>{e.group}</td>
+                <td>{e.topic}</td>
+                <td>{e.type ?? '—'}</td>
+                <td>{e.key ?? '—'}</td>
+                <td>{e.status}</td>
+                <td class="num">{e.attempts}</td>
+                <td>{e.error}</td>
+                <td>
+                  <button onClick={() => void inspect(e.id)} data-testid={`dead-letter-inspect-${e.id}`}>
+                    Inspect
+                  </button>{' '}
+                  <button onClick={() => void act(e.id, 'redrive')} disabled={e.status === 'redrive'} data-testid={`dead-letter-redrive-${e.id}`}>
+                    Redrive
+                  </button>{' '}
+                  <button class="danger" onClick={() => void act(e.id, 'discard')} data-testid={`dead-letter-discard-${e.id}`}>
+                    Discard
+                  </button>
+                </td>
+              </tr>
+            ))}
+          </tbody>
+        </table>
+      )}
+      {open && (
+        <div data-testid="dead-letter-detail">
+          <h3>
+            Dead letter {Number(open.id)} — handler {open.handler}, partition {open.partition} at {open.position}
+          </h3>
+          <p>
+            Failed {open.attempts} time(s), first {fmtTime(open.firstFailedAt)}, last {fmtTime(open.lastFailedAt)}.
+          </p>
+          <p class="error">
+            {open.error.code ? `${open.error.code}: ` : ''}
+            {open.error.message}
+          </p>
+          {open.error.stack && <pre>{open.error.stack}</pre>}
+          <h4>Envelope</h4>
+          <pre>{JSON.stringify(open.envelope, null, 2)}</pre>
+          <button onClick={() => setOpen(null)}>Close</button>
+        </div>
+      )}
+    </>
+  );
+}
+
+interface SagaInstance {
+  saga: string;
+  key: string;
+  state: string;
+  [k: string]: unknown;
+}
+interface TimelineEntry {
+  at?: number;
+  kind?: string;
+  [k: string]: unknown;
+}
+
+function Sagas({ snap, onError }: { snap: Snapshot; onError: (m: string) => void }) {
+  const [state, setState] = useState<string>('');
+  const [instances, setInstances] = useState<SagaInstance[]>([]);
+  const [timeline, setTimeline] = useState<{ saga: string; key: string; entries: TimelineEntry[] } | null>(null);
+  const counts = snap.sagas.byState;
+  const countKey = JSON.stringify(counts);
+  useEffect(() => {
+    if (!snap.sagas.available) return;
+    api<{ instances: SagaInstance[] }>(`/api/sagas?limit=50${state ? `&state=${encodeURIComponent(state)}` : ''}`)
+      .then((r) => setInstances(r.instances))
+      .catch((e: Error) => onError(e.message));
+  }, [state, countKey, snap.sagas.available]);
+  if (!snap.sagas.available) return <p class="muted">No saga store in this backend.</p>;
+  const show = async (s: SagaInstance): Promise<void> => {
+    try {
+      const r = await api<{ timeline: TimelineEntry[] }>(`/api/sagas/${encodeURIComponent(s.saga)}/${encodeURIComponent(s.key)}`);
+      setTimeline({ saga: s.saga, key: s.key, entries: r.timeline });
+    } catch (e) {
+      onError((e as Error).message);
+    }
+  };
+  return (
+    <div class="split">
+      <div>
+        <p>
+          By state:{' '}
+          <button onClick={() => setState('')} class={state === '' ? 'selected' : ''}>
+            all
+          </button>{' '}
+          {Object.entries(counts).map(([st, n]) => (
+            <span key={st}>
+              <button onClick={() => setState(st)} class={state === st ? 'selected' : ''} data-testid={`saga-state-${slug(st)}`}>
+                {st}: {n}
+              </button>{' '}
+            </span>
+          ))}
+        </p>
+        <table>
+          <tbody>
+            {instances.map((s) => (
+              <tr key={`${s.saga}/${s.key}`} data-testid={`saga-row-${slug(s.key)}`} class={timeline?.key === s.key && timeline.saga === s.saga ? 'selected' : ''}>
+                <td>{s.saga}</td>
+                <td>
+                  <a href="#sagas" onClick={() => void show(s)}>
+                    {s.key}
+                  </a>
+                </td>
+                <td>{s.state}</td>
+              </tr>
+            ))}
+          </tbody>
+        </table>
+      </div>
+      <div data-testid="saga-timeline">
+        {timeline ? (
+          <>
+            <h3>
+              {timeline.saga} {timeline.key}
+            </h3>
+            <ol class="timeline">
+              {timeline.entries.map((e, i) => (
+                <li key={i} class={/compensat/i.test(JSON.stringify(e)) ? 'compensation' : ''}>
+                  {e.at ? `${fmtTime(e.at)} ` : ''}
+                  <strong>{String(e.kind ?? e.type ?? 'step')}</strong> {describeEntry(e)}
+                </li>
+              ))}
+            </ol>
+          </>
+        ) : (
+          <p class="muted">Pick an instance to see its timeline.</p>
+        )}
+      </div>
+    </div>
+  );
+}
+
+function describeEntry(e: TimelineEntry): string {
+  const { at: _at, kind: _kind, type: _type, ...rest } = e;
+  return Object.entries(rest)
+    .filter(([, v]) => v !== undefined && v !== null)
+    .map(([k, v]) => `${k}=${typeof v === 'object' ? JSON.stringify(v) : String(v)}`)
+    .join(' ');
+}
+
+interface Step {
+  event: { streamId: string; streamVersion: number; position: string; id: string; type: string; data: unknown; recordedAt: number; correlationId?: string; causationId?: string };
+  state: unknown;
+}
+
+function Streams({ snap, onError, onCorrelation }: { snap: Snapshot; onError: (m: string) => void; onCorrelation: (id: string) => void }) {
+  const [ids, setIds] = useState<string[]>([]);
+  const [id, setId] = useState('');
+  const [page, setPage] = useState<{ streamId: string; view: string | null; before: unknown; steps: Step[] } | null>(null);
+  const [at, setAt] = useState(0);
+  useEffect(() => {
+    if (!snap.streams.available) return;
+    api<{ streams: string[] }>('/api/streams?limit=30')
+      .then((r) => setIds(r.streams))
+      .catch((e: Error) => onError(e.message));
+  }, [Math.floor(snap.at / 5000), snap.streams.available]);
+  const open = async (streamId: string): Promise<void> => {
+    try {
+      const r = await api<{ streamId: string; view: string | null; before: unknown; steps: Step[] }>(`/api/streams/${encodeURIComponent(streamId)}?limit=200`);
+      setPage(r);
+      setId(streamId);
+      setAt(r.steps.length);
+    } catch (e) {
+      onError((e as Error).message);
+    }
+  };
+  if (!snap.streams.available) return <p class="muted">No event store in this backend.</p>;
+  const state = page ? (at === 0 ? page.before : page.steps[at - 1]?.state) : undefined;
+  return (
+    <div class="split">
+      <div>
+        <form
+          onSubmit={(e) => {
+            e.preventDefault();
+            void open(id);
+          }}
+        >
+          <label>
+            Stream id <input type="text" value={id} onInput={(e) => setId((e.target as HTMLInputElement).value)} data-testid="stream-id-input" />
+          </label>{' '}
+          <button type="submit">Open</button>
+        </form>
+        <ul>
+          {ids.map((s) => (
+            <li key={s}>
+              <a href="#streams" onClick={() => void open(s)} data-testid={`stream-link-${slug(s)}`}>
+                {s}
+              </a>
+            </li>
+          ))}
+        </ul>
+      </div>
+      <div>
+        {page && (
+          <>
+            <h3>
+              {page.streamId} <span class="muted">({page.view ? `view "${page.view}"` : 'no view registered: data merged'})</span>
+            </h3>
+            <label>
+              State after event {at} of {page.steps.length}
+              <input type="range" min={0} max={page.steps.length} value={at} onInput={(e) => setAt(Number((e.target as HTMLInputElement).value))} data-testid="time-travel" />
+            </label>
+            <pre data-testid="stream-state">{JSON.stringify(state, null, 2)}</pre>
+            <table>
+              <tbody>
+                {page.steps.map((s, i) => (
+                  <tr key={s.event.id} class={i + 1 === at ? 'selected' : ''} data-testid={`stream-event-${s.event.streamVersion}`}>
+                    <td class="num">{s.event.streamVersion}</td>
+                    <td>
+                      <a href="#streams" onClick={() => setAt(i + 1)}>
+                        {s.event.type}
+                      </a>
+                    </td>
+                    <td>{fmtTime(s.event.recordedAt)}</td>
+                    <td>
+                      {s.event.correlationId && (
+                        <a href="#causation" onClick={() => onCorrelation(s.event.correlationId!)}>
+                          causation graph
+                        </a>
+                      )}
+                    </td>
+                  </tr>
+                ))}
+              </tbody>
+            </table>
+          </>
+        )}
+      </div>
+    </div>
+  );
+}
+
+interface CausationNode {
+  id: string;
+  type: string;
+  causationId: string | null;
+  time: number | null;
+  where: string;
+  deadLetter?: { id: string; group: string; error: string };
+}
+
+function Causation({ correlation, setCorrelation, onError }: { correlation: string; setCorrelation: (s: string) => void; onError: (m: string) => void }) {
+  const [input, setInput] = useState(correlation);
+  const [nodes, setNodes] = useState<CausationNode[] | null>(null);
+  useEffect(() => {
+    setInput(correlation);
+    if (!correlation) return;
+    api<{ nodes: CausationNode[] }>(`/api/causation/${encodeURIComponent(correlation)}`)
+      .then((r) => setNodes(r.nodes))
+      .catch((e: Error) => onError(e.message));
+  }, [correlation]);
+  const tree = useMemo(() => {
+    if (!nodes) return null;
+    const ids = new Set(nodes.map((n) => n.id));
+    const children = new Map<string, CausationNode[]>();
+    const roots: CausationNode[] = [];
+    for (const n of nodes) {
+      if (n.causationId && ids.has(n.causationId) && n.causationId !== n.id) children.set(n.causationId, [...(children.get(n.causationId) ?? []), n]);
+      else roots.push(n);
+    }
+    const draw = (n: CausationNode, depth: number) => (
+      <li key={n.id}>
+        <strong>{n.type}</strong> <span class="muted">{n.where}</span>
+        {n.time ? ` ${fmtTime(n.time)}` : ''}
+        {n.deadLetter && <span class="error"> — dead letter in {n.deadLetter.group}: {n.deadLetter.error}</span>}
+        {depth < 50 && (children.get(n.id)?.length ?? 0) > 0 && <ul class="tree">{children.get(n.id)!.map((c) => draw(c, depth + 1))}</ul>}
+      </li>
+    );
+    return <ul class="tree" data-testid="causation-tree">{roots.map((r) => draw(r, 0))}</ul>;
+  }, [nodes]);
+  return (
+    <>
+      <form
+        onSubmit={(e) => {
+          e.preventDefault();
+          setCorrelation(input.trim());
+        }}
+      >
+        <label>
+          Correlation id <input type="text" value={input} onInput={(e) => setInput((e.target as HTMLInputElement).value)} data-testid="correlation-input" />
+        </label>{' '}
+        <button type="submit">Show</button>
+      </form>
+      {nodes && nodes.length === 0 && <p class="muted">Nothing carries this correlation id.</p>}
+      {tree}
+    </>
+  );
+}
+
+function App() {
+  const { snap, live } = useSnapshot();
+  const [error, setError] = useState<string | null>(null);
+  const [correlation, setCorrelation] = useState('');
+  return (
+    <>
+      <header>
+        <h1>Herald console{snap ? ` — ${snap.name}` : ''}</h1>
+        <nav>
+          <a href="#services">Services</a>
+          <a href="#topics">Topics</a>
+          <a href="#dead-letters">Dead letters</a>
+          <a href="#sagas">Sagas</a>
+          <a href="#streams">Streams</a>
+          <a href="#causation">Causation</a>
+        </nav>
+        <span class={live ? 'live' : 'live down'} data-testid="live">
+          {live ? `live · ${snap ? fmtTime(snap.at) : ''}` : 'connecting…'}
+        </span>
+      </header>
+      <main>
+        {error && (
+          <p class="error" role="alert">
+            {error} <button onClick={() => setError(null)}>dismiss</button>
+          </p>
+        )}
+        {snap?.error && <p class="error">Backend: {snap.error}</p>}
+        {!snap ? (
+          <p>Loading…</p>
+        ) : (
+          <>
+            <section id="services" aria-labelledby="h-services">
+              <h2 id="h-services">Services</h2>
+              <Services services={snap.services} onError={setError} />
+            </section>
+            <section id="topics" aria-labelledby="h-topics">
+              <h2 id="h-topics">Topics and consumer lag</h2>
+              <Topics snap={snap} />
+            </section>
+            <section id="dead-letters" aria-labelledby="h-dl">
+              <h2 id="h-dl">Dead letters</h2>
+              <DeadLetters snap={snap} onError={setError} />
+            </section>
+            <section id="sagas" aria-labelledby="h-sagas">
+              <h2 id="h-sagas">Sagas</h2>
+              <Sagas snap={snap} onError={setError} />
+            </section>
+            <section id="streams" aria-labelledby="h-streams">
+              <h2 id="h-streams">Streams (time travel)</h2>
+              <Streams snap={snap} onError={setError} onCorrelation={setCorrelation} />
+            </section>
+            <section id="causation" aria-labelledby="h-causation">
+              <h2 id="h-causation">Causation graph</h2>
+              <Causation correlation={correlation} setCorrelation={setCorrelation} onError={setError} />
+            </section>
+          </>
+        )}
+      </main>
+    </>
+  );
+}
+
+render(<App />, document.getElementById('root')!);
