@@ -20,6 +20,8 @@ export interface DefinitionOptions {
   readonly topic?: string;
   /** Data field that becomes the partition key when a publish names none. */
   readonly keyField?: string;
+  /** Paths of personal data fields ('email', 'customer.address'; '*' matches any one segment): redacted from logs. */
+  readonly personal?: readonly string[];
 }
 
 export interface MessageDefinition<T = unknown, Type extends string = string> {
@@ -28,6 +30,8 @@ export interface MessageDefinition<T = unknown, Type extends string = string> {
   readonly version: number;
   readonly topic: string | undefined;
   readonly keyField: string | undefined;
+  /** Paths of personal data fields (see `DefinitionOptions.personal`); empty when none. */
+  readonly personal: readonly string[];
   readonly schema: StandardSchemaV1<unknown, T>;
   /** `urn:herald:schema:<type>:v<version>` */
   readonly dataschema: string;
@@ -76,11 +80,22 @@ function define(kind: 'event' | 'command', type: string, schema: StandardSchemaV
     version,
     topic: options.topic,
     keyField: options.keyField,
+    personal: personalPaths(kind, type, options.personal),
     schema,
     dataschema: dataschemaFor(type, version),
     parse: (data) => validateData(def, data),
   };
   return Object.freeze(def);
+}
+
+const PERSONAL_PATH_RE = /^(?:\*|[A-Za-z_$][\w$-]*)(?:\.(?:\*|[A-Za-z_$][\w$-]*))*$/;
+
+function personalPaths(kind: string, type: string, paths: readonly string[] | undefined): readonly string[] {
+  if (paths === undefined) return Object.freeze([]);
+  if (!Array.isArray(paths)) throw new HeraldError('HERALD_ERR_INVALID_ARGUMENT', `${kind} "${type}": personal must be an array of field paths`);
+  const bad = paths.filter((p) => typeof p !== 'string' || !PERSONAL_PATH_RE.test(p));
+  if (bad.length > 0) throw new HeraldError('HERALD_ERR_INVALID_ARGUMENT', `${kind} "${type}": personal paths must be dot-separated field names or '*' (got ${bad.map((b) => JSON.stringify(b)).join(', ')})`);
+  return Object.freeze([...paths]);
 }
 
 export function dataschemaFor(type: string, version: number): string {
