@@ -42,3 +42,33 @@ export { waitForPosition, PositionWaiters, DEFAULT_WAIT_MS } from './projections
 export type { Projection, ProjectionMode, ProjectionStatus, RebuildOptions, RebuildProgress, RebuildResult, WaitOptions, ProjectionRetryOptions } from './projections.ts';
 export { createInMemoryProjection } from './memory-projection.ts';
 export type { InMemoryProjection, InMemoryProjectionDefinition, InMemoryProjectionOptions } from './memory-projection.ts';
+export { defineSaga, decideSaga, sagaKeyOf, sagaTimerId, send, onSuccess, onFailure, SAGA_STATUSES, TERMINAL_SAGA_STATUSES, SAGA_TIMER_TYPE, DEFAULT_SAGA_RETRY } from './saga.ts';
+export type {
+  SagaDefinition,
+  SagaDefinitionInput,
+  SagaStep,
+  SagaCompensation,
+  SagaReply,
+  SagaMessage,
+  SagaActionResult,
+  SagaActionContext,
+  SagaRetryPolicy,
+  SagaStatus,
+  SagaInstance,
+  SagaFailure,
+  SagaError,
+  SagaTimer,
+  SagaTimelineEntry,
+  SagaTimelineKind,
+  SagaOutgoing,
+  SagaInput,
+  SagaDecision,
+  DecideContext,
+} from './saga.ts';
+export { SagaConcurrencyError, DEFAULT_SAGA_PAGE, MAX_SAGA_PAGE } from './saga-store.ts';
+export type { SagaStore, SagaListOptions, SagaPage, StoredSagaTimelineEntry, SagaStatusCount } from './saga-store.ts';
+export { MemorySagaStore } from './saga-memory-store.ts';
+export { createSagaRuntime } from './saga-runtime.ts';
+export type { SagaRuntime, SagaRuntimeOptions, SagaRuntimeStats, SagaHandleResult } from './saga-runtime.ts';
+export { SagaSpecification, SAGA_SPEC_EPOCH } from './saga-specification.ts';
+export type { SagaSpecInput, SagaExpectation, SagaThen, SagaWhen } from './saga-specification.ts';
