@@ -1,1 +1,11 @@
 // Public surface of @herald/otel.
+export { instrumentTracing, envelopeContext, ATTR } from './tracing.ts';
+export type { TracingOptions } from './tracing.ts';
+export { createMetrics } from './metrics.ts';
+export type { MetricsOptions, HeraldMetrics, SagaStateCount } from './metrics.ts';
+export { metricsHandler, serveMetrics } from './serve.ts';
+export type { ServeMetricsOptions, MetricsServer } from './serve.ts';
+export { createLogger, eventFields, redactData, redactEnvelope, REDACTED } from './logger.ts';
+export type { HeraldLoggerOptions, HeraldLogger } from './logger.ts';
+export { startOtel } from './start.ts';
+export type { StartOtelOptions, OtelHandle } from './start.ts';
