@@ -207,10 +207,64 @@ const EVENT_STORE_MIGRATIONS: readonly string[] = [
   `,
 ];
 
+/** The outbox/inbox/scheduler schema version (component `herald_outbox` in `herald_meta`). */
+export const OUTBOX_SCHEMA_VERSION = 1;
+const OUTBOX_COMPONENT = 'herald_outbox';
+
+/**
+ * Outbox, inbox and scheduled-message migrations (component `herald_outbox`), same rules as
+ * `MIGRATIONS`. Outbox ids are AUTOINCREMENT (never reused after a purge) and assigned under the
+ * write lock, so they grow in commit order across processes. A row is sent when its id is at
+ * most its partition's greatest `herald_outbox_sent.upto` (one row per markSent, not one
+ * UPDATE per row); purging deletes rows and marks below the newest mark older than the cutoff.
+ */
+const OUTBOX_MIGRATIONS: readonly string[] = [
+  `
+  CREATE TABLE IF NOT EXISTS herald_outbox_settings (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    partitions INTEGER NOT NULL
+  );
+  CREATE TABLE IF NOT EXISTS herald_outbox (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    partition INTEGER NOT NULL,
+    topic TEXT NOT NULL,
+    key TEXT,
+    envelope TEXT NOT NULL,
+    created_at INTEGER NOT NULL
+  );
+  CREATE INDEX IF NOT EXISTS herald_outbox_by_partition ON herald_outbox (partition); -- (partition, id): the rowid is the id
+  CREATE TABLE IF NOT EXISTS herald_outbox_sent (
+    partition INTEGER NOT NULL,
+    upto INTEGER NOT NULL,
+    sent_at INTEGER NOT NULL,
+    PRIMARY KEY (partition, upto)
+  ) WITHOUT ROWID;
+  CREATE TABLE IF NOT EXISTS herald_inbox (
+    grp TEXT NOT NULL,
+    handler TEXT NOT NULL,
+    source TEXT NOT NULL,
+    id TEXT NOT NULL,
+    handled_at INTEGER NOT NULL,
+    PRIMARY KEY (grp, handler, source, id)
+  ) WITHOUT ROWID;
+  CREATE INDEX IF NOT EXISTS herald_inbox_by_time ON herald_inbox (handled_at);
+  CREATE TABLE IF NOT EXISTS herald_scheduled (
+    id TEXT PRIMARY KEY,
+    topic TEXT NOT NULL,
+    key TEXT,
+    envelope TEXT NOT NULL,
+    deliver_at INTEGER NOT NULL,
+    created_at INTEGER NOT NULL
+  ) WITHOUT ROWID;
+  CREATE INDEX IF NOT EXISTS herald_scheduled_by_time ON herald_scheduled (deliver_at, id);
+  `,
+];
+
 /** Every schema component this code migrates, in order. */
 const COMPONENTS: ReadonlyArray<{ readonly name: string; readonly version: number; readonly migrations: readonly string[] }> = [
   { name: SCHEMA_COMPONENT, version: SCHEMA_VERSION, migrations: MIGRATIONS },
   { name: EVENT_STORE_COMPONENT, version: EVENT_STORE_SCHEMA_VERSION, migrations: EVENT_STORE_MIGRATIONS },
+  { name: OUTBOX_COMPONENT, version: OUTBOX_SCHEMA_VERSION, migrations: OUTBOX_MIGRATIONS },
 ];
 
 /**

@@ -73,6 +73,7 @@ import {
 import type Database from 'better-sqlite3';
 import { openDatabase, type SqliteDatabase, type SqliteSynchronous, storageError } from './database.ts';
 import { positiveInt } from '@herald/core/internal';
+import { attachEventStoreOutbox, type EventStoreOutboxOptions } from './event-store-outbox.ts';
 
 export interface SqliteEventStoreOptions {
   /** Database file (created if missing). Give `path` or `database`. */
@@ -93,6 +94,8 @@ export interface SqliteEventStoreOptions {
   readonly maxBatchEvents?: number;
   /** Bound of the append queue, in events (default 65 536); callers beyond it wait. */
   readonly maxQueuedEvents?: number;
+  /** Writes routed appended events to the outbox in the append's transaction (same file; see event-store-outbox.ts). */
+  readonly outbox?: EventStoreOutboxOptions;
 }
 
 /**
@@ -209,6 +212,7 @@ export class SqliteEventStore implements EventStore {
     this.#maxBatch = positiveInt('maxBatchEvents', options.maxBatchEvents ?? 4096);
     this.#maxQueued = positiveInt('maxQueuedEvents', options.maxQueuedEvents ?? 65_536);
     this.#savepoint = this.database.db.transaction((fn: () => unknown) => fn());
+    if (options.outbox) attachEventStoreOutbox(this, options.outbox);
     const db = this.database;
     this.checkpoints = {
       get: async (name) => {

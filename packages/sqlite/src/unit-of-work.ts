@@ -1,0 +1,369 @@
+/**
+ * `UnitOfWork` on the Herald SQLite file: a service's own tables, its outbox, its inbox and its
+ * scheduled messages live in ONE database file and commit in one local transaction
+ * (transactions across ATTACHed files are not atomic in WAL mode).
+ *
+ * The unit of work owns a connection of its own (`native`, a better-sqlite3 `Database`); do not
+ * give it the connection a transport or an event store uses: a transaction held across `await`s
+ * on a shared connection would swallow their writes.
+ *
+ * Transactions are serialized on that connection. Calls waiting in the queue are group-committed:
+ * up to `maxBatch` callbacks run one after another in ONE `BEGIN IMMEDIATE` transaction, each in
+ * its own SAVEPOINT. A callback that throws rolls back its savepoint only and rejects its own
+ * caller; every caller is resolved after the COMMIT. If the transaction itself fails (the write
+ * lock stayed busy past `busyTimeoutMs`, disk full), every caller of the batch is rejected with
+ * `HERALD_ERR_STORAGE` (retryable) and nothing of the batch is stored.
+ *
+ * Asynchronous callbacks are allowed, and the write lock is held across their `await`s: other
+ * connections — other processes, and this process's transport and event store — wait for it (up
+ * to their `busyTimeoutMs`). Keep awaits inside a transaction short, and never await a write to
+ * the same file through another connection inside the callback (it waits for a lock this
+ * callback holds: it fails after busyTimeoutMs). Do not call `withTransaction` from inside a
+ * callback (it queues behind the running one). Use `tx.native` only inside the callback.
+ *
+ * After the COMMIT: `afterCommit` callbacks run (errors go to `onError`), then the outbox and
+ * scheduler stores of this process on the file are woken (`onWrite`). Other processes find the
+ * rows by polling.
+ *
+ * Inbox: `withInbox` looks the key up under the write lock, so two processes handling the same
+ * message serialize; the second sees the first's committed record and does not run `fn`.
+ */
+import { type Clock, HeraldError, type InboxKey, type InboxResult, isHeraldError, type OutgoingMessage, type ScheduledWrite, systemClock, type Transaction, type UnitOfWork } from '@herald/core';
+import { positiveInt } from '@herald/core/internal';
+import type Database from 'better-sqlite3';
+import { BUSY, type DatabaseSource, resolveDatabase, type SqliteDatabase, storageError } from './database.ts';
+import { fileOf, notifyWrite, OutboxWriter, outboxPartitions } from './outbox-writer.ts';
+
+export type SqliteUnitOfWorkOptions = DatabaseSource & {
+  /** Outbox partitions (`partitionForKey(key) mod P`); fixed in the file by the first opener (default 8). */
+  readonly outboxPartitions?: number;
+  /** Timestamps (created_at, handled_at). Default the system clock. */
+  readonly clock?: Clock;
+  /** Largest encoded envelope an outbox or scheduled row accepts, bytes (default 1 MiB, the transports' default); 0 disables. */
+  readonly maxPayloadBytes?: number;
+  /** Most callbacks group-committed in one transaction (default 256). */
+  readonly maxBatch?: number;
+  /** Errors thrown by `afterCommit` callbacks and `onWrite` listeners (default: a process warning). */
+  readonly onError?: (error: unknown) => void;
+};
+
+interface Call {
+  readonly fn: (tx: Transaction<Database.Database>) => unknown;
+  readonly inbox: InboxKey | undefined;
+  readonly resolve: (v: unknown) => void;
+  readonly reject: (e: unknown) => void;
+}
+
+/** Creates a unit of work on its own connection to the file (`path`) or on `database` (which must not be shared with a transport or event store). */
+export function createSqliteUnitOfWork(options: SqliteUnitOfWorkOptions): SqliteUnitOfWork {
+  return new SqliteUnitOfWork(options);
+}
+
+export class SqliteUnitOfWork implements UnitOfWork<Database.Database> {
+  readonly name = 'sqlite';
+  readonly database: SqliteDatabase;
+  /** Outbox partition count of the file. */
+  readonly partitions: number;
+  /** Absolute path of the file (the key of in-process wake-ups). */
+  readonly file: string;
+  readonly #owned: boolean;
+  readonly #clock: Clock;
+  readonly #writer: OutboxWriter;
+  readonly #maxBatch: number;
+  readonly #onError: (e: unknown) => void;
+  readonly #queue: Call[] = [];
+  #flushScheduled = false;
+  #flushing: Promise<void> | undefined;
+  #closing: Promise<void> | undefined;
+  #closed = false;
+  readonly #s: Record<'begin' | 'commit' | 'rollback' | 'savepoint' | 'release' | 'rollbackTo' | 'inboxGet' | 'inboxPut', Database.Statement>;
+  #transactions = 0;
+
+  constructor(options: SqliteUnitOfWorkOptions) {
+    const maxBatch = positiveInt('maxBatch', options.maxBatch ?? 256);
+    const { database, owned } = resolveDatabase(options);
+    try {
+      this.database = database;
+      this.#owned = owned;
+      this.#clock = options.clock ?? systemClock;
+      this.#maxBatch = maxBatch;
+      this.#onError = options.onError ?? ((e) => process.emitWarning(`unit of work: ${e instanceof Error ? e.message : String(e)}`, 'HeraldWarning'));
+      this.partitions = outboxPartitions(database, options.outboxPartitions);
+      this.#writer = new OutboxWriter(this.partitions, options.maxPayloadBytes);
+      this.file = fileOf(database);
+      const db = database.db;
+      if (owned) db.pragma('busy_timeout = 0');
+      this.#s = {
+        begin: db.prepare('BEGIN IMMEDIATE'),
+        commit: db.prepare('COMMIT'),
+        rollback: db.prepare('ROLLBACK'),
+        savepoint: db.prepare('SAVEPOINT herald_uow'),
+        release: db.prepare('RELEASE herald_uow'),
+        rollbackTo: db.prepare('ROLLBACK TO herald_uow'),
+        inboxGet: db.prepare('SELECT 1 FROM herald_inbox WHERE grp = ? AND handler = ? AND source = ? AND id = ?'),
+        inboxPut: db.prepare('INSERT INTO herald_inbox (grp, handler, source, id, handled_at) VALUES (?, ?, ?, ?, ?)'),
+      };
+    } catch (e) {
+      if (owned) database.close();
+      throw e;
+    }
+  }
+
+  /** Group-commit transactions committed so far. */
+  get transactions(): number {
+    return this.#transactions;
+  }
+
+  withTransaction<R>(fn: (tx: Transaction<Database.Database>) => Promise<R> | R): Promise<R> {
+    return this.#enqueue(fn, undefined) as Promise<R>;
+  }
+
+  withInbox<R>(key: InboxKey, fn: (tx: Transaction<Database.Database>) => Promise<R> | R): Promise<InboxResult<R>> {
+    try {
+      checkInboxKey(key);
+    } catch (e) {
+      return Promise.reject(e);
+    }
+    return this.#enqueue(fn, key) as Promise<InboxResult<R>>;
+  }
+
+  async inboxHas(key: InboxKey): Promise<boolean> {
+    const k = checkInboxKey(key);
+    this.#open();
+    // Committed state only: never read on this connection while a group transaction is open.
+    while (this.database.db.inTransaction) await (this.#flushing ?? new Promise((r) => setImmediate(r)));
+    return this.database.read(() => this.#s.inboxGet.get(k.group, k.handler, k.source, k.id) !== undefined);
+  }
+
+  async purgeInbox(before: number): Promise<number> {
+    if (typeof before !== 'number' || !Number.isFinite(before)) throw new HeraldError('HERALD_ERR_INVALID_ARGUMENT', `purgeInbox takes epoch ms (got ${String(before)})`);
+    return this.withTransaction(() => this.database.statement('DELETE FROM herald_inbox WHERE handled_at < ?').run(before).changes);
+  }
+
+  #enqueue(fn: (tx: Transaction<Database.Database>) => unknown, inbox: InboxKey | undefined): Promise<unknown> {
+    try {
+      this.#open();
+      if (typeof fn !== 'function') throw new HeraldError('HERALD_ERR_INVALID_ARGUMENT', 'withTransaction takes a callback');
+    } catch (e) {
+      return Promise.reject(e);
+    }
+    return new Promise((resolve, reject) => {
+      this.#queue.push({ fn, inbox, resolve, reject });
+      this.#scheduleFlush();
+    });
+  }
+
+  #scheduleFlush(): void {
+    if (this.#flushScheduled || this.#flushing) return;
+    this.#flushScheduled = true;
+    setImmediate(() => {
+      this.#flushScheduled = false;
+      void this.#flush();
+    });
+  }
+
+  #flush(): Promise<void> {
+    if (this.#flushing) return this.#flushing;
+    const run = async (): Promise<void> => {
+      while (this.#queue.length > 0) {
+        await this.#runBatch(this.#queue.splice(0, this.#maxBatch));
+        if (this.#queue.length > 0) await new Promise<void>((r) => setImmediate(r));
+      }
+    };
+    this.#flushing = run().finally(() => {
+      this.#flushing = undefined;
+      if (this.#queue.length > 0) this.#scheduleFlush(); // enqueued after the loop's last look
+    });
+    return this.#flushing;
+  }
+
+  async #runBatch(batch: Call[]): Promise<void> {
+    try {
+      if (this.database.closed) throw new HeraldError('HERALD_ERR_CLOSED', 'SQLite unit of work is closed');
+      await this.#begin();
+    } catch (e) {
+      for (const c of batch) c.reject(e);
+      return;
+    }
+    const done: Array<{ call: Call; value: unknown; tx: SqliteTransaction }> = [];
+    const failed: Array<{ call: Call; error: unknown }> = [];
+    let i = 0;
+    try {
+      for (; i < batch.length; i++) {
+        const call = batch[i]!;
+        const tx = new SqliteTransaction(this.database, this.#writer, this.#clock);
+        this.#s.savepoint.run();
+        try {
+          let value: unknown;
+          const k = call.inbox;
+          if (k && this.#s.inboxGet.get(k.group, k.handler, k.source, k.id) !== undefined) value = { duplicate: true };
+          else {
+            let r = call.fn(tx);
+            if (isThenable(r)) r = await r;
+            if (k) {
+              this.#s.inboxPut.run(k.group, k.handler, k.source, k.id, this.#clock.now());
+              r = { duplicate: false, value: r };
+            }
+            value = r;
+          }
+          tx.finish();
+          this.#s.release.run();
+          done.push({ call, value, tx });
+        } catch (error) {
+          tx.finish();
+          if (!this.database.db.inTransaction) throw error; // SQLite rolled the whole transaction back (I/O, full…)
+          this.#s.rollbackTo.run();
+          this.#s.release.run();
+          failed.push({ call, error }); // the callback's own error, unchanged
+        }
+      }
+      this.#s.commit.run();
+      this.#transactions++;
+    } catch (e) {
+      if (this.database.db.inTransaction) {
+        try {
+          this.#s.rollback.run();
+        } catch {
+          // the connection rolled back already
+        }
+      }
+      const error = isHeraldError(e) ? e : storageError('SQLite unit of work transaction failed', e);
+      // Callbacks not run yet go back to the front of the queue; the others were rolled back with the batch.
+      this.#queue.unshift(...batch.slice(i + 1));
+      for (const d of done) d.call.reject(error);
+      for (const f of failed) f.call.reject(f.error);
+      batch[i]?.reject(error);
+      return;
+    }
+    for (const f of failed) f.call.reject(f.error);
+    let outbox = false;
+    let scheduled = false;
+    for (const d of done) {
+      outbox ||= d.tx.wroteOutbox;
+      scheduled ||= d.tx.wroteScheduled;
+      for (const fn of d.tx.afterCommitFns) {
+        try {
+          fn();
+        } catch (e) {
+          this.#onError(e);
+        }
+      }
+      d.call.resolve(d.value);
+    }
+    if (outbox) notifyWrite(this.file, 'outbox', this.#onError);
+    if (scheduled) notifyWrite(this.file, 'scheduled', this.#onError);
+  }
+
+  /** BEGIN IMMEDIATE without blocking the event loop: while another connection holds the write lock, retry on a timer (1 → 8 ms) up to busyTimeoutMs. */
+  async #begin(): Promise<void> {
+    const deadline = performance.now() + this.database.busyTimeoutMs;
+    for (let delay = 1; ; delay = Math.min(8, delay * 2)) {
+      if (this.#tryBegin() !== BUSY) return;
+      if (performance.now() >= deadline) {
+        throw new HeraldError('HERALD_ERR_STORAGE', `SQLite write lock on "${this.database.path}" stayed busy for ${this.database.busyTimeoutMs} ms`, { details: { sqliteCode: 'SQLITE_BUSY' } });
+      }
+      await new Promise((r) => setTimeout(r, delay));
+      if (this.database.closed) throw new HeraldError('HERALD_ERR_CLOSED', 'SQLite unit of work is closed');
+    }
+  }
+
+  #tryBegin(): void | typeof BUSY {
+    // PRAGMA busy_timeout acts when it is prepared, not when a prepared statement runs: set it
+    // with db.pragma(). A connection of our own stays at 0 (the wait is ours, on timers).
+    const db = this.database.db;
+    if (!this.#owned) db.pragma('busy_timeout = 0');
+    try {
+      this.#s.begin.run();
+    } catch (e) {
+      if ((e as { code?: unknown })?.code === 'SQLITE_BUSY') return BUSY;
+      throw storageError('SQLite BEGIN IMMEDIATE failed', e);
+    } finally {
+      if (!this.#owned) db.pragma(`busy_timeout = ${this.database.busyTimeoutMs}`);
+    }
+  }
+
+  /** Runs the queued transactions, then closes the connection if this unit of work opened it. Idempotent. */
+  close(): Promise<void> {
+    this.#closing ??= (async () => {
+      while (this.#queue.length > 0 || this.#flushing || this.#flushScheduled) {
+        await (this.#flushing ?? this.#flush());
+        await new Promise<void>((r) => setImmediate(r));
+      }
+      this.#closed = true;
+      if (this.#owned) this.database.close();
+    })();
+    return this.#closing;
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.close();
+  }
+
+  #open(): void {
+    if (this.#closed || this.#closing) throw new HeraldError('HERALD_ERR_CLOSED', 'SQLite unit of work is closed');
+    this.database.assertOpen();
+  }
+}
+
+/** One callback's view of the group transaction; unusable once the callback has settled. */
+class SqliteTransaction implements Transaction<Database.Database> {
+  readonly afterCommitFns: Array<() => void> = [];
+  wroteOutbox = false;
+  wroteScheduled = false;
+  #finished = false;
+
+  constructor(
+    readonly database: SqliteDatabase,
+    readonly writer: OutboxWriter,
+    readonly clock: Clock,
+  ) {}
+
+  get native(): Database.Database {
+    this.#check();
+    return this.database.db;
+  }
+
+  publish(topic: string, messages: OutgoingMessage | readonly OutgoingMessage[]): void {
+    this.#check();
+    if (this.writer.writeOutbox(this.database, topic, messages, this.clock.now()) > 0) this.wroteOutbox = true;
+  }
+
+  schedule(write: ScheduledWrite): string {
+    this.#check();
+    const id = this.writer.writeScheduled(this.database, write, this.clock.now());
+    this.wroteScheduled = true;
+    return id;
+  }
+
+  cancelScheduled(id: string): void {
+    this.#check();
+    if (typeof id !== 'string' || id === '') throw new HeraldError('HERALD_ERR_INVALID_ARGUMENT', `cancelScheduled takes a non-empty id (got ${String(id)})`);
+    this.database.statement('DELETE FROM herald_scheduled WHERE id = ?').run(id);
+  }
+
+  afterCommit(fn: () => void): void {
+    this.#check();
+    if (typeof fn !== 'function') throw new HeraldError('HERALD_ERR_INVALID_ARGUMENT', 'afterCommit takes a function');
+    this.afterCommitFns.push(fn);
+  }
+
+  finish(): void {
+    this.#finished = true;
+  }
+
+  #check(): void {
+    if (this.#finished) throw new HeraldError('HERALD_ERR_CLOSED', 'this transaction has ended: use tx only inside its withTransaction callback');
+  }
+}
+
+function checkInboxKey(key: InboxKey): InboxKey {
+  if (typeof key !== 'object' || key === null) throw new HeraldError('HERALD_ERR_INVALID_ARGUMENT', 'an inbox key is { group, handler, source, id }');
+  for (const f of ['group', 'handler', 'source', 'id'] as const) {
+    if (typeof key[f] !== 'string' || key[f] === '') throw new HeraldError('HERALD_ERR_INVALID_ARGUMENT', `inbox key ${f} must be a non-empty string (got ${JSON.stringify(key[f])})`);
+  }
+  return key;
+}
+
+function isThenable(v: unknown): v is PromiseLike<unknown> {
+  return typeof v === 'object' && v !== null && typeof (v as { then?: unknown }).then === 'function';
+}
