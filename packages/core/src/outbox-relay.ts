@@ -27,6 +27,7 @@
  */
 import { type Clock, type Random, systemClock, systemRandom } from './clock.ts';
 import { describeError, HeraldError } from './errors.ts';
+import { channels, traced } from './instrumentation.ts';
 import { type LeaseStore, PartitionBalancer } from './lease.ts';
 import { nonNegativeInt, positiveInt } from './options.ts';
 import type { OutboxBacklog, OutboxRecord, OutboxStore } from './outbox.ts';
@@ -199,7 +200,10 @@ class Relay implements OutboxRelay {
     this.#unsubscribe = this.#o.store.onWrite(() => this.#kickAll());
     this.#schedulePoll();
     if (this.#retention.purgeEveryMs > 0) this.#schedulePurge();
-    await this.#balancer.start();
+    // The balancer's own first round runs on an unref'd timer; run one now so that start()
+    // resolves even when nothing else keeps the event loop alive.
+    void this.#balancer.start();
+    await this.#balancer.tick();
   }
 
   close(options: { timeoutMs?: number } = {}): Promise<void> {
@@ -292,9 +296,12 @@ class Relay implements OutboxRelay {
         if (w.stop.signal.aborted || !this.#balancer.isSafe(p)) break;
         await this.#slots.take();
         try {
-          await transport.publish(
-            run[0]!.topic,
-            run.map((r) => r.message),
+          const topic = run[0]!.topic;
+          const messages = run.map((r) => r.message);
+          await traced(
+            channels.relay,
+            () => ({ topic, partition: p, messages }),
+            () => transport.publish(topic, messages),
           );
         } catch (e) {
           failure = e;

@@ -27,6 +27,7 @@ import type { CloudEvent } from './envelope.ts';
 import { describeError, HeraldError, isHeraldError, isRetryable } from './errors.ts';
 import type { LeaseFence } from './lease.ts';
 import type { Delivery, PartitionChange, Subscription, Transport } from './transport.ts';
+import type { InboxResult, Transaction, UnitOfWork } from './unit-of-work.ts';
 import { channels, notify, traceHandle, type DeadLetterMessage, type DeliverMessage, type RetryMessage } from './instrumentation.ts';
 
 export interface RetryPolicy {
@@ -65,6 +66,31 @@ export interface HandlerOptions {
   readonly ordering?: 'key' | 'none';
   /** After a message of a key is dead-lettered: 'continue' (default) with later messages, or 'park' them. */
   readonly onDeadLetter?: 'continue' | 'park';
+  /** What this handler may publish (choreography: `describe()`, `describeFlow()`); a declaration, not enforced. */
+  readonly produces?: readonly (MessageDefinition | ProducedMessage)[];
+}
+
+/** A message a handler declares it may publish. */
+export interface ProducedMessage {
+  readonly topic: string | undefined;
+  readonly type: string;
+  readonly version?: number | undefined;
+}
+
+/** One registered handler, as `Consumer.describe()` reports it. */
+export interface ConsumedMessage {
+  readonly topic: string;
+  /** The event type, or '*' for a catch-all envelope handler. */
+  readonly type: string;
+  /** The definition's version; undefined for an envelope handler (any version). */
+  readonly version: number | undefined;
+  readonly handler: string;
+  readonly produces: readonly ProducedMessage[];
+}
+
+export interface ConsumerDescription {
+  readonly group: string;
+  readonly consumes: readonly ConsumedMessage[];
 }
 
 export interface HandlerContext {
@@ -88,6 +114,16 @@ export interface MessageContext extends HandlerContext {
   /** Decoded (and validated, when validation is on) data. */
   readonly data: unknown;
   readonly definition: MessageDefinition | undefined;
+  /**
+   * Inbox: runs `fn` in one transaction of the consumer's `unitOfWork` that also records this
+   * message's inbox key (group, handler, envelope source, envelope id). When the key is already
+   * recorded (a redelivery of a message whose transaction committed), `fn` does not run, the
+   * result is `{ duplicate: true }` and `stats().inboxDuplicates` counts it; the handler goes on
+   * and the message is acked as usual. Outgoing messages go through `tx.publish` (build them
+   * with `publisher.envelope(def, data, { causedBy: ctx.envelope })` for causation).
+   * Without `unitOfWork`: `HERALD_ERR_NOT_CONFIGURED`.
+   */
+  transaction<R>(fn: (tx: Transaction) => Promise<R> | R): Promise<InboxResult<R>>;
 }
 
 export type MessageHandler = (ctx: MessageContext) => Promise<void>;
@@ -115,6 +151,8 @@ export interface ConsumerOptions {
   readonly memberId?: string;
   /** Errors the runtime handled itself (a store write that failed, a lost lease); for logs. */
   readonly onError?: (error: unknown) => void;
+  /** The unit of work behind `ctx.transaction` (the inbox); without it `ctx.transaction` throws. */
+  readonly unitOfWork?: UnitOfWork;
 }
 
 export interface ConsumerStats {
@@ -126,6 +164,8 @@ export interface ConsumerStats {
   deadLettered: number;
   parked: number;
   redriven: number;
+  /** `ctx.transaction` calls that found the message already recorded in the inbox (no second effect). */
+  inboxDuplicates: number;
 }
 
 export interface Consumer {
@@ -138,6 +178,8 @@ export interface Consumer {
   /** Partitions this member owns on `topic`. */
   assignment(topic: string): readonly number[];
   stats(): Readonly<ConsumerStats>;
+  /** What this consumer handles and what its handlers declare they produce (a plain, serializable value). */
+  describe(): ConsumerDescription;
   /**
    * Graceful drain: nothing new starts, queued work is dropped unacked, running handlers
    * finish (up to `timeoutMs`, default 10 000), acked offsets are committed. At the deadline
@@ -195,7 +237,8 @@ class ConsumerRuntime implements Consumer {
   #running = 0;
   readonly #runningJobs = new Set<Promise<void>>();
   readonly #redriving = new Set<string>();
-  readonly #stats: ConsumerStats = { received: 0, handled: 0, skipped: 0, failedAttempts: 0, retried: 0, deadLettered: 0, parked: 0, redriven: 0 };
+  readonly #described: ConsumedMessage[] = [];
+  readonly #stats: ConsumerStats = { received: 0, handled: 0, skipped: 0, failedAttempts: 0, retried: 0, deadLettered: 0, parked: 0, redriven: 0, inboxDuplicates: 0 };
   #started = false;
   #closing = false;
   #closePromise: Promise<void> | undefined;
@@ -232,6 +275,7 @@ class ConsumerRuntime implements Consumer {
       throw new HeraldError('HERALD_ERR_DUPLICATE_DEFINITION', `group "${this.#o.group}" already handles "${definition.type}" v${definition.version} on "${topic}"`);
     }
     route.versions.set(definition.version, { def: definition as MessageDefinition, fn: this.#chain((ctx) => Promise.resolve(handler(ctx.data as T, ctx))) });
+    this.#describe(topic, definition.type, definition.version, route.name, options);
     return this;
   }
 
@@ -239,7 +283,31 @@ class ConsumerRuntime implements Consumer {
     const route = this.#route(topic, type, options);
     if (route.any) throw new HeraldError('HERALD_ERR_DUPLICATE_DEFINITION', `group "${this.#o.group}" already handles envelopes of "${type}" on "${topic}"`);
     route.any = this.#chain((ctx) => Promise.resolve(handler(ctx.envelope, ctx)));
+    this.#describe(topic, type, undefined, route.name, options);
     return this;
+  }
+
+  describe(): ConsumerDescription {
+    return { group: this.#o.group, consumes: this.#described.map((c) => ({ ...c, produces: c.produces.map((p) => ({ ...p })) })) };
+  }
+
+  #describe(topic: string, type: string, version: number | undefined, handler: string, o: HandlerOptions): void {
+    const produces = (o.produces ?? []).map((p): ProducedMessage => {
+      if (!p || typeof p.type !== 'string') throw new HeraldError('HERALD_ERR_INVALID_ARGUMENT', `produces of handler "${handler}" must list definitions or { topic, type } (got ${JSON.stringify(p)})`);
+      return { topic: p.topic, type: p.type, ...(p.version !== undefined ? { version: p.version } : {}) };
+    });
+    this.#described.push({ topic, type, version, handler, produces });
+  }
+
+  #transaction<R>(handler: string, envelope: CloudEvent, fn: (tx: Transaction) => Promise<R> | R): Promise<InboxResult<R>> {
+    const uow = this.#o.unitOfWork;
+    if (!uow) {
+      return Promise.reject(new HeraldError('HERALD_ERR_NOT_CONFIGURED', `ctx.transaction needs the consumer option unitOfWork (group "${this.#o.group}", handler "${handler}")`));
+    }
+    return uow.withInbox({ group: this.#o.group, handler, source: envelope.source, id: envelope.id }, fn).then((result) => {
+      if (result.duplicate) this.#stats.inboxDuplicates++;
+      return result;
+    });
   }
 
   async start(): Promise<void> {
@@ -563,6 +631,7 @@ class ConsumerRuntime implements Consumer {
           clock: this.#clock,
           data,
           definition: def,
+          transaction: (fn) => this.#transaction(route.name, envelope, fn),
         });
         return { kind: 'ok' };
       } catch (err) {

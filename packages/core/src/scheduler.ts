@@ -125,7 +125,10 @@ class SchedulerRuntime implements Scheduler {
     this.#started = true;
     this.#unsubscribe = this.#o.store.onWrite(() => this.#task?.kick());
     this.#schedulePoll();
-    await this.#balancer.start();
+    // The balancer's own first round runs on an unref'd timer; run one now so that start()
+    // resolves even when nothing else keeps the event loop alive.
+    void this.#balancer.start();
+    await this.#balancer.tick();
   }
 
   close(options: { timeoutMs?: number } = {}): Promise<void> {
