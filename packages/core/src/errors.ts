@@ -36,6 +36,7 @@ export const ERROR_CODES = {
   HERALD_ERR_UNKNOWN_STORED_EVENT: { retryable: false, summary: "A stored event's type or schema version is unknown to the reader and no upcaster or ignore-unknown option covers it; names the stream and position." },
   HERALD_ERR_WAIT_TIMEOUT: { retryable: true, summary: 'A bounded wait (waitForPosition, a rebuild step) ran out of time before its condition held.' },
   HERALD_ERR_PROJECTION_FAILED: { retryable: false, summary: 'A projection stopped because its handler kept failing on an event; names the projection and the position.' },
+  HERALD_ERR_SCHEMA_TOO_NEW: { retryable: false, summary: 'The database schema was migrated by newer Herald code than this one; this code refuses to run against it. Names the component and both versions.' },
   HERALD_ERR_NOT_CONFIGURED: { retryable: false, summary: 'A feature was used that needs an option the object was created without (ctx.transaction without unitOfWork, a future deliverAt without scheduler); names the option.' },
 } as const satisfies Record<string, { retryable: boolean; summary: string }>;
 
