@@ -23,6 +23,7 @@
  */
 import Database from 'better-sqlite3';
 import { HeraldError, isHeraldError } from '@herald/core';
+import { SAGA_COMPONENT, SAGA_MIGRATIONS, SAGA_SCHEMA_VERSION } from './saga-store-schema.ts';
 
 export type SqliteSynchronous = 'NORMAL' | 'FULL';
 
@@ -265,6 +266,7 @@ const COMPONENTS: ReadonlyArray<{ readonly name: string; readonly version: numbe
   { name: SCHEMA_COMPONENT, version: SCHEMA_VERSION, migrations: MIGRATIONS },
   { name: EVENT_STORE_COMPONENT, version: EVENT_STORE_SCHEMA_VERSION, migrations: EVENT_STORE_MIGRATIONS },
   { name: OUTBOX_COMPONENT, version: OUTBOX_SCHEMA_VERSION, migrations: OUTBOX_MIGRATIONS },
+  { name: SAGA_COMPONENT, version: SAGA_SCHEMA_VERSION, migrations: SAGA_MIGRATIONS },
 ];
 
 /**

@@ -22,3 +22,6 @@ export type { SqliteSchedulerStoreOptions } from './scheduler-store.ts';
 export { attachEventStoreOutbox } from './event-store-outbox.ts';
 export type { EventStoreOutboxOptions } from './event-store-outbox.ts';
 export { OUTBOX_SCHEMA_VERSION } from './database.ts';
+export { createSqliteSagaStore, SqliteSagaStore } from './saga-store.ts';
+export type { SqliteSagaStoreOptions } from './saga-store.ts';
+export { SAGA_SCHEMA_VERSION } from './saga-store-schema.ts';
