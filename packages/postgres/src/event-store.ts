@@ -358,6 +358,25 @@ export class PostgresEventStore implements EventStore {
   }
 
   /**
+   * Appends inside the caller's open transaction on `client` (a unit of work): BEGIN issued and
+   * NOTHING written yet in it — the position reservation must be the transaction's first write
+   * (otherwise PostgreSQL refuses it, SQLSTATE HRE01, and nothing is stored). The events become
+   * visible when the caller commits; a rollback leaves unused positions (holes). Subscriptions
+   * of other stores are woken at commit by the NOTIFY sent in the transaction.
+   */
+  async appendInTransaction(client: pg.PoolClient, streamId: string, events: readonly NewEvent[], options: AppendOptions = {}): Promise<AppendResult> {
+    this.#open();
+    checkStreamId(streamId);
+    const expected = checkExpectedVersion(options?.expectedVersion);
+    const prepared = prepareEvents(streamId, events, this.catalog, this.#clock.now());
+    const ready = Array.isArray(prepared) ? prepared : await prepared;
+    await this.#enter();
+    const [o] = await this.appendBatchIn(client, [{ streamId, events: ready, expected, ownIds: true, resolve: () => {}, reject: () => {} }]);
+    if (o && 'error' in o) throw o.error;
+    return o!;
+  }
+
+  /**
    * Decides and writes `batch` inside the caller's open transaction on `client` (BEGIN issued,
    * nothing written yet: the position reservation must be the transaction's first write). Used
    * by the group commit and by tests that hold a transaction open. Returns one outcome per
