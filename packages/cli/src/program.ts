@@ -9,11 +9,9 @@ import { fileURLToPath } from 'node:url';
 import { type DeadLetterEntry, type DeadLetterFilter, type DeadLetterSelector, type DeadLetterStatus, HeraldError } from '@herald/core';
 import { createSqliteProjection, openDatabase } from '@herald/sqlite';
 import { Command, CommanderError, Option } from 'commander';
-import cliProgress from 'cli-progress';
 import { loadProjection, openBackend } from './backend.ts';
 import { DEFAULT_CONFIG_FILE, type HeraldConfig, loadConfig } from './config.ts';
 import { EXIT_OK, EXIT_USAGE, type Io, printJson, printTable, processIo, reportError, UsageError } from './output.ts';
-import { runServices } from './start.ts';
 
 const REPO_ROOT = fileURLToPath(new URL('../../../', import.meta.url));
 
@@ -102,6 +100,7 @@ export function buildProgram(io: Io, setCode: (code: number) => void): Command {
       .option('--only <names>', 'comma-separated services to run (default: all)')
       .action(async (opts: { port?: number; console: boolean; only?: string }, cmd: Command) => {
         const config = configOf(cmd);
+        const { runServices } = await import('./start.ts'); // the console server (hono, vite) only when needed
         setCode(await runServices(config, { watch: name === 'dev', console: opts.console, ...(opts.port !== undefined ? { port: opts.port } : {}), ...(opts.only ? { only: opts.only.split(',').map((s) => s.trim()) } : {}) }, io));
       });
   }
@@ -274,6 +273,7 @@ export function buildProgram(io: Io, setCode: (code: number) => void): Command {
       const config = configOf(cmd);
       const definition = await loadProjection(config, name);
       const backend = await openBackend(config);
+      const cliProgress = (await import('cli-progress')).default;
       const bar = opts.json || !process.stderr.isTTY ? null : new cliProgress.SingleBar({ format: `${name} [{bar}] {percentage}% | {value}/{total} positions | {events} events`, hideCursor: true }, cliProgress.Presets.shades_classic);
       try {
         const projection = createSqliteProjection(backend.eventStore as never, definition, { mode: 'async' });
