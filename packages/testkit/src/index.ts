@@ -53,3 +53,33 @@ export { PublishLog, contractMessage, startOn } from './unit-of-work-harness.ts'
 export type { UnitOfWorkHarness, UnitOfWorkFactory, UnitOfWorkFactoryOptions, PublishedEntry, RecordingBehaviour } from './unit-of-work-harness.ts';
 export { describeSagaStoreContract, sagaStoreScenarios } from './saga-store-contract.ts';
 export type { SagaStoreHarness, SagaStoreFactory, SagaStoreScenario } from './saga-store-contract.ts';
+export {
+  checkoutSaga,
+  createCheckoutSaga,
+  startCheckoutServices,
+  memoryCheckoutKv,
+  CHECKOUT_TOPICS,
+  DECLINE_ABOVE,
+  OUT_OF_STOCK_SKU,
+  NOWHERE,
+  REFUND_BROKEN_CUSTOMER,
+  OrderPlaced,
+  CompleteOrder,
+  CancelOrder,
+  OrderCompleted,
+  OrderCancelled,
+  ChargePayment,
+  PaymentSucceeded,
+  PaymentFailed,
+  RefundPayment,
+  PaymentRefunded,
+  PaymentRefundFailed,
+  ReserveInventory,
+  InventoryReserved,
+  InventoryReservationFailed,
+  ReleaseInventory,
+  InventoryReleased,
+  ShipOrder,
+  OrderShipped,
+} from './checkout-saga.ts';
+export type { CheckoutState, CheckoutItem, OrderPlacedData, CheckoutSagaOptions, CheckoutKv, CheckoutServices, CheckoutServicesOptions, PaymentRecord, ReservationRecord, OrderRecord } from './checkout-saga.ts';
