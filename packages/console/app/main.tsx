@@ -490,7 +490,7 @@ function Streams({ snap, onError, onCorrelation }: { snap: Snapshot; onError: (m
           </label>{' '}
           <button type="submit">Open</button>
         </form>
-        <ul>
+        <ul class="stream-list">
           {ids.map((s) => (
             <li key={s}>
               <a href="#streams" onClick={() => void open(s)} data-testid={`stream-link-${slug(s)}`}>
