@@ -200,3 +200,91 @@ export const EVENT_STORE_COMPONENT: PgComponent = registerComponent({
     `,
   ],
 });
+
+/**
+ * `herald_outbox`: the outbox, the scheduled messages and the inbox of `PostgresUnitOfWork`.
+ * An outbox row's `id` is `txid * 10^6 + n` (`txid` = `pg_current_xact_id()` of the writing
+ * transaction, n its 0-based row number in that transaction): relays read only ids below
+ * `pg_snapshot_xmin(pg_current_snapshot()) * 10^6`, i.e. rows of transactions that ended, so a
+ * row committed later always gets an id above every id a relay has already read (see
+ * outbox-store.ts and docs/explanation/postgres-global-order.md). "Sent" is a watermark per
+ * partition (`herald_outbox_marks`, newest mark wins).
+ */
+export const OUTBOX_COMPONENT: PgComponent = registerComponent({
+  name: 'herald_outbox',
+  migrations: [
+    `
+    CREATE TABLE IF NOT EXISTS herald_outbox_settings (
+      id integer PRIMARY KEY CHECK (id = 1),
+      partitions integer NOT NULL
+    );
+    CREATE TABLE IF NOT EXISTS herald_outbox (
+      id numeric(40, 0) PRIMARY KEY,
+      partition integer NOT NULL,
+      topic text NOT NULL,
+      key text,
+      envelope text NOT NULL,
+      created_at bigint NOT NULL
+    );
+    CREATE INDEX IF NOT EXISTS herald_outbox_by_partition ON herald_outbox (partition, id);
+    CREATE TABLE IF NOT EXISTS herald_outbox_marks (
+      partition integer NOT NULL,
+      upto numeric(40, 0) NOT NULL,
+      sent_at bigint NOT NULL,
+      PRIMARY KEY (partition, upto)
+    );
+    CREATE TABLE IF NOT EXISTS herald_scheduled (
+      id text PRIMARY KEY,
+      topic text NOT NULL,
+      key text,
+      envelope text NOT NULL,
+      deliver_at bigint NOT NULL,
+      created_at bigint NOT NULL
+    );
+    CREATE INDEX IF NOT EXISTS herald_scheduled_by_time ON herald_scheduled (deliver_at, id);
+    CREATE TABLE IF NOT EXISTS herald_inbox (
+      grp text NOT NULL,
+      handler text NOT NULL,
+      source text NOT NULL,
+      id text NOT NULL,
+      handled_at bigint NOT NULL,
+      PRIMARY KEY (grp, handler, source, id)
+    );
+    CREATE INDEX IF NOT EXISTS herald_inbox_by_time ON herald_inbox (handled_at);
+    `,
+  ],
+});
+
+/**
+ * `herald_sagas`: saga instances (revision = optimistic concurrency; `seq` orders listings and
+ * is their cursor, fixed at insert) and their timelines (`seq` orders an instance's history).
+ */
+export const SAGA_COMPONENT: PgComponent = registerComponent({
+  name: 'herald_sagas',
+  migrations: [
+    `
+    CREATE TABLE IF NOT EXISTS herald_sagas (
+      seq bigserial PRIMARY KEY,
+      saga text NOT NULL,
+      key text NOT NULL,
+      instance_id text NOT NULL,
+      status text NOT NULL,
+      revision integer NOT NULL,
+      body text NOT NULL,
+      started_at bigint NOT NULL,
+      updated_at bigint NOT NULL,
+      UNIQUE (saga, key)
+    );
+    CREATE INDEX IF NOT EXISTS herald_sagas_by_status ON herald_sagas (status, seq);
+    CREATE INDEX IF NOT EXISTS herald_sagas_by_saga_status ON herald_sagas (saga, status, seq);
+    CREATE TABLE IF NOT EXISTS herald_saga_timeline (
+      seq bigserial PRIMARY KEY,
+      saga text NOT NULL,
+      key text NOT NULL,
+      instance_id text NOT NULL,
+      entry text NOT NULL
+    );
+    CREATE INDEX IF NOT EXISTS herald_saga_timeline_by_instance ON herald_saga_timeline (saga, key, seq);
+    `,
+  ],
+});
