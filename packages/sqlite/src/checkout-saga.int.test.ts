@@ -5,45 +5,11 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { createPublisher } from '@herald/core';
-import type { SagaInstance, SagaStore } from '@herald/eventsourcing';
 import { NOWHERE, OrderPlaced, type OrderPlacedData, OUT_OF_STOCK_SKU, REFUND_BROKEN_CUSTOMER, waitFor } from '@herald/testkit';
-import { type CheckoutNode, startCheckoutNode } from './checkout-saga.fixture.ts';
+import { type CheckoutNode, conversation, order, settled, startCheckoutNode } from './checkout-saga.fixture.ts';
 import { tempDbPath } from './test-helpers.ts';
 
 const SHIPPING_TIMEOUT_MS = 400;
-
-/** What the saga received and sent, in order (`<type` received, `>type` sent, `<timer step`, `stuck step`). */
-export async function conversation(store: SagaStore, orderId: string): Promise<string[]> {
-  const out: string[] = [];
-  let cursor: string | undefined;
-  do {
-    const page = await store.timeline('checkout', orderId, { ...(cursor ? { cursor } : {}) });
-    for (const e of page.items) {
-      if (e.kind === 'started' || e.kind === 'received') out.push(`<${e.type}`);
-      else if (e.kind === 'sent') out.push(`>${e.type}`);
-      else if (e.kind === 'timer-fired') out.push(`<timer ${e.step}`);
-      else if (e.kind === 'stuck') out.push(`stuck ${e.step}`);
-    }
-    cursor = page.next;
-  } while (cursor);
-  return out;
-}
-
-export async function settled(store: SagaStore, orderId: string, status: SagaInstance['status'], timeoutMs = 15_000): Promise<SagaInstance> {
-  let now: string | undefined;
-  return waitFor(
-    async () => {
-      const i = await store.get('checkout', orderId);
-      now = i?.status;
-      return i?.status === status ? i : undefined;
-    },
-    { timeoutMs, what: () => `order ${orderId} to be ${status} (now ${now})` },
-  );
-}
-
-export function order(orderId: string, over: Partial<OrderPlacedData> = {}): OrderPlacedData {
-  return { orderId, customerId: 'c-1', amount: 120, items: [{ sku: 'book', qty: 2 }], address: '1 Main St', ...over };
-}
 
 const HAPPY = ['<shop.order.placed', '>shop.payment.charge', '<shop.payment.succeeded', '>shop.inventory.reserve', '<shop.inventory.reserved', '>shop.shipping.ship'];
 
