@@ -8,7 +8,7 @@
  *   npm run bench [-- --json] [-- --only <section>[,<section>…]]
  *
  * Sections, in order: memory, sqlite, nats, redis (with BullMQ), rabbitmq, kafka (librdkafka
- * mock via kcat unless KAFKA_BROKERS is set), mqtt, event-store. A broker section whose server
+ * mock via kcat unless KAFKA_BROKERS is set), mqtt, event-store, outbox. A broker section whose server
  * does not accept connections is skipped with a message; a section that fails is reported and
  * the run goes on.
  *
@@ -27,6 +27,7 @@
  *   BENCH_KAFKA_MESSAGES    messages per Kafka pipelined row (default 10000; at most 10000 on the mock)
  *   BENCH_MQTT_MESSAGES     messages per MQTT case (default 100000)
  *   BENCH_EVENTS            events per event-store row (default 50000)
+ *   BENCH_OUTBOX_MESSAGES   messages per outbox/inbox row (default 50000)
  *   BENCH_REBUILD_EVENTS    events of the event store's projection rebuild row (default 1000000; 0 skips it)
  *   BENCH_CPU_PROF_DIR      analysis only: write a CPU profile of each SQLite consumer process there
  *   BENCH_POLL_MS           analysis only: the SQLite consumer's cross-process poll period, ms (default: the transport's own default)
@@ -86,6 +87,7 @@ const transports: TransportConfig = {
   kafka: sized('BENCH_KAFKA_MESSAGES', 10_000),
   mqtt: sized('BENCH_MQTT_MESSAGES', 100_000),
   events: sized('BENCH_EVENTS', 50_000),
+  outbox: sized('BENCH_OUTBOX_MESSAGES', 50_000),
   runs,
   rate,
   latencySeconds,
@@ -195,6 +197,7 @@ if (json) {
           kafkaBrokers: process.env.KAFKA_BROKERS ?? null,
           mqttMessages: transports.mqtt,
           events: transports.events,
+          outboxMessages: transports.outbox,
           rebuildEvents,
         },
         sections,
@@ -313,6 +316,17 @@ function evaluateGoals(all: readonly Row[]): Goal[] {
         detail: `Herald ${fmtRate(h.rate)} vs Emmett ${fmtRate(e.rate)} events/s = ${(h.rate / e.rate).toFixed(2)}× (Herald row: ${h.case.replace('event store: ', '')})`,
       });
     }
+  }
+  // Outbox: packages/sqlite/src/outbox.bench.ts — end to end (write + outbox, relayed) against direct publish.
+  if (ran('outbox')) {
+    const e2e = all.find((r) => r.suite === 'outbox' && r.case.startsWith('outbox: end to end'));
+    const ratio = e2e?.ratio;
+    out.push({
+      section: 'outbox',
+      text: 'outbox end to end (business row + outbox row per transaction, relayed) ≥ 50 % of direct publish',
+      met: ratio === undefined ? undefined : ratio >= 0.5,
+      detail: ratio === undefined || !e2e ? 'not measured' : `${pct(ratio)} (${fmtRate(e2e.rate)} msg/s); ${margin(ratio, 0.5, e2e.rate)}`,
+    });
   }
   return out;
 }

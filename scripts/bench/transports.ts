@@ -40,6 +40,8 @@ export interface TransportConfig {
   readonly kafka: number;
   readonly mqtt: number;
   readonly events: number;
+  /** Messages per outbox/inbox row (BENCH_OUTBOX_MESSAGES). */
+  readonly outbox: number;
   readonly runs: number;
   readonly rate: number;
   readonly latencySeconds: number;
@@ -58,6 +60,7 @@ export const SECTION_TITLES: Record<Section, string> = {
   kafka: 'Kafka',
   mqtt: 'MQTT bridge',
   'event-store': 'event store (SQLite)',
+  outbox: 'outbox, relay and inbox (SQLite)',
 };
 
 /** host and port of the first entry of a server list such as `nats://a:4222,b:4222` or `127.0.0.1:4222`. */
@@ -159,6 +162,13 @@ export async function runSection(section: BrokerSection, c: TransportConfig, log
     case 'event-store': {
       const m = await load<typeof import('../../packages/sqlite/src/event-store.bench.js')>('sqlite/src/event-store.bench.ts');
       return { rows: adapt(section, 'event store:', await m.runBench({ events: c.events, log }), () => 'throughput', true), note: 'event store: one run per row; rates are events/s' };
+    }
+    case 'outbox': {
+      const m = await load<typeof import('../../packages/sqlite/src/outbox.bench.js')>('sqlite/src/outbox.bench.ts');
+      const rows = await m.runBench({ messages: c.outbox, log, runs: c.runs });
+      const o = m.inboxOverheadMicros(rows);
+      const overhead = o ? `; inbox overhead ${o.inbox.toFixed(1)} µs/message (transaction + inbox ${o.transactionAndInbox.toFixed(1)} µs/message)` : '';
+      return { rows: adapt(section, 'outbox:', rows, () => 'throughput', true), note: `outbox: median of ${c.runs} interleaved runs per row${overhead}` };
     }
   }
 }

@@ -9,7 +9,9 @@
  * when its id is at most the greatest mark of its partition — one write per call instead of an
  * UPDATE per row. `markSent` checks the relay's lease (`herald_leases`, same file) in the same
  * `BEGIN IMMEDIATE` transaction: a relay that lost its partition can never mark anything.
- * Marks never move the watermark back.
+ * Marks never move the watermark back. The `markSent` calls made in one turn of the event loop
+ * (a relay's partitions confirm their publishes together) share one transaction, each fenced
+ * on its own; if that transaction fails, all of them reject (HERALD_ERR_STORAGE, retryable).
  *
  * `purgeSent(before, limit)` deletes, per partition, rows up to the newest mark recorded before
  * `before` (the rows known sent by then), oldest first, at most `limit` in all.
@@ -47,6 +49,7 @@ export class SqliteOutboxStore implements OutboxStore {
   readonly file: string;
   readonly #owned: boolean;
   readonly #clock: Clock;
+  readonly #marks: Array<{ partition: number; id: number; fence: LeaseFence; resolve: (ok: boolean) => void; reject: (e: unknown) => void }> = [];
   #closed = false;
 
   constructor(options: SqliteOutboxStoreOptions) {
@@ -93,20 +96,41 @@ export class SqliteOutboxStore implements OutboxStore {
     this.#open();
     this.#partition(partition);
     const id = parseId(upTo);
-    const db = this.database;
-    return db.immediateAsync(() => {
-      try {
-        assertFence(db, fence);
-      } catch (e) {
-        if (isHeraldError(e, 'HERALD_ERR_LEASE_LOST')) return false;
-        throw e;
-      }
-      db.statement(
-        `INSERT INTO herald_outbox_sent (partition, upto, sent_at)
-         SELECT ?, ?, ? WHERE ? > coalesce((SELECT max(upto) FROM herald_outbox_sent WHERE partition = ?), 0)`,
-      ).run(partition, id, this.#clock.now(), id, partition);
-      return true;
+    return new Promise<boolean>((resolve, reject) => {
+      this.#marks.push({ partition, id, fence, resolve, reject });
+      if (this.#marks.length === 1) setImmediate(() => void this.#flushMarks());
     });
+  }
+
+  /** The marks of one turn (a relay's partitions finish their publishes together) in ONE write transaction, each fenced on its own. */
+  async #flushMarks(): Promise<void> {
+    const marks = this.#marks.splice(0);
+    const db = this.database;
+    let results: boolean[];
+    try {
+      if (db.closed) throw new HeraldError('HERALD_ERR_CLOSED', 'SQLite outbox store is closed');
+      results = await db.immediateAsync(() => {
+        const now = this.#clock.now();
+        const insert = db.statement(
+          `INSERT INTO herald_outbox_sent (partition, upto, sent_at)
+           SELECT ?, ?, ? WHERE ? > coalesce((SELECT max(upto) FROM herald_outbox_sent WHERE partition = ?), 0)`,
+        );
+        return marks.map((m) => {
+          try {
+            assertFence(db, m.fence);
+          } catch (e) {
+            if (isHeraldError(e, 'HERALD_ERR_LEASE_LOST')) return false;
+            throw e;
+          }
+          insert.run(m.partition, m.id, now, m.id, m.partition);
+          return true;
+        });
+      });
+    } catch (e) {
+      for (const m of marks) m.reject(e);
+      return;
+    }
+    marks.forEach((m, i) => m.resolve(results[i]!));
   }
 
   async backlog(): Promise<OutboxBacklog> {
