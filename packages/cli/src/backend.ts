@@ -11,8 +11,9 @@ import { existsSync } from 'node:fs';
 import { pathToFileURL } from 'node:url';
 import { type DeadLetterStore, HeraldError } from '@herald/core';
 import type { EventStore, RecordedEvent } from '@herald/eventsourcing';
-import type { CausationNode, ConsoleSources, StreamView, TopicStats } from '@herald/console';
-import { createSqliteEventStore, openDatabase, type SqliteDatabase, SqliteDeadLetterStore, type SqliteEventStore, type SqliteProjectionDefinition } from '@herald/sqlite';
+import type { CausationNode, ConsoleSources, SagaSource, StreamView, TopicStats } from '@herald/console';
+import type { SagaStatus, SagaStore } from '@herald/eventsourcing';
+import { createSqliteEventStore, createSqliteSagaStore, openDatabase, type SqliteDatabase, SqliteDeadLetterStore, type SqliteEventStore, type SqliteProjectionDefinition } from '@herald/sqlite';
 import type { HeraldConfig } from './config.ts';
 
 export interface OpenBackend extends ConsoleSources {
@@ -43,6 +44,7 @@ export async function openBackend(config: HeraldConfig, options: OpenBackendOpti
   const database = openDatabase({ path: backend.path });
   const deadLetters = new SqliteDeadLetterStore({ database });
   const eventStore: SqliteEventStore = createSqliteEventStore({ database });
+  const sagaStore = createSqliteSagaStore({ database });
   const views = options.loadViews ? await loadViews(config) : [];
   return {
     name: config.name,
@@ -50,10 +52,11 @@ export async function openBackend(config: HeraldConfig, options: OpenBackendOpti
     deadLetters,
     eventStore,
     views,
+    sagas: sagaSource(sagaStore),
     topics: async () => sqliteTopicStats(database),
     causation: async (correlationId, limit) => sqliteCausation(database, correlationId, limit),
     recentStreams: async (limit, category) => recentStreams(eventStore, limit, category),
-    schemaVersions: () => ({ herald: database.schemaVersion('herald'), herald_eventstore: database.schemaVersion('herald_eventstore') }),
+    schemaVersions: () => schemaVersions(database),
     close: async () => {
       await eventStore.close();
       await deadLetters.close();
@@ -107,6 +110,44 @@ export function sqliteTopicStats(database: SqliteDatabase): TopicStats[] {
         .map((g) => ({ group: g.grp, handled: g.handled, lag: g.lag, oldestUnhandledAt: g.lag > 0 ? ((oldest.pluck().get(t.name, g.grp) as number | null) ?? null) : null })),
     }));
   });
+}
+
+/** Every schema component stored in the file's `herald_meta`, with its version. */
+export function schemaVersions(database: SqliteDatabase): Record<string, number> {
+  const rows = database.read(() => database.db.prepare('SELECT component, version FROM herald_meta ORDER BY component').all()) as Array<{ component: string; version: number }>;
+  return Object.fromEntries(rows.map((r) => [r.component, r.version]));
+}
+
+const TIMELINE_PAGES = 10;
+
+/** The saga store as the console reads it: instances by status (the console's "state"), one instance's timeline. */
+export function sagaSource(store: SagaStore): SagaSource {
+  return {
+    list: async ({ state, cursor, limit }) => {
+      const page = await store.list({ ...(state ? { status: state as SagaStatus } : {}), ...(cursor ? { cursor } : {}), ...(limit ? { limit } : {}) });
+      return {
+        instances: page.items.map((i) => ({ ...i, state: i.status })),
+        ...(page.next ? { nextCursor: page.next } : {}),
+      };
+    },
+    timeline: async (saga, key) => {
+      const out = [];
+      let cursor: string | undefined;
+      for (let i = 0; i < TIMELINE_PAGES; i++) {
+        const page = await store.timeline(saga, key, { limit: 1000, ...(cursor ? { cursor } : {}) });
+        out.push(...page.items);
+        cursor = page.next;
+        if (!cursor) break;
+      }
+      if (out.length === 0 && !(await store.get(saga, key))) throw new HeraldError('HERALD_ERR_NOT_FOUND', `no instance "${key}" of saga "${saga}"`);
+      return out;
+    },
+    countByState: async () => {
+      const byState: Record<string, number> = {};
+      for (const c of await store.countByStatus()) byState[c.status] = (byState[c.status] ?? 0) + c.count;
+      return byState;
+    },
+  };
 }
 
 /**

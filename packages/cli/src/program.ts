@@ -9,7 +9,7 @@ import { fileURLToPath } from 'node:url';
 import { type DeadLetterEntry, type DeadLetterFilter, type DeadLetterSelector, type DeadLetterStatus, HeraldError } from '@herald/core';
 import { createSqliteProjection, openDatabase } from '@herald/sqlite';
 import { Command, CommanderError, Option } from 'commander';
-import { loadProjection, openBackend } from './backend.ts';
+import { loadProjection, openBackend, schemaVersions } from './backend.ts';
 import { DEFAULT_CONFIG_FILE, type HeraldConfig, loadConfig } from './config.ts';
 import { EXIT_OK, EXIT_USAGE, type Io, printJson, printTable, processIo, reportError, UsageError } from './output.ts';
 
@@ -316,7 +316,7 @@ export function buildProgram(io: Io, setCode: (code: number) => void): Command {
       const existed = existsSync(config.backend.path);
       const db = openDatabase({ path: config.backend.path });
       try {
-        const versions = { herald: db.schemaVersion('herald'), herald_eventstore: db.schemaVersion('herald_eventstore') };
+        const versions = schemaVersions(db);
         if (opts.json) printJson(io, { backend: 'sqlite', path: config.backend.path, created: !existed, versions });
         else io.out(`${config.backend.path}: ${existed ? 'up to date' : 'created'} (${Object.entries(versions).map(([k, v]) => `${k} v${v}`).join(', ')})\n`);
       } finally {

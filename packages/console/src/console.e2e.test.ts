@@ -47,11 +47,8 @@ describe('console in the browser', { skip }, () => {
   /** Waits until the number shown in `testId` satisfies `ok`. */
   const waitNumber = (testId: string, ok: (n: number) => boolean, what: string): Promise<unknown> =>
     page.waitForFunction(
-      ([id, src]) => {
-        const el = document.querySelector(`[data-testid="${id}"]`);
-        return el !== null && (new Function('n', `return ${src}`) as (n: number) => boolean)(Number(el.textContent));
-      },
-      [testId, ok.toString().replace(/^\(?n\)?\s*=>\s*/, '')] as const,
+      `(() => { const el = document.querySelector('[data-testid="${testId}"]'); return el !== null && (${ok.toString()})(Number(el.textContent)); })()`,
+      null,
       { timeout: WAIT_MS, polling: 100 },
     ).catch(async (e: unknown) => {
       await shot(`failed-${testId}`).catch(() => {});

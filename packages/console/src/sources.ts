@@ -51,18 +51,17 @@ export interface StreamView {
   evolve(state: unknown, event: RecordedEvent): unknown;
 }
 
-/** A saga instance as listed (the saga store's list item, loosely typed so any store fits). */
+/** A saga instance as listed: the saga store's instance (any further fields are sent as they are), with its status as `state`. */
 export interface SagaSummary {
   readonly saga: string;
   readonly key: string;
   readonly state: string;
-  readonly [field: string]: unknown;
 }
 
+/** One line of an instance's timeline (the store's entry; further fields are sent as they are). */
 export interface SagaTimelineEntry {
   readonly at?: number;
   readonly kind?: string;
-  readonly [field: string]: unknown;
 }
 
 /** The saga store's read side. */
