@@ -734,10 +734,18 @@ export class PostgresEventStore implements EventStore {
     this.#open();
     const sub = new CatchUpSubscription(
       {
+        // A server that went away (restart, network) is waited out: the subscription resumes by itself.
         read: async (after, limit, category) => {
-          this.#open();
-          await this.#enter();
-          return this.#readAll({ after, maxCount: limit, ...(category !== undefined ? { category } : {}) }, 0);
+          for (let delay = 50; ; delay = Math.min(delay * 2, 1000)) {
+            this.#open();
+            try {
+              await this.#enter();
+              return await this.#readAll({ after, maxCount: limit, ...(category !== undefined ? { category } : {}) }, 0);
+            } catch (e) {
+              if (!isHeraldError(e, 'HERALD_ERR_STORAGE') || !e.retryable || this.#closed) throw e;
+              await new Promise((r) => setTimeout(r, delay));
+            }
+          }
         },
         onAppend: (l) => this.onAppend(l),
         checkpoints: this.checkpoints,
