@@ -22,6 +22,7 @@
  *
  * Cost: every helper checks `hasSubscribers` first and calls straight through when nothing
  * listens — one property read per operation (measured in `npm run bench -- --only observability`).
+ * Every traced operation ends with `asyncEnd` (a synchronous throw is turned into a rejection).
  * Subscribers must not throw (diagnostics_channel reports a throwing subscriber as an
  * uncaught exception) and should be quick: they run inline on Herald's hot paths.
  */
@@ -162,7 +163,8 @@ type AnyTracing = dc.TracingChannel<object, object>;
 export function traced<M extends object, R>(channel: dc.TracingChannel<M, M>, make: () => M, fn: (message: M | undefined) => Promise<R>): Promise<R> {
   if (!(channel as unknown as AnyTracing).hasSubscribers) return fn(undefined);
   const message = make();
-  return channel.tracePromise(fn, message, undefined, message);
+  // Always a promise (a synchronous throw becomes a rejection), so subscribers always see asyncEnd.
+  return channel.tracePromise(async (m: M) => fn(m), message, undefined, message);
 }
 
 /** Runs one handler attempt under `herald:handle`. */
@@ -179,7 +181,7 @@ export function traceHandle<C extends HandleFields>(fn: (ctx: C) => Promise<void
     redrive: ctx.redrive,
     position: ctx.delivery?.position,
   };
-  return channels.handle.tracePromise(fn, message, undefined, ctx);
+  return channels.handle.tracePromise(async (c: C) => fn(c), message, undefined, ctx);
 }
 
 /** What the router's handler context offers `traceHandle` (a `MessageContext` has all of it). */

@@ -6,7 +6,7 @@
  * |--------------------|---------------------------|----------|------------------------------------------|-------|
  * | herald:publish     | `send <topic>` / `create <topic>` | PRODUCER | the active context                  | — |
  * | herald:handle      | `process <topic>`         | CONSUMER | the envelope's `traceparent` (else the active context) | redrive: the producer context |
- * | herald:relay       | `send <topic>`            | PRODUCER | the active context (a relay has none: a new trace) | every row's `traceparent` (the original write) |
+ * | herald:relay       | `send <topic>`            | PRODUCER | none: a new trace                        | every row's `traceparent` (the original write) |
  * | herald:append      | `append <store>`          | INTERNAL | the active context                       | — |
  * | herald:saga.step   | `saga <saga> <step>`      | INTERNAL | the active context, else the envelope's  | — |
  *
@@ -29,6 +29,7 @@ import {
   type Context,
   context,
   type Link,
+  ROOT_CONTEXT,
   type Span,
   SpanKind,
   SpanStatusCode,
@@ -198,7 +199,10 @@ export function instrumentTracing(options: TracingOptions = {}): () => void {
     return { span, ctx: trace.setSpan(parent, span) };
   });
 
-  wire<RelayMessage>(channels.relay, (m, active) => {
+  // A relay works in the background: whatever context woke it up is incidental, so its span
+  // starts a trace of its own, linked to each row's original write.
+  wire<RelayMessage>(channels.relay, (m) => {
+    const active = ROOT_CONTEXT;
     const links: Link[] = [];
     for (const msg of m.messages) {
       const ctx = envelopeContext(msg.envelope, active);

@@ -1,0 +1,191 @@
+import assert from 'node:assert/strict';
+import { after, test } from 'node:test';
+import { context, SpanKind, trace } from '@opentelemetry/api';
+import { AsyncLocalStorageContextManager } from '@opentelemetry/context-async-hooks';
+import { BasicTracerProvider, InMemorySpanExporter, type ReadableSpan, SimpleSpanProcessor } from '@opentelemetry/sdk-trace-base';
+import { z } from 'zod';
+import {
+  createConsumer,
+  createMemoryTransport,
+  createOutboxRelay,
+  createPublisher,
+  defineEvent,
+  MemoryDeadLetterStore,
+  MemoryUnitOfWork,
+  PermanentError,
+} from '@herald/core';
+import { uniqueName, waitFor } from '@herald/testkit';
+import { instrumentTracing } from './index.ts';
+
+const contextManager = new AsyncLocalStorageContextManager();
+context.setGlobalContextManager(contextManager);
+const exporter = new InMemorySpanExporter();
+const provider = new BasicTracerProvider({ spanProcessors: [new SimpleSpanProcessor(exporter)] });
+const untrace = instrumentTracing({ tracerProvider: provider });
+after(async () => {
+  untrace();
+  await provider.shutdown();
+});
+
+const tracer = provider.getTracer('test');
+
+function spansOf(traceId: string): ReadableSpan[] {
+  return exporter.getFinishedSpans().filter((s) => s.spanContext().traceId === traceId);
+}
+function one(spans: readonly ReadableSpan[], name: string): ReadableSpan {
+  const found = spans.filter((s) => s.name === name);
+  assert.equal(found.length, 1, `one span "${name}" (got ${found.length}: ${spans.map((s) => s.name).join(', ')})`);
+  return found[0]!;
+}
+const parentOf = (s: ReadableSpan) => s.parentSpanContext?.spanId;
+
+test('command → event → handler → event → handler: one trace, each span the child of the one before', async () => {
+  const orders = uniqueName('orders');
+  const payments = uniqueName('payments');
+  const OrderPlaced = defineEvent('order.placed', z.object({ orderId: z.string() }), { topic: orders, keyField: 'orderId' });
+  const PaymentRequested = defineEvent('payment.requested', z.object({ orderId: z.string() }), { topic: payments, keyField: 'orderId' });
+  const transport = createMemoryTransport();
+  const deadLetters = new MemoryDeadLetterStore();
+  const publisher = createPublisher({ transport, source: 'orders-service' });
+  const billing = createConsumer({ transport, group: 'billing', deadLetters });
+  billing.handle(OrderPlaced, async (data, ctx) => {
+    await publisher.publish(PaymentRequested, { orderId: data.orderId }, { causedBy: ctx.envelope });
+  });
+  let handled = 0;
+  const bank = createConsumer({ transport, group: 'bank', deadLetters });
+  bank.handle(PaymentRequested, () => {
+    handled++;
+  });
+  await billing.start();
+  await bank.start();
+  const traceId = await tracer.startActiveSpan('place order', async (root) => {
+    await publisher.publish(OrderPlaced, { orderId: 'o-1' });
+    root.end();
+    return root.spanContext().traceId;
+  });
+  await waitFor(() => handled === 1 && spansOf(traceId).length === 5);
+  await billing.close();
+  await bank.close();
+  const spans = spansOf(traceId);
+  const root = one(spans, 'place order');
+  const send1 = one(spans, `send ${orders}`);
+  const process1 = one(spans, `process ${orders}`);
+  const send2 = one(spans, `send ${payments}`);
+  const process2 = one(spans, `process ${payments}`);
+  assert.equal(parentOf(send1), root.spanContext().spanId);
+  assert.equal(parentOf(process1), send1.spanContext().spanId);
+  assert.equal(parentOf(send2), process1.spanContext().spanId, 'a publish inside a handler is a child of the handler span');
+  assert.equal(parentOf(process2), send2.spanContext().spanId);
+  assert.equal(send1.kind, SpanKind.PRODUCER);
+  assert.equal(process1.kind, SpanKind.CONSUMER);
+  assert.equal(process1.attributes['messaging.consumer.group.name'], 'billing');
+  assert.equal(process1.attributes['messaging.operation.type'], 'process');
+  assert.equal(process1.attributes['messaging.destination.name'], orders);
+  assert.equal(typeof process1.attributes['messaging.destination.partition.id'], 'string');
+  assert.equal(process1.attributes['messaging.message.id'], send1.attributes['messaging.message.id']);
+  assert.equal(send1.attributes['messaging.operation.type'], 'send');
+  assert.equal(process2.attributes['messaging.message.conversation_id'], send1.attributes['messaging.message.id'], 'correlation id of the second event is the first event id');
+});
+
+test('outbox: the consumer span is the child of the write; the relay span is linked to it', async () => {
+  const topic = uniqueName('shipments');
+  const ShipmentRequested = defineEvent('shipment.requested', z.object({ orderId: z.string() }), { topic, keyField: 'orderId' });
+  const transport = createMemoryTransport();
+  const uow = new MemoryUnitOfWork();
+  const publisher = createPublisher({ transport, source: 'orders-service' });
+  const relay = createOutboxRelay({ store: uow, transport, leases: uow.leases, pollMs: 10 });
+  const consumer = createConsumer({ transport, group: 'shipping', deadLetters: new MemoryDeadLetterStore() });
+  let handled = 0;
+  consumer.handle(ShipmentRequested, () => {
+    handled++;
+  });
+  await consumer.start();
+  await relay.start();
+  const traceId = await tracer.startActiveSpan('place order', async (root) => {
+    const { topic: t, message } = await publisher.envelope(ShipmentRequested, { orderId: 'o-2' });
+    await uow.withTransaction((tx) => tx.publish(t, message));
+    root.end();
+    return root.spanContext().traceId;
+  });
+  await waitFor(() => handled === 1 && spansOf(traceId).length === 3);
+  await relay.close();
+  await consumer.close();
+  const spans = spansOf(traceId);
+  const create = one(spans, `create ${topic}`);
+  const processed = one(spans, `process ${topic}`);
+  assert.equal(parentOf(create), one(spans, 'place order').spanContext().spanId);
+  assert.equal(parentOf(processed), create.spanContext().spanId, 'the consumer is the child of the outbox write');
+  const relaySpans = exporter.getFinishedSpans().filter((s) => s.name === `send ${topic}`);
+  assert.equal(relaySpans.length, 1);
+  const relaySpan = relaySpans[0]!;
+  assert.notEqual(relaySpan.spanContext().traceId, traceId, 'the relay runs in its own trace');
+  assert.deepEqual(
+    relaySpan.links.map((l) => [l.context.traceId, l.context.spanId, l.attributes?.['herald.link.reason']]),
+    [[traceId, create.spanContext().spanId, 'outbox']],
+  );
+});
+
+test('retries are sibling attempt spans with an error status; a redrive is in the same trace and linked to the producer', async () => {
+  const topic = uniqueName('flaky');
+  const Flaky = defineEvent('flaky.happened', z.object({ n: z.number() }), { topic, keyField: 'n' });
+  const transport = createMemoryTransport();
+  const deadLetters = new MemoryDeadLetterStore();
+  const publisher = createPublisher({ transport, source: 'svc' });
+  let calls = 0;
+  let fixed = false;
+  const consumer = createConsumer({ transport, group: 'g', deadLetters, retry: { maxAttempts: 2, initialDelayMs: 1, maxDelayMs: 1 }, redrivePollMs: 20 });
+  consumer.handle(Flaky, () => {
+    calls++;
+    if (!fixed) throw new Error(`boom ${calls}`);
+  });
+  await consumer.start();
+  const traceId = await tracer.startActiveSpan('cause', async (root) => {
+    await publisher.publish(Flaky, { n: 1 });
+    root.end();
+    return root.spanContext().traceId;
+  });
+  await waitFor(async () => (await deadLetters.count({ group: 'g' })) === 1);
+  fixed = true;
+  assert.equal(await deadLetters.redrive({ filter: { group: 'g' } }), 1);
+  await waitFor(() => calls === 3 && spansOf(traceId).filter((s) => s.name === `process ${topic}`).length === 3);
+  await consumer.close();
+  const spans = spansOf(traceId);
+  const send = one(spans, `send ${topic}`);
+  const attempts = spans.filter((s) => s.name === `process ${topic}`).sort((a, b) => Number(a.attributes['herald.attempt']) - Number(b.attributes['herald.attempt']) || Number(Boolean(a.attributes['herald.redrive'])) - Number(Boolean(b.attributes['herald.redrive'])));
+  for (const a of attempts) assert.equal(parentOf(a), send.spanContext().spanId);
+  const failedAttempts = attempts.filter((a) => a.status.code === 2);
+  assert.equal(failedAttempts.length, 2);
+  assert.deepEqual(failedAttempts.map((a) => a.attributes['herald.attempt']).sort(), [1, 2]);
+  assert.equal(failedAttempts[0]!.events[0]?.name, 'exception');
+  const redrive = attempts.find((a) => a.attributes['herald.redrive'] === true);
+  assert.ok(redrive, 'a redrive span');
+  assert.equal(redrive.status.code, 0);
+  assert.deepEqual(
+    redrive.links.map((l) => [l.context.spanId, l.attributes?.['herald.link.reason']]),
+    [[send.spanContext().spanId, 'redrive']],
+  );
+});
+
+test('a permanent failure is recorded with its error type; the trace context in the envelope is W3C', async () => {
+  const topic = uniqueName('bad');
+  const Bad = defineEvent('bad.thing', z.object({ n: z.number() }), { topic });
+  const transport = createMemoryTransport();
+  const deadLetters = new MemoryDeadLetterStore();
+  const publisher = createPublisher({ transport, source: 'svc' });
+  const seen: string[] = [];
+  const consumer = createConsumer({ transport, group: 'g', deadLetters });
+  consumer.handle(Bad, (_d, ctx) => {
+    seen.push(ctx.envelope.traceparent ?? '');
+    throw new PermanentError('no');
+  });
+  await consumer.start();
+  await publisher.publish(Bad, { n: 1 });
+  await waitFor(async () => (await deadLetters.count({ group: 'g' })) === 1);
+  await consumer.close();
+  const send = exporter.getFinishedSpans().find((s) => s.name === `send ${topic}`)!;
+  assert.match(seen[0]!, /^00-[0-9a-f]{32}-[0-9a-f]{16}-0[01]$/);
+  assert.equal(seen[0], `00-${send.spanContext().traceId}-${send.spanContext().spanId}-01`);
+  const processed = exporter.getFinishedSpans().find((s) => s.name === `process ${topic}`)!;
+  assert.equal(processed.attributes['error.type'], 'HERALD_ERR_PERMANENT');
+  assert.equal(trace.getActiveSpan(), undefined);
+});
