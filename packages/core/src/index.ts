@@ -55,3 +55,7 @@ export { createOutboxRelay, DEFAULT_OUTBOX_RETENTION } from './outbox-relay.ts';
 export type { OutboxRelay, OutboxRelayOptions, OutboxRelayStats, OutboxRetention } from './outbox-relay.ts';
 export { createScheduler } from './scheduler.ts';
 export type { Scheduler, SchedulerOptions, SchedulerStats } from './scheduler.ts';
+export type { ProducedMessage, ConsumedMessage, ConsumerDescription } from './router.ts';
+export type { ScheduledReceipt } from './publisher.ts';
+export { describeFlow } from './flow.ts';
+export type { Flow, FlowNode, FlowEdge, FlowService } from './flow.ts';

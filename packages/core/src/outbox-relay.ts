@@ -28,7 +28,7 @@
 import { type Clock, type Random, systemClock, systemRandom } from './clock.ts';
 import { describeError, HeraldError } from './errors.ts';
 import { channels, traced } from './instrumentation.ts';
-import { type LeaseStore, PartitionBalancer } from './lease.ts';
+import { type LeaseFence, type LeaseStore, PartitionBalancer } from './lease.ts';
 import { nonNegativeInt, positiveInt } from './options.ts';
 import type { OutboxBacklog, OutboxRecord, OutboxStore } from './outbox.ts';
 import { backoff, type RetryPolicy } from './router.ts';
@@ -112,6 +112,8 @@ export function createOutboxRelay(options: OutboxRelayOptions): OutboxRelay {
 
 interface PartitionWorker {
   readonly partition: number;
+  /** The lease this worker publishes under; its marks are fenced by it (owner and epoch). */
+  readonly grant: LeaseFence;
   readonly task: SerialTask;
   /** Aborted on revoke, loss or close: backoff sleeps end, no new publish starts. */
   readonly stop: AbortController;
@@ -186,7 +188,7 @@ class Relay implements OutboxRelay {
       partitions: o.store.partitions,
       leaseMs: o.leaseMs ?? 10_000,
       clock: this.#clock,
-      onAssigned: (p) => this.#assign(p),
+      onAssigned: (p, grant) => this.#assign(p, grant),
       onRevoke: (p) => this.#revoke(p),
       onLost: (p) => this.#lose(p),
       onError: (e) => this.#error(e),
@@ -228,10 +230,11 @@ class Relay implements OutboxRelay {
 
   // ── partitions ───────────────────────────────────────────────────────────
 
-  #assign(partition: number): void {
+  #assign(partition: number, grant: LeaseFence): void {
     this.#workers.get(partition)?.stop.abort();
     const worker: PartitionWorker = {
       partition,
+      grant,
       task: new SerialTask(
         () => this.#drain(worker),
         (e) => this.#error(e),
@@ -262,9 +265,9 @@ class Relay implements OutboxRelay {
     if (this.#workers.get(partition) === w) this.#workers.delete(partition);
   }
 
-  #lose(partition: number): void {
+  #lose(partition: number, only?: PartitionWorker): void {
     const w = this.#workers.get(partition);
-    if (!w) return;
+    if (!w || (only !== undefined && w !== only)) return;
     w.stop.abort();
     void w.task.stop();
     this.#workers.delete(partition);
@@ -316,10 +319,9 @@ class Relay implements OutboxRelay {
         confirmed = run[run.length - 1]!.id;
       }
       if (confirmed !== undefined && !w.abandoned) {
-        const fence = this.#balancer.fence(p);
         let marked: boolean;
         try {
-          marked = fence !== undefined && (await store.markSent(p, confirmed, fence));
+          marked = await store.markSent(p, confirmed, w.grant);
         } catch (e) {
           w.attemptedUpTo = maxId(w.attemptedUpTo, confirmed);
           if (!(await this.#failed(w, e))) return;
@@ -328,8 +330,10 @@ class Relay implements OutboxRelay {
         if (!marked) {
           this.#stats.fencedOut++;
           this.#error(new HeraldError('HERALD_ERR_LEASE_LOST', `outbox partition ${p}: markSent up to ${confirmed} was fenced out (the lease moved on); stopping this partition`, { details: { partition: p, upTo: confirmed } }));
-          this.#balancer.forget(p);
-          this.#lose(p);
+          if (this.#workers.get(p) === w) {
+            this.#balancer.forget(p);
+            this.#lose(p, w);
+          }
           return;
         }
         if (w.attemptedUpTo !== undefined && compareIds(confirmed, w.attemptedUpTo) >= 0) w.attemptedUpTo = undefined;

@@ -7,6 +7,8 @@ import { type Clock, systemClock } from './clock.ts';
 import { type CloudEvent, createEnvelope } from './envelope.ts';
 import { HeraldError } from './errors.ts';
 import type { MessageDefinition } from './definitions.ts';
+import type { SchedulerStore } from './outbox.ts';
+import type { ScheduledWrite } from './unit-of-work.ts';
 import type { OutgoingMessage, PublishReceipt, Transport } from './transport.ts';
 import { instrumentPublisher } from './instrumentation.ts';
 
@@ -17,6 +19,8 @@ export interface PublisherOptions {
   readonly clock?: Clock;
   /** Validate data against the definition's schema before sending (default true). */
   readonly validate?: boolean;
+  /** Where delayed messages (`deliverAt` in the future, `schedule()`) are stored until the scheduler publishes them. */
+  readonly scheduler?: SchedulerStore;
 }
 
 export interface PublishOptions {
@@ -32,6 +36,21 @@ export interface PublishOptions {
   readonly tracestate?: string;
   /** Copies correlation id (or uses its id) and sets causation id from the event that caused this one. */
   readonly causedBy?: CloudEvent;
+  /**
+   * Publish at or after this time (epoch ms on the publisher's clock, or a Date). In the future:
+   * stored in `scheduler` and published by the scheduler when due (the receipt is
+   * `{ topic, partition: -1, position: 'scheduled:<id>' }`); now or past: published at once.
+   */
+  readonly deliverAt?: number | Date;
+}
+
+/** What `schedule()` stored. */
+export interface ScheduledReceipt {
+  /** The scheduled message's id (cancel with `scheduler.cancel(id)`): `scheduleId`, else the envelope id. */
+  readonly id: string;
+  readonly topic: string;
+  /** Epoch ms. */
+  readonly deliverAt: number;
 }
 
 export interface PublishItem<T = unknown> {
@@ -49,6 +68,13 @@ export interface Publisher {
   publishEnvelopes(topic: string, messages: readonly OutgoingMessage[]): Promise<readonly PublishReceipt[]>;
   /** Builds the envelope `publish` would send, without sending it. */
   envelope<T>(definition: MessageDefinition<T>, data: T, options?: PublishOptions): Promise<{ topic: string; message: OutgoingMessage }>;
+  /**
+   * Stores the event in the publisher's `scheduler` to be published at `deliverAt` (even a past
+   * time: the scheduler then publishes it at once). Scheduling an id already stored keeps the
+   * first (`scheduleId`, default the envelope id: pass a stable one for idempotent timers).
+   * Without `scheduler`: `HERALD_ERR_NOT_CONFIGURED`.
+   */
+  schedule<T>(definition: MessageDefinition<T>, data: T, options: PublishOptions & { readonly deliverAt: number | Date; readonly scheduleId?: string }): Promise<ScheduledReceipt>;
 }
 
 export function createPublisher(options: PublisherOptions): Publisher {
@@ -91,7 +117,7 @@ export function createPublisher(options: PublisherOptions): Publisher {
   }
 
   // Traced through the `herald:publish` channel (a straight call when nothing subscribes).
-  return instrumentPublisher(source, {
+  const instrumented = instrumentPublisher(source, {
     envelope: build,
     async publish(definition, data, o) {
       const { topic, message } = await build(definition, data, o);
@@ -119,5 +145,64 @@ export function createPublisher(options: PublisherOptions): Publisher {
       return receipts;
     },
     publishEnvelopes: (topic, messages) => transport.publish(topic, messages),
-  } satisfies Publisher);
+  } satisfies Omit<Publisher, 'schedule'>);
+
+  // Delayed publishing sits outside the instrumented publisher: a scheduled event is built
+  // (operation 'create', with the trace context of now) and stored, not sent.
+  const deliverAtOf = (o: PublishOptions | undefined): number | undefined => (o?.deliverAt === undefined ? undefined : epochMs(o.deliverAt));
+  const isFuture = (at: number | undefined): at is number => at !== undefined && at > clock.now();
+  const scheduler = (what: string): SchedulerStore => {
+    if (!options.scheduler) throw new HeraldError('HERALD_ERR_NOT_CONFIGURED', `${what} needs the publisher option scheduler (a SchedulerStore, e.g. the unit of work's)`);
+    return options.scheduler;
+  };
+  type Scheduling = PublishOptions & { readonly deliverAt: number | Date; readonly scheduleId?: string };
+  async function buildScheduled(definition: MessageDefinition<unknown>, data: unknown, o: Scheduling): Promise<ScheduledWrite> {
+    const deliverAt = epochMs(o?.deliverAt);
+    const { deliverAt: _d, scheduleId, ...rest } = o;
+    const { topic, message } = await instrumented.envelope(definition, data, rest);
+    return { topic, message, deliverAt, ...(scheduleId !== undefined ? { id: scheduleId } : {}) };
+  }
+  async function store(writes: readonly ScheduledWrite[]): Promise<ScheduledReceipt[]> {
+    const ids = await scheduler('scheduling').schedule(writes);
+    return writes.map((w, i) => ({ id: ids[i]!, topic: w.topic, deliverAt: w.deliverAt }));
+  }
+  async function schedule<T>(definition: MessageDefinition<T>, data: T, o: Scheduling): Promise<ScheduledReceipt> {
+    scheduler(`scheduling "${definition.type}"`);
+    const [receipt] = await store([await buildScheduled(definition as MessageDefinition<unknown>, data, o)]);
+    return receipt!;
+  }
+  const scheduledReceipt = (r: ScheduledReceipt): PublishReceipt => ({ topic: r.topic, partition: -1, position: `scheduled:${r.id}` });
+
+  return {
+    ...instrumented,
+    schedule,
+    async publish(definition, data, o) {
+      const at = deliverAtOf(o);
+      if (!isFuture(at)) return instrumented.publish(definition, data, o && { ...o, deliverAt: undefined });
+      scheduler(`publish of "${definition.type}" with a future deliverAt`);
+      return scheduledReceipt(await schedule(definition, data, { ...o, deliverAt: at }));
+    },
+    async publishBatch(items) {
+      const later = items.map((i) => isFuture(deliverAtOf(i.options)));
+      if (!later.includes(true)) return instrumented.publishBatch(items);
+      scheduler('publishBatch with a future deliverAt');
+      // Validate (build) the delayed ones first, then publish the others (which validates them
+      // before sending), then store the delayed ones: a schema error sends and stores nothing.
+      const laterIdx = items.map((_, i) => i).filter((i) => later[i]);
+      const nowIdx = items.map((_, i) => i).filter((i) => !later[i]);
+      const writes = await Promise.all(laterIdx.map((i) => buildScheduled(items[i]!.definition, items[i]!.data, { ...items[i]!.options, deliverAt: deliverAtOf(items[i]!.options)! })));
+      const now = nowIdx.length > 0 ? await instrumented.publishBatch(nowIdx.map((i) => items[i]!)) : [];
+      const stored = await store(writes);
+      const receipts: PublishReceipt[] = new Array(items.length);
+      nowIdx.forEach((i, j) => (receipts[i] = now[j]!));
+      laterIdx.forEach((i, j) => (receipts[i] = scheduledReceipt(stored[j]!)));
+      return receipts;
+    },
+  };
+}
+
+function epochMs(at: number | Date): number {
+  const ms = at instanceof Date ? at.getTime() : at;
+  if (typeof ms !== 'number' || !Number.isFinite(ms)) throw new HeraldError('HERALD_ERR_INVALID_ARGUMENT', `deliverAt must be epoch ms or a valid Date (got ${String(at)})`);
+  return ms;
 }

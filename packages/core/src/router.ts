@@ -72,7 +72,8 @@ export interface HandlerOptions {
 
 /** A message a handler declares it may publish. */
 export interface ProducedMessage {
-  readonly topic: string | undefined;
+  /** Undefined when the topic is chosen at publish time. */
+  readonly topic?: string | undefined;
   readonly type: string;
   readonly version?: number | undefined;
 }
@@ -121,9 +122,10 @@ export interface MessageContext extends HandlerContext {
    * result is `{ duplicate: true }` and `stats().inboxDuplicates` counts it; the handler goes on
    * and the message is acked as usual. Outgoing messages go through `tx.publish` (build them
    * with `publisher.envelope(def, data, { causedBy: ctx.envelope })` for causation).
-   * Without `unitOfWork`: `HERALD_ERR_NOT_CONFIGURED`.
+   * Without `unitOfWork`: `HERALD_ERR_NOT_CONFIGURED`. Type the native handle by annotating
+   * the parameter: `ctx.transaction((tx: Transaction<Database>) => …)`.
    */
-  transaction<R>(fn: (tx: Transaction) => Promise<R> | R): Promise<InboxResult<R>>;
+  transaction<R, Native = unknown>(fn: (tx: Transaction<Native>) => Promise<R> | R): Promise<InboxResult<R>>;
 }
 
 export type MessageHandler = (ctx: MessageContext) => Promise<void>;
@@ -299,12 +301,12 @@ class ConsumerRuntime implements Consumer {
     this.#described.push({ topic, type, version, handler, produces });
   }
 
-  #transaction<R>(handler: string, envelope: CloudEvent, fn: (tx: Transaction) => Promise<R> | R): Promise<InboxResult<R>> {
+  #transaction<R, Native>(handler: string, envelope: CloudEvent, fn: (tx: Transaction<Native>) => Promise<R> | R): Promise<InboxResult<R>> {
     const uow = this.#o.unitOfWork;
     if (!uow) {
       return Promise.reject(new HeraldError('HERALD_ERR_NOT_CONFIGURED', `ctx.transaction needs the consumer option unitOfWork (group "${this.#o.group}", handler "${handler}")`));
     }
-    return uow.withInbox({ group: this.#o.group, handler, source: envelope.source, id: envelope.id }, fn).then((result) => {
+    return uow.withInbox({ group: this.#o.group, handler, source: envelope.source, id: envelope.id }, fn as (tx: Transaction) => Promise<R> | R).then((result) => {
       if (result.duplicate) this.#stats.inboxDuplicates++;
       return result;
     });

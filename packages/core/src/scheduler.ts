@@ -19,7 +19,7 @@
  */
 import { type Clock, type Random, systemClock, systemRandom } from './clock.ts';
 import { describeError, HeraldError } from './errors.ts';
-import { type LeaseStore, PartitionBalancer } from './lease.ts';
+import { type LeaseFence, type LeaseStore, PartitionBalancer } from './lease.ts';
 import { nonNegativeInt, positiveInt } from './options.ts';
 import type { ScheduledRecord, SchedulerStore } from './outbox.ts';
 import { backoff, type RetryPolicy } from './router.ts';
@@ -112,7 +112,7 @@ class SchedulerRuntime implements Scheduler {
       partitions: 1,
       leaseMs: o.leaseMs ?? 10_000,
       clock: this.#clock,
-      onAssigned: () => this.#lead(),
+      onAssigned: (_p, grant) => this.#lead(grant),
       onRevoke: () => this.#follow(true),
       onLost: () => void this.#follow(false),
       onError: (e) => this.#error(e),
@@ -147,13 +147,13 @@ class SchedulerRuntime implements Scheduler {
     return { ...this.#stats, leader: this.#task !== undefined };
   }
 
-  #lead(): void {
+  #lead(grant: LeaseFence): void {
     this.#stop?.abort();
     const stop = new AbortController();
     this.#stop = stop;
     this.#failures = 0;
-    const task = new SerialTask(
-      () => this.#fire(stop.signal),
+    const task: SerialTask = new SerialTask(
+      () => this.#fire(task, grant, stop.signal),
       (e) => this.#error(e),
     );
     this.#task = task;
@@ -182,14 +182,15 @@ class SchedulerRuntime implements Scheduler {
   }
 
   /** Publishes every due message (in rounds of `batchSize`), then arms the timer for the next one. */
-  async #fire(signal: AbortSignal): Promise<void> {
+  async #fire(task: SerialTask, grant: LeaseFence, signal: AbortSignal): Promise<void> {
     const { store, transport } = this.#o;
     while (!signal.aborted && this.#balancer.isSafe(0)) {
       let due: readonly ScheduledRecord[];
       try {
         due = await store.due(this.#clock.now(), this.#batchSize);
         if (due.length === 0) {
-          this.#arm(await store.nextDue());
+          const next = await store.nextDue();
+          if (this.#task === task) this.#arm(next);
           return;
         }
       } catch (e) {
@@ -214,10 +215,9 @@ class SchedulerRuntime implements Scheduler {
         for (const r of run) published.push(r.id);
       }
       if (published.length > 0) {
-        const fence = this.#balancer.fence(0);
         let marked: boolean;
         try {
-          marked = fence !== undefined && (await store.markFired(published, fence));
+          marked = await store.markFired(published, grant);
         } catch (e) {
           if (!(await this.#failed(e, signal))) return;
           continue;
@@ -225,8 +225,10 @@ class SchedulerRuntime implements Scheduler {
         if (!marked) {
           this.#stats.fencedOut++;
           this.#error(new HeraldError('HERALD_ERR_LEASE_LOST', `scheduler: markFired of ${published.length} message(s) was fenced out (the lease moved on); they may be published again by the new owner`));
-          this.#balancer.forget(0);
-          void this.#follow(false);
+          if (this.#task === task) {
+            this.#balancer.forget(0);
+            void this.#follow(false);
+          }
           return;
         }
       }
