@@ -26,7 +26,6 @@ let placed = 0;
 let failed = 0;
 let inFlight = 0;
 let stopping = false;
-const started = clock.now();
 
 function order(n: number): Record<string, unknown> {
   const items = [{ ...pick(SKUS), qty: 1 + Math.floor(random.next() * 3) }];
@@ -42,21 +41,33 @@ function order(n: number): Record<string, unknown> {
   };
 }
 
+/** Places order `n`; a network failure or a 5xx is retried with the same order id (placing is idempotent), up to 5 attempts. */
 async function place(n: number): Promise<void> {
   inFlight++;
+  const body = JSON.stringify(order(n));
   try {
-    const res = await fetch(`${url}/orders`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(order(n)), signal: AbortSignal.timeout(10_000) });
-    const body = (await res.json()) as { orderId?: string; message?: string };
-    if (res.status === 201 || res.status === 200) {
-      placed++;
-      if (record) appendFileSync(record, `${body.orderId}\n`);
-    } else {
-      failed++;
-      if (failed <= 5) log('load', `order ${n}: HTTP ${res.status} ${body.message ?? ''}`);
+    for (let attempt = 1; ; attempt++) {
+      let why: string;
+      try {
+        const res = await fetch(`${url}/orders`, { method: 'POST', headers: { 'content-type': 'application/json' }, body, signal: AbortSignal.timeout(10_000) });
+        const answer = (await res.json()) as { orderId?: string; message?: string };
+        if (res.status === 201 || res.status === 200) {
+          placed++;
+          if (record) appendFileSync(record, `${answer.orderId}\n`);
+          return;
+        }
+        why = `HTTP ${res.status} ${answer.message ?? ''}`;
+        if (res.status < 500) attempt = Infinity; // refused: retrying changes nothing
+      } catch (e) {
+        why = (e as Error).message;
+      }
+      if (attempt >= 5 || stopping) {
+        failed++;
+        if (failed <= 5 || failed % 100 === 0) log('load', `order ${n}: ${why} (failed so far: ${failed})`);
+        return;
+      }
+      await new Promise((r) => setTimeout(r, 250 * 2 ** attempt));
     }
-  } catch (e) {
-    failed++;
-    if (failed <= 5 || failed % 100 === 0) log('load', `order ${n}: ${(e as Error).message} (failed so far: ${failed})`);
   } finally {
     inFlight--;
   }
@@ -74,6 +85,16 @@ async function progress(): Promise<void> {
   log('load', `placed ${placed} in ${secs.toFixed(0)} s (${(placed / Math.max(secs, 0.001)).toFixed(1)}/s), failed ${failed}, in flight ${inFlight}${states}`);
 }
 
+// wait for Order to answer before the clock starts
+for (let i = 0; ; i++) {
+  try {
+    if ((await fetch(`${url}/stats`, { signal: AbortSignal.timeout(1000) })).ok) break;
+  } catch {
+    if (i === 0) log('load', `waiting for ${url}`);
+  }
+  await new Promise((r) => setTimeout(r, 200));
+}
+const started = clock.now();
 const tickMs = 50;
 const ticker = setInterval(() => {
   if (stopping) return;
