@@ -110,7 +110,7 @@ describe('herald CLI', () => {
     assert.equal(noSelector.code, 2);
     assert.match(noSelector.stderr, /--id <ids\.\.\.>, or filter options with --all/);
     assert.equal(both.code, 2);
-    assert.deepEqual(json(both), { error: { code: 'HERALD_ERR_USAGE', message: 'give either --id or filter options / --all, not both' } });
+    assert.deepEqual(json(both), { error: { code: 'HERALD_ERR_INVALID_ARGUMENT', message: 'give either --id or filter options / --all, not both' } });
   });
 
   it('lists, shows and filters dead letters; a missing id exits 3', async () => {

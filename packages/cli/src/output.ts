@@ -6,7 +6,9 @@
  *   2  usage error (unknown command or option, bad argument, bad or missing config file)
  *   3  not found (the dead letter, stream, projection or service named does not exist)
  *
- * Errors go to stderr as one line `herald: <CODE>: <message>`; with `--json` the same error is
+ * Errors go to stderr as one line `herald: <CODE>: <message>` (CODE: the `HERALD_ERR_…` code —
+ * usage errors found by the CLI itself are `HERALD_ERR_INVALID_ARGUMENT` too —, Node's own code
+ * such as `ENOENT`, or `ERROR`); with `--json` the same error is
  * also written to stdout as `{ "error": { "code", "message" } }`. JSON output is one document
  * on stdout, bigints as decimal strings.
  */
@@ -32,9 +34,10 @@ export function exitCodeOf(e: unknown): number {
 }
 
 export function errorCodeOf(e: unknown): string {
-  if (e instanceof UsageError) return 'HERALD_ERR_USAGE';
+  if (e instanceof UsageError) return 'HERALD_ERR_INVALID_ARGUMENT';
   if (isHeraldError(e)) return e.code;
-  return (e as { code?: unknown })?.code && typeof (e as { code: unknown }).code === 'string' ? String((e as { code: string }).code) : 'HERALD_ERR_FAILED';
+  const code = (e as { code?: unknown } | null)?.code;
+  return typeof code === 'string' ? code : 'ERROR';
 }
 
 export interface Io {

@@ -182,7 +182,7 @@ export async function createConsoleServer(options: ConsoleServerOptions): Promis
   app.get('/api/snapshot', async (c) => json(c, latest ?? (await take())));
 
   app.get('/api/events', (c) => {
-    if (listeners.size >= maxSseClients) return c.json({ error: { code: 'HERALD_ERR_UNAVAILABLE', message: `at most ${maxSseClients} live clients` } }, 503);
+    if (listeners.size >= maxSseClients) return c.json({ error: { code: 'UNAVAILABLE', message: `at most ${maxSseClients} live clients` } }, 503);
     return streamSSE(c, async (stream) => {
       let wake: (() => void) | null = null;
       let pending: Snapshot | null = latest;
@@ -368,7 +368,7 @@ function errorResponse(c: Context, e: unknown): Response {
   const status = isHeraldError(e)
     ? ((e.details as { status?: number } | undefined)?.status ?? (e.code === 'HERALD_ERR_NOT_FOUND' ? 404 : e.code === 'HERALD_ERR_INVALID_ARGUMENT' ? 400 : 500))
     : 500;
-  const body = { error: { code: isHeraldError(e) ? e.code : 'HERALD_ERR_INTERNAL', message: (e as Error)?.message ?? String(e) } };
+  const body = { error: { code: isHeraldError(e) ? e.code : 'INTERNAL', message: (e as Error)?.message ?? String(e) } };
   return c.body(JSON.stringify(body), status as 400, { 'content-type': 'application/json; charset=utf-8' });
 }
 
