@@ -9,8 +9,8 @@
  */
 import { createInterface } from 'node:readline';
 import { type Clock, createOutboxRelay, createScheduler, type Transaction } from '@herald/core';
-import { createSagaRuntime, type SagaInstance, type SagaRuntime, type SagaStore } from '@herald/eventsourcing';
-import { type CheckoutKv, type CheckoutServices, createCheckoutSaga, type OrderPlacedData, startCheckoutServices, waitFor } from '@herald/testkit';
+import { createSagaRuntime, type SagaRuntime } from '@herald/eventsourcing';
+import { type CheckoutKv, type CheckoutServices, createCheckoutSaga, startCheckoutServices } from '@herald/testkit';
 import type Database from 'better-sqlite3';
 import { openDatabase, type SqliteDatabase } from './database.ts';
 import { SqliteDeadLetterStore } from './dead-letter-store.ts';
@@ -120,38 +120,6 @@ export async function startCheckoutNode(o: CheckoutNodeOptions): Promise<Checkou
   };
 }
 
-/** What the saga received and sent, in order (`<type` received, `>type` sent, `<timer step`, `stuck step`). */
-export async function conversation(store: SagaStore, orderId: string): Promise<string[]> {
-  const out: string[] = [];
-  let cursor: string | undefined;
-  do {
-    const page = await store.timeline('checkout', orderId, { ...(cursor ? { cursor } : {}) });
-    for (const e of page.items) {
-      if (e.kind === 'started' || e.kind === 'received') out.push(`<${e.type}`);
-      else if (e.kind === 'sent') out.push(`>${e.type}`);
-      else if (e.kind === 'timer-fired') out.push(`<timer ${e.step}`);
-      else if (e.kind === 'stuck') out.push(`stuck ${e.step}`);
-    }
-    cursor = page.next;
-  } while (cursor);
-  return out;
-}
-
-export async function settled(store: SagaStore, orderId: string, status: SagaInstance['status'], timeoutMs = 15_000): Promise<SagaInstance> {
-  let now: string | undefined;
-  return waitFor(
-    async () => {
-      const i = await store.get('checkout', orderId);
-      now = i?.status;
-      return i?.status === status ? i : undefined;
-    },
-    { timeoutMs, what: () => `order ${orderId} to be ${status} (now ${now})` },
-  );
-}
-
-export function order(orderId: string, over: Partial<OrderPlacedData> = {}): OrderPlacedData {
-  return { orderId, customerId: 'c-1', amount: 120, items: [{ sku: 'book', qty: 2 }], address: '1 Main St', ...over };
-}
 
 // Child-process mode.
 if (process.argv[1]?.endsWith('checkout-saga.fixture.ts')) {

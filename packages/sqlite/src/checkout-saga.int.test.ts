@@ -5,13 +5,11 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { createPublisher } from '@herald/core';
-import { NOWHERE, OrderPlaced, type OrderPlacedData, OUT_OF_STOCK_SKU, REFUND_BROKEN_CUSTOMER, waitFor } from '@herald/testkit';
-import { type CheckoutNode, conversation, order, settled, startCheckoutNode } from './checkout-saga.fixture.ts';
+import { CHECKOUT_UNTIL_SHIPPING, checkoutConversation, checkoutOrder as order, NOWHERE, OrderPlaced, type OrderPlacedData, OUT_OF_STOCK_SKU, REFUND_BROKEN_CUSTOMER, waitFor, waitForCheckout } from '@herald/testkit';
+import { type CheckoutNode, startCheckoutNode } from './checkout-saga.fixture.ts';
 import { tempDbPath } from './test-helpers.ts';
 
 const SHIPPING_TIMEOUT_MS = 400;
-
-const HAPPY = ['<shop.order.placed', '>shop.payment.charge', '<shop.payment.succeeded', '>shop.inventory.reserve', '<shop.inventory.reserved', '>shop.shipping.ship'];
 
 describe('checkout saga on SQLite (one file, one process)', () => {
   const { path, cleanup } = tempDbPath();
@@ -27,9 +25,9 @@ describe('checkout saga on SQLite (one file, one process)', () => {
 
   it('the happy path completes the order', async () => {
     await publish(order('o-ok'));
-    const i = await settled(node.store, 'o-ok', 'completed');
+    const i = await waitForCheckout(node.store, 'o-ok', 'completed');
     assert.deepEqual(i.state, { ...order('o-ok'), paymentId: 'pay-o-ok', reservationId: 'res-o-ok', trackingId: 'track-o-ok' });
-    assert.deepEqual(await conversation(node.store, 'o-ok'), [...HAPPY, '<shop.shipping.shipped', '>shop.order.complete']);
+    assert.deepEqual(await checkoutConversation(node.store, 'o-ok'), [...CHECKOUT_UNTIL_SHIPPING, '<shop.shipping.shipped', '>shop.order.complete']);
     await waitFor(() => node.read('order:o-ok'), { what: 'the orders service to complete o-ok' });
     assert.deepEqual(node.read('order:o-ok'), { status: 'completed' });
     assert.deepEqual(node.read('payment:o-ok'), { paymentId: 'pay-o-ok', amount: 120, refunded: false });
@@ -37,8 +35,8 @@ describe('checkout saga on SQLite (one file, one process)', () => {
 
   it('a payment failure cancels the order', async () => {
     await publish(order('o-declined', { amount: 5000 }));
-    await settled(node.store, 'o-declined', 'compensated');
-    assert.deepEqual(await conversation(node.store, 'o-declined'), ['<shop.order.placed', '>shop.payment.charge', '<shop.payment.failed', '>shop.order.cancel']);
+    await waitForCheckout(node.store, 'o-declined', 'compensated');
+    assert.deepEqual(await checkoutConversation(node.store, 'o-declined'), ['<shop.order.placed', '>shop.payment.charge', '<shop.payment.failed', '>shop.order.cancel']);
     await waitFor(() => node.read('order:o-declined'), { what: 'the orders service to cancel o-declined' });
     assert.deepEqual(node.read('order:o-declined'), { status: 'cancelled', reason: 'payment: card declined' });
     assert.equal(node.read('payment:o-declined'), undefined);
@@ -46,8 +44,8 @@ describe('checkout saga on SQLite (one file, one process)', () => {
 
   it('an inventory failure refunds the payment and cancels', async () => {
     await publish(order('o-nostock', { items: [{ sku: OUT_OF_STOCK_SKU, qty: 1 }] }));
-    await settled(node.store, 'o-nostock', 'compensated');
-    assert.deepEqual(await conversation(node.store, 'o-nostock'), [
+    await waitForCheckout(node.store, 'o-nostock', 'compensated');
+    assert.deepEqual(await checkoutConversation(node.store, 'o-nostock'), [
       '<shop.order.placed',
       '>shop.payment.charge',
       '<shop.payment.succeeded',
@@ -63,10 +61,10 @@ describe('checkout saga on SQLite (one file, one process)', () => {
 
   it('a shipping timeout releases the stock, refunds the payment and cancels', async () => {
     await publish(order('o-lost', { address: NOWHERE }));
-    const i = await settled(node.store, 'o-lost', 'compensated');
+    const i = await waitForCheckout(node.store, 'o-lost', 'compensated');
     assert.match(i.failure!.reason, new RegExp(`no reply within ${SHIPPING_TIMEOUT_MS} ms`));
-    assert.deepEqual(await conversation(node.store, 'o-lost'), [
-      ...HAPPY,
+    assert.deepEqual(await checkoutConversation(node.store, 'o-lost'), [
+      ...CHECKOUT_UNTIL_SHIPPING,
       '<timer shipping',
       '>shop.inventory.release',
       '<shop.inventory.released',
@@ -81,7 +79,7 @@ describe('checkout saga on SQLite (one file, one process)', () => {
 
   it('a refund refused past its retries leaves the instance stuck, listed by status and counted', async () => {
     await publish(order('o-stuck', { customerId: REFUND_BROKEN_CUSTOMER, items: [{ sku: OUT_OF_STOCK_SKU, qty: 1 }] }));
-    const i = await settled(node.store, 'o-stuck', 'stuck');
+    const i = await waitForCheckout(node.store, 'o-stuck', 'stuck');
     assert.deepEqual(i.error, { step: 'payment', message: 'refunds are refused for this account', attempts: 3, at: i.error!.at });
     assert.deepEqual((await node.store.list({ status: 'stuck' })).items.map((x) => x.key), ['o-stuck']);
     assert.equal((await node.store.countByStatus()).find((c) => c.status === 'stuck')?.count, 1);

@@ -9,6 +9,10 @@ import { type CloudEvent, createConsumer, createMemoryTransport, createOutboxRel
 import { createSagaRuntime, MemorySagaStore, type SagaInstance, SagaSpecification, send } from '@herald/eventsourcing';
 import {
   CancelOrder,
+  CHECKOUT_UNTIL_SHIPPING,
+  checkoutConversation,
+  checkoutOrder,
+  waitForCheckout,
   ChargePayment,
   CHECKOUT_TOPICS,
   type CheckoutServices,
@@ -20,7 +24,6 @@ import {
   memoryCheckoutKv,
   NOWHERE,
   OrderPlaced,
-  type OrderPlacedData,
   OrderShipped,
   OUT_OF_STOCK_SKU,
   PaymentFailed,
@@ -69,40 +72,10 @@ describe('checkout saga (memory transport, MemoryUnitOfWork, ManualClock)', () =
     await Promise.all([relay.close(), scheduler.close()]);
   });
 
-  const order = (orderId: string, over: Partial<OrderPlacedData> = {}): OrderPlacedData => ({
-    orderId,
-    customerId: 'c-1',
-    amount: 120,
-    items: [{ sku: 'book', qty: 2 }],
-    address: '1 Main St',
-    ...over,
-  });
+  const order = checkoutOrder;
 
-  async function settled(orderId: string, status: SagaInstance['status']): Promise<SagaInstance> {
-    let now: string | undefined;
-    return waitFor(async () => {
-      const i = await store.get('checkout', orderId);
-      now = i?.status;
-      return i?.status === status ? i : undefined;
-    }, { what: () => `order ${orderId} to be ${status} (now ${now})` });
-  }
-
-  /** What the saga received and sent, in order: `<type` received, `>type` sent. */
-  async function conversation(orderId: string): Promise<string[]> {
-    const out: string[] = [];
-    let cursor: string | undefined;
-    do {
-      const page = await store.timeline('checkout', orderId, { ...(cursor ? { cursor } : {}) });
-      for (const e of page.items) {
-        if (e.kind === 'started' || e.kind === 'received') out.push(`<${e.type}`);
-        else if (e.kind === 'sent') out.push(`>${e.type}`);
-        else if (e.kind === 'timer-fired') out.push(`<timer ${e.step}`);
-        else if (e.kind === 'stuck') out.push(`stuck ${e.step}`);
-      }
-      cursor = page.next;
-    } while (cursor);
-    return out;
-  }
+  const settled = (orderId: string, status: SagaInstance['status']): Promise<SagaInstance> => waitForCheckout(store, orderId, status);
+  const conversation = (orderId: string): Promise<string[]> => checkoutConversation(store, orderId);
 
   /** Types the participants and the observer saw on the shop topics for an order, one list per topic. */
   async function onTheWire(orderId: string, count: number): Promise<Record<string, string[]>> {
@@ -121,12 +94,7 @@ describe('checkout saga (memory transport, MemoryUnitOfWork, ManualClock)', () =
     assert.deepEqual(i.state, { ...order('o-ok'), paymentId: 'pay-o-ok', reservationId: 'res-o-ok', trackingId: 'track-o-ok' });
     assert.deepEqual(i.completed, ['payment', 'inventory', 'shipping']);
     assert.deepEqual(await conversation('o-ok'), [
-      `<${OrderPlaced.type}`,
-      `>${ChargePayment.type}`,
-      `<${PaymentSucceeded.type}`,
-      `>${ReserveInventory.type}`,
-      `<${InventoryReserved.type}`,
-      `>${ShipOrder.type}`,
+      ...CHECKOUT_UNTIL_SHIPPING,
       `<${OrderShipped.type}`,
       `>${CompleteOrder.type}`,
     ]);
@@ -192,12 +160,7 @@ describe('checkout saga (memory transport, MemoryUnitOfWork, ManualClock)', () =
     const i = await settled('o-lost', 'compensated');
     assert.match(i.failure!.reason, /timed out: no reply within 60000 ms/);
     assert.deepEqual(await conversation('o-lost'), [
-      `<${OrderPlaced.type}`,
-      `>${ChargePayment.type}`,
-      `<${PaymentSucceeded.type}`,
-      `>${ReserveInventory.type}`,
-      `<${InventoryReserved.type}`,
-      `>${ShipOrder.type}`,
+      ...CHECKOUT_UNTIL_SHIPPING,
       '<timer shipping',
       `>${ReleaseInventory.type}`,
       `<${InventoryReleased.type}`,

@@ -29,7 +29,8 @@ import {
   type Transport,
   type UnitOfWork,
 } from '@herald/core';
-import { defineSaga, onFailure, onSuccess, send, type SagaDefinition } from '@herald/eventsourcing';
+import { defineSaga, onFailure, onSuccess, send, type SagaDefinition, type SagaInstance, type SagaStatus, type SagaStore } from '@herald/eventsourcing';
+import { waitFor } from './helpers.ts';
 
 type FieldKind = 'string' | 'number' | 'items' | 'string?';
 
@@ -303,3 +304,51 @@ export async function startCheckoutServices<Native>(options: CheckoutServicesOpt
   await Promise.all(consumers.map((c) => c.start()));
   return { consumers, close: async () => void (await Promise.all(consumers.map((c) => c.close()))) };
 }
+
+/**
+ * What a checkout instance received and sent, in order, from its timeline: `<type` received (the
+ * start event too), `>type` sent, `<timer <step>` a timer fired, `stuck <step>`.
+ */
+export async function checkoutConversation(store: SagaStore, orderId: string): Promise<string[]> {
+  const out: string[] = [];
+  let cursor: string | undefined;
+  do {
+    const page = await store.timeline('checkout', orderId, { ...(cursor ? { cursor } : {}) });
+    for (const e of page.items) {
+      if (e.kind === 'started' || e.kind === 'received') out.push(`<${e.type}`);
+      else if (e.kind === 'sent') out.push(`>${e.type}`);
+      else if (e.kind === 'timer-fired') out.push(`<timer ${e.step}`);
+      else if (e.kind === 'stuck') out.push(`stuck ${e.step}`);
+    }
+    cursor = page.next;
+  } while (cursor);
+  return out;
+}
+
+/** Waits until the checkout instance of `orderId` has `status`; returns it. */
+export async function waitForCheckout(store: SagaStore, orderId: string, status: SagaStatus, timeoutMs = 15_000): Promise<SagaInstance> {
+  let now: string | undefined;
+  return waitFor(
+    async () => {
+      const i = await store.get('checkout', orderId);
+      now = i?.status;
+      return i?.status === status ? i : undefined;
+    },
+    { timeoutMs, what: () => `order ${orderId} to be ${status} (now ${now ?? 'not started'})` },
+  );
+}
+
+/** An order that goes through every step (override fields to take another path). */
+export function checkoutOrder(orderId: string, over: Partial<OrderPlacedData> = {}): OrderPlacedData {
+  return { orderId, customerId: 'c-1', amount: 120, items: [{ sku: 'book', qty: 2 }], address: '1 Main St', ...over };
+}
+
+/** The conversation of an order up to the shipping request (payment and reservation succeeded). */
+export const CHECKOUT_UNTIL_SHIPPING: readonly string[] = Object.freeze([
+  `<${OrderPlaced.type}`,
+  `>${ChargePayment.type}`,
+  `<${PaymentSucceeded.type}`,
+  `>${ReserveInventory.type}`,
+  `<${InventoryReserved.type}`,
+  `>${ShipOrder.type}`,
+]);

@@ -56,6 +56,10 @@ export type { SagaStoreHarness, SagaStoreFactory, SagaStoreScenario } from './sa
 export {
   checkoutSaga,
   createCheckoutSaga,
+  checkoutConversation,
+  checkoutOrder,
+  waitForCheckout,
+  CHECKOUT_UNTIL_SHIPPING,
   startCheckoutServices,
   memoryCheckoutKv,
   CHECKOUT_TOPICS,
