@@ -76,6 +76,16 @@ export class MemoryUnitOfWork implements UnitOfWork<MemoryTx>, OutboxStore, Sche
     this.#sent = new Array<number>(this.partitions).fill(0);
   }
 
+  /** This object as the relay's store (it is its own OutboxStore). */
+  get outbox(): OutboxStore {
+    return this;
+  }
+
+  /** This object as the scheduler's store (it is its own SchedulerStore). */
+  get scheduler(): SchedulerStore {
+    return this;
+  }
+
   /** Committed value of `key` in `table` (undefined when absent). */
   read(table: string, key: string): unknown {
     return this.#tables.get(table)?.get(key);
