@@ -37,13 +37,19 @@
 import { type Clock, HeraldError, type LeaseFence, type OutboxBacklog, type OutboxRecord, type OutboxStore, systemClock } from '@herald/core';
 import { nonNegativeInt, positiveInt } from '@herald/core/internal';
 import { type PgDatabase, type PgDatabaseSource, resolveDatabase } from './database.ts';
-import { FENCE_CTE, fenceParams, onSchemaWrite, outboxPartitions, ROWS_PER_TX, storedMessage } from './outbox-store-shared.ts';
+import { FENCE_CTE, fenceParams, notifyLocalWrite, onSchemaWrite, outboxPartitions, ROWS_PER_TX, storedMessage } from './outbox-store-shared.ts';
 
 export type PostgresOutboxStoreOptions = PgDatabaseSource & {
   /** Outbox partitions; must match the schema's if it has one (default: the schema's, else 8). */
   readonly partitions?: number;
   /** `sent_at` of marks (the purge's time base). Default the system clock. */
   readonly clock?: Clock;
+  /**
+   * How long `pending` waits for committed rows held back by a transaction still in flight
+   * (polling every few ms) before it returns without them, ms (default 1000); the store then
+   * wakes its readers again 20 ms later.
+   */
+  readonly visibilityWaitMs?: number;
 };
 
 interface Row {
@@ -63,7 +69,7 @@ export async function createPostgresOutboxStore(options: PostgresOutboxStoreOpti
   const { database, owned } = resolveDatabase(options);
   try {
     const partitions = await outboxPartitions(database, options.partitions);
-    return new PostgresOutboxStore(database, owned, partitions, options.clock ?? systemClock);
+    return new PostgresOutboxStore(database, owned, partitions, options.clock ?? systemClock, nonNegativeInt('visibilityWaitMs', options.visibilityWaitMs ?? 1000));
   } catch (e) {
     if (owned) await database.close();
     throw e;
@@ -75,11 +81,13 @@ export class PostgresOutboxStore implements OutboxStore {
   readonly partitions: number;
   readonly #owned: boolean;
   readonly #clock: Clock;
+  readonly #visibilityWaitMs: number;
   #closed = false;
 
   /** Use `createPostgresOutboxStore` (it migrates and reads the partition count). */
-  constructor(database: PgDatabase, owned: boolean, partitions: number, clock: Clock) {
+  constructor(database: PgDatabase, owned: boolean, partitions: number, clock: Clock, visibilityWaitMs = 1000) {
     this.database = database;
+    this.#visibilityWaitMs = visibilityWaitMs;
     this.#owned = owned;
     this.partitions = partitions;
     this.#clock = clock;
@@ -90,19 +98,37 @@ export class PostgresOutboxStore implements OutboxStore {
     this.#partition(partition);
     positiveInt('limit', limit);
     const from = after === undefined ? '-1' : parseOutboxId(after);
-    const r = await this.database.query<Row>(
-      `SELECT id::text AS id, topic, key, envelope, created_at FROM herald_outbox
-        WHERE partition = $1 AND id > greatest($2::numeric, ${WATERMARK}) AND id < ${SAFE_BOUND}
-        ORDER BY id LIMIT $3`,
-      [partition, from, limit],
-    );
-    return r.rows.map((x) => ({
-      id: x.id,
-      partition,
-      topic: x.topic,
-      message: storedMessage(x.envelope, x.key, `outbox row ${x.id} (partition ${partition}, topic "${x.topic}")`, { id: x.id, partition, topic: x.topic }),
-      createdAt: Number(x.created_at),
-    }));
+    const deadline = performance.now() + this.#visibilityWaitMs;
+    for (let delay = 1; ; delay = Math.min(delay * 2, 20)) {
+      const r = await this.database.query<Row & { waiting: boolean }>(
+        `WITH b AS MATERIALIZED (SELECT ${SAFE_BOUND} AS safe, ${WATERMARK} AS mark)
+         SELECT EXISTS (SELECT 1 FROM herald_outbox o WHERE o.partition = $1 AND o.id >= b.safe) AS waiting, r.*
+           FROM b LEFT JOIN LATERAL (
+             SELECT id::text AS id, topic, key, envelope, created_at FROM herald_outbox
+              WHERE partition = $1 AND id > greatest($2::numeric, b.mark) AND id < b.safe
+              ORDER BY id LIMIT $3) r ON true`,
+        [partition, from, limit],
+      );
+      const rows = r.rows.filter((x) => x.id !== null);
+      if (rows.length === 0 && r.rows[0]!.waiting) {
+        // Committed rows wait behind a transaction still in flight (see the module doc).
+        if (performance.now() < deadline) {
+          await new Promise((res) => setTimeout(res, delay));
+          continue;
+        }
+        // Give up for now, and wake the readers again soon rather than at their next poll.
+        setTimeout(() => {
+          if (!this.#closed) notifyLocalWrite(this.database, 'outbox', () => {});
+        }, 20).unref();
+      }
+      return rows.map((x) => ({
+        id: x.id,
+        partition,
+        topic: x.topic,
+        message: storedMessage(x.envelope, x.key, `outbox row ${x.id} (partition ${partition}, topic "${x.topic}")`, { id: x.id, partition, topic: x.topic }),
+        createdAt: Number(x.created_at),
+      }));
+    }
   }
 
   async markSent(partition: number, upTo: string, fence: LeaseFence): Promise<boolean> {

@@ -116,7 +116,15 @@ export class PostgresSchedulerStore implements SchedulerStore {
     await this.#ready();
     const r = await this.database.query<{ t: string | null }>('SELECT min(deliver_at)::text AS t FROM herald_scheduled');
     const t = r.rows[0]!.t;
-    return t === null ? undefined : Number(t);
+    if (t === null) return undefined;
+    const at = Number(t);
+    // The caller arms a timer for `at` once this resolves; if the clock passed `at` while the
+    // query ran, that timer is born due (on a manual clock it would wait for the next advance):
+    // wake the readers once, after the caller's continuation ran.
+    setImmediate(() => {
+      if (!this.#closed && at <= this.#clock.now()) notifyLocalWrite(this.database, 'scheduled', this.#onError);
+    });
+    return at;
   }
 
   async pendingCount(): Promise<number> {
