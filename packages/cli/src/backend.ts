@@ -55,7 +55,7 @@ export async function openBackend(config: HeraldConfig, options: OpenBackendOpti
     sagas: sagaSource(sagaStore),
     topics: async () => sqliteTopicStats(database),
     causation: async (correlationId, limit) => sqliteCausation(database, correlationId, limit),
-    recentStreams: async (limit, category) => recentStreams(eventStore, limit, category),
+    recentStreams: async (limit, category, type) => recentStreams(eventStore, limit, category, type),
     schemaVersions: () => schemaVersions(database),
     close: async () => {
       await eventStore.close();
@@ -189,13 +189,14 @@ export function sqliteCausation(database: SqliteDatabase, correlationId: string,
   });
 }
 
-/** Stream ids seen in the newest events of `$all`, newest first. */
-export async function recentStreams(store: EventStore, limit: number, category?: string): Promise<string[]> {
+/** Stream ids seen in the newest events of `$all` (at most 2 500 read; only events of `type` when given), newest first. */
+export async function recentStreams(store: EventStore, limit: number, category?: string, type?: string): Promise<string[]> {
   const seen = new Set<string>();
   let before: bigint | undefined;
   for (let round = 0; round < 5 && seen.size < limit; round++) {
     const page = await store.readAll({ direction: 'backward', maxCount: 500, ...(before !== undefined ? { before } : {}), ...(category ? { category } : {}) });
     for (const e of page.events) {
+      if (type !== undefined && e.type !== type) continue;
       seen.add(e.streamId);
       if (seen.size >= limit) break;
     }

@@ -9,7 +9,7 @@
  *   GET  /api/dead-letters?group&topic&status&cursor&limit
  *   GET  /api/dead-letters/:id              one entry with its envelope, raw bytes and error
  *   POST /api/dead-letters/:id/redrive|discard
- *   GET  /api/streams?category&limit        recent stream ids, newest first
+ *   GET  /api/streams?category&type&limit   recent stream ids, newest first
  *   GET  /api/streams/:id?from&limit        a page of events, each with the state right after it (time travel)
  *   GET  /api/sagas?state&cursor&limit      saga instances
  *   GET  /api/sagas/:saga/:key              one instance's timeline
@@ -245,8 +245,8 @@ export async function createConsoleServer(options: ConsoleServerOptions): Promis
 
   app.get('/api/streams', async (c) => {
     if (!sources.recentStreams) return json(c, { streams: [] });
-    const category = c.req.query('category');
-    return json(c, { streams: await sources.recentStreams(intParam(c.req.query('limit'), 'limit', 50), category || undefined) });
+    const { category, type } = c.req.query();
+    return json(c, { streams: await sources.recentStreams(intParam(c.req.query('limit'), 'limit', 50), category || undefined, type || undefined) });
   });
   app.get('/api/streams/:id', async (c) => {
     const store = sources.eventStore;

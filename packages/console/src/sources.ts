@@ -93,6 +93,6 @@ export interface ConsoleSources {
   readonly sagas?: SagaSource;
   /** Every message carrying `correlationId`, oldest first (bounded by `limit`). */
   causation?(correlationId: string, limit: number): Promise<readonly CausationNode[]>;
-  /** Recent stream ids, newest first (for the stream browser's list). */
-  recentStreams?(limit: number, category?: string): Promise<readonly string[]>;
+  /** Recent stream ids, newest first (for the stream browser's list); with `type`, streams with a recent event of that type. */
+  recentStreams?(limit: number, category?: string, type?: string): Promise<readonly string[]>;
 }
