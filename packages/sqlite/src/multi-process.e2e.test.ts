@@ -4,39 +4,21 @@
 //   HERALD_MP_MESSAGES (default 20000) sets the size of the kill test.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { fork, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import { createEnvelope, partitionForKey } from '@herald/core';
+import { type ChildHandle, forkChild, stopChild } from '@herald/testkit';
 import { createSqliteTransport } from './index.ts';
 
 const MEMBER = new URL('./fixtures/group-member.ts', import.meta.url).pathname;
 const PARTITIONS = 8;
 
-interface Member {
-  readonly name: string;
-  readonly child: ChildProcess;
-  readonly messages: Array<Record<string, unknown>>;
-}
+type Member = ChildHandle;
 
 function startMember(name: string, env: Record<string, string>): Promise<Member> {
-  const child = fork(MEMBER, { env: { ...process.env, ...env, MP_MEMBER: name }, execArgv: ['--import', 'tsx'], stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
-  const m: Member = { name, child, messages: [] };
-  child.on('message', (msg) => m.messages.push(msg as Record<string, unknown>));
-  return new Promise((resolve, reject) => {
-    const t = setTimeout(() => reject(new Error(`member ${name} did not start within 20 s`)), 20_000);
-    child.on('message', (msg: { type?: string }) => {
-      if (msg.type === 'started') {
-        clearTimeout(t);
-        resolve(m);
-      }
-    });
-    child.on('exit', (code, signal) => {
-      if (code !== 0 && signal === null) reject(new Error(`member ${name} exited with ${code}`));
-    });
-  });
+  return forkChild(MEMBER, { name, env: { ...env, MP_MEMBER: name } });
 }
 
 async function waitFor(cond: () => boolean, what: string, timeoutMs: number): Promise<void> {
@@ -66,19 +48,7 @@ async function waitBalanced(members: Member[], partitions: number): Promise<numb
   }
 }
 
-function stop(m: Member): Promise<void> {
-  if (m.child.exitCode !== null || m.child.signalCode !== null) return Promise.resolve();
-  return new Promise((resolve) => {
-    const t = setTimeout(() => {
-      m.child.kill('SIGKILL');
-    }, 5000);
-    m.child.once('exit', () => {
-      clearTimeout(t);
-      resolve();
-    });
-    m.child.send({ type: 'close' });
-  });
-}
+const stop = (m: Member): Promise<void> => stopChild(m);
 
 function setup(): { dir: string; db: string; results: Database.Database; resultsPath: string } {
   const dir = mkdtempSync(join(tmpdir(), 'herald-mp-'));

@@ -86,4 +86,6 @@ export {
   ShipOrder,
   OrderShipped,
 } from './checkout-saga.ts';
-export type { CheckoutState, CheckoutItem, OrderPlacedData, CheckoutSagaOptions, CheckoutKv, CheckoutServices, CheckoutServicesOptions, PaymentRecord, ReservationRecord, OrderRecord } from './checkout-saga.ts';
+export type { CheckoutState, CheckoutItem, OrderPlacedData, CheckoutSagaOptions, CheckoutKv, CheckoutEffect, CheckoutServices, CheckoutServicesOptions, PaymentRecord, ReservationRecord, OrderRecord } from './checkout-saga.ts';
+export { forkChild, stopChild } from './child-process.ts';
+export type { ChildHandle, ForkChildOptions } from './child-process.ts';
