@@ -127,7 +127,8 @@ export class PgDatabase {
       } catch (rollbackFailed) {
         broken = rollbackFailed;
       }
-      throw isHeraldError(e) ? e : storageError('transaction failed', e);
+      // Errors of the server or the connection become HERALD_ERR_STORAGE; errors thrown by `fn` itself pass through.
+      throw isHeraldError(e) || !isPgError(e) ? e : storageError('transaction failed', e);
     } finally {
       client.release(broken instanceof Error ? broken : undefined);
     }
@@ -193,10 +194,17 @@ export function resolveDatabase(source: PgDatabaseSource): { database: PgDatabas
 /** SQLSTATE classes and codes that mean "try again": connection, resources, shutdown, timeouts, serialization. */
 export function isTransientPgError(e: unknown): boolean {
   const code = (e as { code?: unknown })?.code;
-  if (typeof code !== 'string') return e instanceof Error; // socket errors, pool timeouts
+  if (typeof code !== 'string') return isPgError(e); // connection terminated, pool timeouts
   if (/^(08|53|57|58)/.test(code)) return true; // connection, resources, operator intervention (shutdown, statement timeout 57014), system
   if (code === '40001' || code === '40P01') return true; // serialization failure, deadlock
   return ['ECONNREFUSED', 'ECONNRESET', 'EPIPE', 'ETIMEDOUT', 'ENOTFOUND', 'EAI_AGAIN'].includes(code);
+}
+
+/** An error of the server, the connection or the pool (not one thrown by user code). */
+export function isPgError(e: unknown): boolean {
+  if (typeof (e as { code?: unknown })?.code === 'string') return true;
+  const m = (e as Error)?.message;
+  return typeof m === 'string' && /Connection terminated|timeout exceeded when trying to connect|connection error|Client was closed|not queryable/i.test(m);
 }
 
 export function storageError(what: string, cause: unknown): HeraldError {

@@ -171,6 +171,9 @@ interface EventRow {
   recorded_at: string;
 }
 
+/** `readAll` without the visibility wait, for Herald's projections reading inside their own transactions (not public API). */
+export const READ_ALL_NOW: unique symbol = Symbol('herald.postgres.readAllNow');
+
 /** Creates a PostgreSQL event store (the schema is created and migrated on first use). */
 export function createPostgresEventStore(options: PostgresEventStoreOptions): PostgresEventStore {
   return new PostgresEventStore(options);
@@ -493,7 +496,7 @@ export class PostgresEventStore implements EventStore {
             }
           }
         }
-        for (const h of hooks) await h.end(client, next - 1n);
+        for (const h of hooks) await h.end(client, next > first ? next - 1n : 0n);
         if (next > first) await client.query('SELECT pg_notify($1, $2)', [this.#channel, '']);
       }
     }
@@ -709,6 +712,12 @@ export class PostgresEventStore implements EventStore {
       const position = isEnd ? (safe > from ? safe : from) : BigInt(rows[rows.length - 1]!.position);
       return { events, position, isEnd };
     }
+  }
+
+  /** See READ_ALL_NOW. */
+  async [READ_ALL_NOW](options: ReadAllOptions): Promise<ReadAllResult> {
+    await this.#enter();
+    return this.#readAll(options, 0);
   }
 
   #decode(x: EventRow): RecordedEvent | undefined {
