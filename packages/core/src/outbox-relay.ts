@@ -26,13 +26,13 @@
  * `markSent` leaves rows unmarked; the partition's next owner publishes them again.
  */
 import { type Clock, type Random, systemClock, systemRandom } from './clock.ts';
-import { describeError, HeraldError } from './errors.ts';
+import { backoffSleep, every, type LastError, lastError, type LoopRetryOptions, loopRetryPolicy, randomMemberId, runsByTopic, SerialTask, settlesWithin } from './background-loop.ts';
+import { HeraldError } from './errors.ts';
 import { channels, traced } from './instrumentation.ts';
 import { type LeaseFence, type LeaseStore, PartitionBalancer } from './lease.ts';
 import { nonNegativeInt, positiveInt } from './options.ts';
 import type { OutboxBacklog, OutboxRecord, OutboxStore } from './outbox.ts';
-import { backoff, type RetryPolicy } from './router.ts';
-import { runsByTopic, SerialTask } from './serial-task.ts';
+import type { RetryPolicy } from './router.ts';
 import type { Transport } from './transport.ts';
 
 export interface OutboxRetention {
@@ -42,7 +42,7 @@ export interface OutboxRetention {
   readonly purgeEveryMs: number;
 }
 
-export interface OutboxRelayOptions {
+export interface OutboxRelayOptions extends LoopRetryOptions {
   readonly store: OutboxStore;
   readonly transport: Transport;
   /** Where relays lease partitions; the store fences `markSent` against the same store. */
@@ -61,9 +61,6 @@ export interface OutboxRelayOptions {
   readonly pollMs?: number;
   /** Partition lease time to live, ms (default 10 000). */
   readonly leaseMs?: number;
-  /** Backoff after a failed publish or store call: first delay (default 100 ms) and cap (default 5 000 ms), ±20 % jitter. */
-  readonly retryInitialDelayMs?: number;
-  readonly retryMaxDelayMs?: number;
   readonly retention?: Partial<OutboxRetention>;
   /** Errors the relay handled itself (a failed publish, a store call, a fenced mark); for logs. */
   readonly onError?: (error: unknown) => void;
@@ -84,7 +81,7 @@ export interface OutboxRelayStats {
   purged: number;
   /** Partitions owned now. */
   partitions: number;
-  lastError: { message: string; code?: string; at: number } | undefined;
+  lastError: LastError | undefined;
 }
 
 export interface OutboxRelay {
@@ -164,6 +161,7 @@ class Relay implements OutboxRelay {
   #unsubscribe: (() => void) | undefined;
   #pollTimer: { cancel(): void } | undefined;
   #purgeTimer: { cancel(): void } | undefined;
+  #purging = false;
 
   constructor(o: OutboxRelayOptions) {
     if (!o.store || !o.transport || !o.leases) throw new HeraldError('HERALD_ERR_INVALID_ARGUMENT', 'createOutboxRelay needs store, transport and leases');
@@ -177,14 +175,11 @@ class Relay implements OutboxRelay {
       sentRetentionMs: nonNegativeInt('retention.sentRetentionMs', o.retention?.sentRetentionMs ?? DEFAULT_OUTBOX_RETENTION.sentRetentionMs),
       purgeEveryMs: nonNegativeInt('retention.purgeEveryMs', o.retention?.purgeEveryMs ?? DEFAULT_OUTBOX_RETENTION.purgeEveryMs),
     };
-    const initialDelayMs = nonNegativeInt('retryInitialDelayMs', o.retryInitialDelayMs ?? 100);
-    const maxDelayMs = nonNegativeInt('retryMaxDelayMs', o.retryMaxDelayMs ?? 5000);
-    if (maxDelayMs < initialDelayMs) throw new HeraldError('HERALD_ERR_INVALID_ARGUMENT', `retryMaxDelayMs (${maxDelayMs}) must be >= retryInitialDelayMs (${initialDelayMs})`);
-    this.#retry = { maxAttempts: Number.MAX_SAFE_INTEGER, initialDelayMs, maxDelayMs, multiplier: 2, jitter: 0.2, inPlaceMaxDelayMs: 0 };
+    this.#retry = loopRetryPolicy(o);
     this.#balancer = new PartitionBalancer({
       store: o.leases,
       scope: `outbox:${o.name ?? 'default'}`,
-      memberId: o.memberId ?? `relay-${Math.floor(this.#random.next() * 2 ** 48).toString(36)}`,
+      memberId: o.memberId ?? randomMemberId('relay', this.#random),
       partitions: o.store.partitions,
       leaseMs: o.leaseMs ?? 10_000,
       clock: this.#clock,
@@ -200,8 +195,8 @@ class Relay implements OutboxRelay {
     if (this.#started) return;
     this.#started = true;
     this.#unsubscribe = this.#o.store.onWrite(() => this.#kickAll());
-    this.#schedulePoll();
-    if (this.#retention.purgeEveryMs > 0) this.#schedulePurge();
+    this.#pollTimer = every(this.#clock, this.#pollMs, () => this.#kickAll());
+    if (this.#retention.purgeEveryMs > 0) this.#purgeTimer = every(this.#clock, this.#retention.purgeEveryMs, () => void this.#purge());
     // The balancer's own first round runs on an unref'd timer; run one now so that start()
     // resolves even when nothing else keeps the event loop alive.
     void this.#balancer.start();
@@ -253,15 +248,7 @@ class Relay implements OutboxRelay {
     const w = this.#workers.get(partition);
     if (!w) return;
     w.stop.abort();
-    let timer: { cancel(): void } | undefined;
-    const finished = await Promise.race([
-      w.task.stop().then(() => true),
-      new Promise<boolean>((resolve) => {
-        timer = this.#clock.setTimer(() => resolve(false), this.#closeTimeoutMs);
-      }),
-    ]);
-    timer?.cancel();
-    if (!finished) w.abandoned = true;
+    if (!(await settlesWithin(this.#clock, w.task.stop(), this.#closeTimeoutMs))) w.abandoned = true;
     if (this.#workers.get(partition) === w) this.#workers.delete(partition);
   }
 
@@ -351,46 +338,17 @@ class Relay implements OutboxRelay {
     w.failures++;
     this.#stats.failures++;
     this.#error(e);
-    try {
-      await this.#clock.sleep(backoff(this.#retry, w.failures, this.#random), w.stop.signal);
-      return true;
-    } catch {
-      return false;
-    }
+    return backoffSleep(this.#clock, this.#retry, w.failures, this.#random, w.stop.signal);
   }
 
   #error(e: unknown): void {
-    const d = describeError(e);
-    this.#stats.lastError = { message: d.message, ...(d.code !== undefined ? { code: d.code } : {}), at: this.#clock.now() };
+    this.#stats.lastError = lastError(e, this.#clock);
     this.#o.onError?.(e);
   }
 
-  // ── timers ───────────────────────────────────────────────────────────────
-
-  #schedulePoll(): void {
-    if (this.#closed) return;
-    this.#pollTimer = this.#clock.setTimer(
-      () => {
-        this.#kickAll();
-        this.#schedulePoll();
-      },
-      this.#pollMs,
-      { unref: true },
-    );
-  }
-
-  #schedulePurge(): void {
-    if (this.#closed) return;
-    this.#purgeTimer = this.#clock.setTimer(
-      () => {
-        void this.#purge().finally(() => this.#schedulePurge());
-      },
-      this.#retention.purgeEveryMs,
-      { unref: true },
-    );
-  }
-
   async #purge(): Promise<void> {
+    if (this.#purging) return;
+    this.#purging = true;
     const before = this.#clock.now() - this.#retention.sentRetentionMs;
     try {
       for (;;) {
@@ -400,6 +358,8 @@ class Relay implements OutboxRelay {
       }
     } catch (e) {
       this.#error(e);
+    } finally {
+      this.#purging = false;
     }
   }
 

@@ -18,15 +18,15 @@
  * written by another process with an earlier time than any this member knew of).
  */
 import { type Clock, type Random, systemClock, systemRandom } from './clock.ts';
-import { describeError, HeraldError } from './errors.ts';
+import { backoffSleep, every, type LastError, lastError, type LoopRetryOptions, loopRetryPolicy, randomMemberId, runsByTopic, SerialTask, settlesWithin } from './background-loop.ts';
+import { HeraldError } from './errors.ts';
 import { type LeaseFence, type LeaseStore, PartitionBalancer } from './lease.ts';
-import { nonNegativeInt, positiveInt } from './options.ts';
+import { positiveInt } from './options.ts';
 import type { ScheduledRecord, SchedulerStore } from './outbox.ts';
-import { backoff, type RetryPolicy } from './router.ts';
-import { runsByTopic, SerialTask } from './serial-task.ts';
+import type { RetryPolicy } from './router.ts';
 import type { Transport } from './transport.ts';
 
-export interface SchedulerOptions {
+export interface SchedulerOptions extends LoopRetryOptions {
   readonly store: SchedulerStore;
   readonly transport: Transport;
   /** Where schedulers lease the right to fire; the store fences `markFired` against the same store. */
@@ -42,9 +42,6 @@ export interface SchedulerOptions {
   readonly pollMs?: number;
   /** Lease time to live, ms (default 10 000). */
   readonly leaseMs?: number;
-  /** Backoff after a failed publish or store call: first delay (default 100 ms), cap (default 5 000 ms). */
-  readonly retryInitialDelayMs?: number;
-  readonly retryMaxDelayMs?: number;
   readonly onError?: (error: unknown) => void;
 }
 
@@ -58,7 +55,7 @@ export interface SchedulerStats {
   fencedOut: number;
   /** Whether this member holds the lease now. */
   leader: boolean;
-  lastError: { message: string; code?: string; at: number } | undefined;
+  lastError: LastError | undefined;
 }
 
 export interface Scheduler {
@@ -101,14 +98,11 @@ class SchedulerRuntime implements Scheduler {
     this.#random = o.random ?? systemRandom;
     this.#batchSize = positiveInt('batchSize', o.batchSize ?? 256);
     this.#pollMs = positiveInt('pollMs', o.pollMs ?? 1000);
-    const initialDelayMs = nonNegativeInt('retryInitialDelayMs', o.retryInitialDelayMs ?? 100);
-    const maxDelayMs = nonNegativeInt('retryMaxDelayMs', o.retryMaxDelayMs ?? 5000);
-    if (maxDelayMs < initialDelayMs) throw new HeraldError('HERALD_ERR_INVALID_ARGUMENT', `retryMaxDelayMs (${maxDelayMs}) must be >= retryInitialDelayMs (${initialDelayMs})`);
-    this.#retry = { maxAttempts: Number.MAX_SAFE_INTEGER, initialDelayMs, maxDelayMs, multiplier: 2, jitter: 0.2, inPlaceMaxDelayMs: 0 };
+    this.#retry = loopRetryPolicy(o);
     this.#balancer = new PartitionBalancer({
       store: o.leases,
       scope: `scheduler:${o.name ?? 'default'}`,
-      memberId: o.memberId ?? `scheduler-${Math.floor(this.#random.next() * 2 ** 48).toString(36)}`,
+      memberId: o.memberId ?? randomMemberId('scheduler', this.#random),
       partitions: 1,
       leaseMs: o.leaseMs ?? 10_000,
       clock: this.#clock,
@@ -124,7 +118,7 @@ class SchedulerRuntime implements Scheduler {
     if (this.#started) return;
     this.#started = true;
     this.#unsubscribe = this.#o.store.onWrite(() => this.#task?.kick());
-    this.#schedulePoll();
+    this.#pollTimer = every(this.#clock, this.#pollMs, () => this.#task?.kick());
     // The balancer's own first round runs on an unref'd timer; run one now so that start()
     // resolves even when nothing else keeps the event loop alive.
     void this.#balancer.start();
@@ -171,14 +165,7 @@ class SchedulerRuntime implements Scheduler {
       void task.stop();
       return;
     }
-    let timer: { cancel(): void } | undefined;
-    await Promise.race([
-      task.stop(),
-      new Promise<void>((resolve) => {
-        timer = this.#clock.setTimer(resolve, this.#closeTimeoutMs);
-      }),
-    ]);
-    timer?.cancel();
+    await settlesWithin(this.#clock, task.stop(), this.#closeTimeoutMs);
   }
 
   /** Publishes every due message (in rounds of `batchSize`), then arms the timer for the next one. */
@@ -258,30 +245,12 @@ class SchedulerRuntime implements Scheduler {
     this.#failures++;
     this.#stats.failures++;
     this.#error(e);
-    try {
-      await this.#clock.sleep(backoff(this.#retry, this.#failures, this.#random), signal);
-      return true;
-    } catch {
-      return false;
-    }
+    return backoffSleep(this.#clock, this.#retry, this.#failures, this.#random, signal);
   }
 
   #error(e: unknown): void {
-    const d = describeError(e);
-    this.#stats.lastError = { message: d.message, ...(d.code !== undefined ? { code: d.code } : {}), at: this.#clock.now() };
+    this.#stats.lastError = lastError(e, this.#clock);
     this.#o.onError?.(e);
-  }
-
-  #schedulePoll(): void {
-    if (this.#closed) return;
-    this.#pollTimer = this.#clock.setTimer(
-      () => {
-        this.#task?.kick();
-        this.#schedulePoll();
-      },
-      this.#pollMs,
-      { unref: true },
-    );
   }
 
   async #close(): Promise<void> {
