@@ -21,9 +21,18 @@ import { createSqliteSchedulerStore } from './scheduler-store.ts';
 import { createSqliteTransport, type SqliteTransport } from './transport.ts';
 import { createSqliteUnitOfWork, type SqliteUnitOfWork } from './unit-of-work.ts';
 
-const KV_TABLE = 'CREATE TABLE IF NOT EXISTS checkout_kv (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID';
+const KV_TABLES = `
+  CREATE TABLE IF NOT EXISTS checkout_kv (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
+  CREATE TABLE IF NOT EXISTS checkout_effects (seq INTEGER PRIMARY KEY, service TEXT NOT NULL, type TEXT NOT NULL, order_id TEXT NOT NULL, message_id TEXT NOT NULL);
+`;
 
-const kvStatements = new WeakMap<Database.Database, { get: Database.Statement; put: Database.Statement }>();
+interface KvStatements {
+  readonly get: Database.Statement;
+  readonly put: Database.Statement;
+  readonly record: Database.Statement;
+}
+
+const kvStatements = new WeakMap<Database.Database, KvStatements>();
 
 /** The services' records in a table of the same file, written in the unit of work's transaction. */
 export const sqliteCheckoutKv: CheckoutKv<Database.Database> = {
@@ -34,12 +43,19 @@ export const sqliteCheckoutKv: CheckoutKv<Database.Database> = {
   put(tx: Transaction<Database.Database>, key: string, value: unknown): void {
     statementsFor(tx.native).put.run(key, JSON.stringify(value));
   },
+  record(tx, e) {
+    statementsFor(tx.native).record.run(e.service, e.type, e.orderId, e.messageId);
+  },
 };
 
-function statementsFor(db: Database.Database): { get: Database.Statement; put: Database.Statement } {
+function statementsFor(db: Database.Database): KvStatements {
   let s = kvStatements.get(db);
   if (!s) {
-    s = { get: db.prepare('SELECT value FROM checkout_kv WHERE key = ?'), put: db.prepare('INSERT INTO checkout_kv (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value') };
+    s = {
+      get: db.prepare('SELECT value FROM checkout_kv WHERE key = ?'),
+      put: db.prepare('INSERT INTO checkout_kv (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value'),
+      record: db.prepare('INSERT INTO checkout_effects (service, type, order_id, message_id) VALUES (?, ?, ?, ?)'),
+    };
     kvStatements.set(db, s);
   }
   return s;
@@ -72,7 +88,7 @@ export async function startCheckoutNode(o: CheckoutNodeOptions): Promise<Checkou
   const deadLetters = new SqliteDeadLetterStore({ path });
   const leases = new SqliteLeaseStore({ path, ...clock });
   const unitOfWork = createSqliteUnitOfWork({ path, ...clock });
-  unitOfWork.database.db.exec(KV_TABLE);
+  unitOfWork.database.db.exec(KV_TABLES);
   const reader: SqliteDatabase = openDatabase({ path });
   const outbox = createSqliteOutboxStore({ path, ...clock });
   const scheduled = createSqliteSchedulerStore({ path, ...clock });

@@ -177,6 +177,15 @@ export const checkoutSaga = createCheckoutSaga();
 export interface CheckoutKv<Native> {
   get(tx: Transaction<Native>, key: string): unknown;
   put(tx: Transaction<Native>, key: string, value: unknown): void;
+  /** Optional effect log: called once per command a service handled (not for inbox duplicates), in its transaction. */
+  record?(tx: Transaction<Native>, effect: CheckoutEffect): void;
+}
+
+export interface CheckoutEffect {
+  readonly service: string;
+  readonly type: string;
+  readonly orderId: string;
+  readonly messageId: string;
 }
 
 /** `CheckoutKv` on `MemoryUnitOfWork` (table `checkout`); read committed values with `uow.read('checkout', key)`. */
@@ -233,6 +242,7 @@ export async function startCheckoutServices<Native>(options: CheckoutServicesOpt
     return async (data: T, ctx: { envelope: import('@herald/core').CloudEvent; handler: string }): Promise<void> => {
       const r = await uow.withInbox({ group, handler: ctx.handler, source: ctx.envelope.source, id: ctx.envelope.id }, async (tx) => {
         const replies = fn(tx, data);
+        kv.record?.(tx, { service: group, type: def.type, orderId: data.orderId, messageId: ctx.envelope.id });
         for (const reply of replies) {
           const { topic, message } = await publisher.envelope(reply.def, reply.data, { causedBy: ctx.envelope });
           tx.publish(topic, message);
