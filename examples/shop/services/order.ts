@@ -1,31 +1,23 @@
-// Order: event-sourced orders behind HTTP, and the checkout saga's orchestrator.
+// Order: event-sourced orders behind HTTP, and the checkout saga's runtime.
 //   POST /orders           place an order (201; 200 when that orderId exists already)
-//   GET  /orders/:id       one order (404 when unknown)
-//   GET  /orders?state=…   orders in a state, oldest first (cursor: ?after=<orderId>, limit ≤ 500)
+//   GET  /orders/:id       one order, with its checkout saga (404 when unknown)
+//   GET  /orders?state=…   orders in a state, by id (cursor: ?after=<orderId>, limit ≤ 500)
 //   GET  /stats            counts per state
-// Each order is a stream `order-<id>`; its events go to the outbox in the append's transaction
-// (attachEventStoreOutbox + checkoutMessage) and the relay publishes them. Replies from Payment,
-// Inventory and Shipping are commands to the order's decider; a sweep times out shipments past
-// their deadline.
+// Each order is a stream `order-<id>`; each of its events is written to the outbox in the
+// append's transaction (attachEventStoreOutbox + orderMessage) and the relay publishes it.
+// `shop.checkout.requested` starts the checkout saga (group saga.checkout); its steps, timers
+// (the scheduler) and messages commit with its inbox record. The saga answers on
+// 'order-commands' with complete or cancel, which this service's consumer (group 'order')
+// turns into the order's terminal event.
 import { randomUUID } from 'node:crypto';
 import { serve } from '@hono/node-server';
 import { Hono } from 'hono';
 import { z } from 'zod';
-import { createConsumer, HeraldError, isHeraldError, systemClock } from '@herald/core';
-import { createCommandHandler } from '@herald/eventsourcing';
-import { attachEventStoreOutbox, createSqliteProjection } from '@herald/sqlite';
-import { checkoutMessage } from '../src/checkout.ts';
-import {
-  InventoryRejected,
-  InventoryReleased,
-  InventoryReserved,
-  LineItem,
-  OrderShipped,
-  PaymentCharged,
-  PaymentDeclined,
-  PaymentRefunded,
-  ShipmentCancelled,
-} from '../src/events.ts';
+import { createConsumer, createScheduler, HeraldError, isHeraldError, systemClock } from '@herald/core';
+import { createCommandHandler, createSagaRuntime } from '@herald/eventsourcing';
+import { attachEventStoreOutbox, createSqliteProjection, createSqliteSchedulerStore } from '@herald/sqlite';
+import { checkoutSaga, orderMessage } from '../src/checkout.ts';
+import { CancelOrder, CompleteOrder, LineItem } from '../src/events.ts';
 import { type OrderCommand, orderDecider, type OrderEvent } from '../src/order.ts';
 import { type OrderRow, orderSummary } from '../src/order-summary.ts';
 import { configuredBackend, envNumber, log, message, openBackend, untilSignal } from '../src/runtime.ts';
@@ -33,31 +25,41 @@ import { configuredBackend, envNumber, log, message, openBackend, untilSignal } 
 const SERVICE = 'order';
 const SOURCE = 'shop/order';
 const port = envNumber('PORT', 4100);
-const shippingTimeoutMs = envNumber('SHIPPING_TIMEOUT_MS', 120_000);
 const clock = systemClock;
+const now = (): number => clock.now();
 
 const { backend: spec, transport: transportSpec } = configuredBackend();
+if (spec.kind !== 'sqlite') throw new HeraldError('HERALD_ERR_NOT_CONFIGURED', `the order service runs its event store, read model and saga store on SQLite only so far (backend "${spec.kind}")`);
 const backend = await openBackend(spec, transportSpec);
-const store = backend.sqliteEventStore();
-if (!store) throw new HeraldError('HERALD_ERR_NOT_CONFIGURED', 'the order service needs the SQLite event store on this backend');
+const store = backend.sqliteEventStore()!;
 
 const readModel = createSqliteProjection(store, orderSummary, { mode: 'inline' });
 const detachOutbox = attachEventStoreOutbox(store, {
   route(e) {
-    const out = checkoutMessage({ type: e.type, data: e.data } as OrderEvent);
-    if (!out) return undefined;
-    return message(SOURCE, out.definition, out.data, {
-      id: e.id,
-      time: e.recordedAt,
-      causedBy: { id: e.causationId ?? e.id, correlationid: e.correlationId } as never,
-    });
+    const out = orderMessage({ type: e.type, data: e.data } as OrderEvent);
+    return message(SOURCE, out.definition, out.data, { id: e.id, time: e.recordedAt, correlationid: e.correlationId, causationid: e.causationId });
   },
 });
 const handle = createCommandHandler(store, orderDecider);
 const decide = (orderId: string, command: OrderCommand, cause?: { id: string; correlationid?: string }) =>
   handle(`order-${orderId}`, command, cause ? { causationId: cause.id, correlationId: cause.correlationid ?? orderId } : { correlationId: orderId });
 
-// ── replies: the saga's inbound side ─────────────────────────────────────────
+// ── the checkout saga: runtime, store and the scheduler that sends its timers ──
+const sagas = backend.sagaStore();
+const schedulerStore = createSqliteSchedulerStore({ path: spec.path });
+const scheduler = createScheduler({ store: schedulerStore, transport: backend.transport, leases: backend.leases, name: 'shop', pollMs: 100, onError: (e) => log(SERVICE, `scheduler: ${(e as Error)?.message ?? String(e)}`) });
+const saga = createSagaRuntime({
+  sagas: [checkoutSaga({ shippingTimeoutMs: envNumber('SHIPPING_TIMEOUT_MS', 120_000), graceMs: envNumber('SHIPPING_GRACE_MS', 10_000) })],
+  store: sagas,
+  unitOfWork: backend.unitOfWork as never,
+  transport: backend.transport,
+  deadLetters: backend.deadLetters,
+  source: 'shop/checkout',
+  consumer: { retry: { maxAttempts: 20, initialDelayMs: 10, maxDelayMs: 500 }, onError: (e) => log(SERVICE, `saga: ${(e as Error)?.message ?? String(e)}`) },
+  onStuck: (i) => log(SERVICE, `checkout of ${i.key} is STUCK at ${i.step}: ${i.error?.message ?? ''}`),
+});
+
+// ── the saga's answers ──
 const consumer = createConsumer({
   transport: backend.transport,
   group: SERVICE,
@@ -65,29 +67,9 @@ const consumer = createConsumer({
   retry: { maxAttempts: 8, initialDelayMs: 50 },
   onError: (e) => log(SERVICE, `consumer: ${(e as Error)?.message ?? String(e)}`),
 });
-const now = () => clock.now();
 consumer
-  .handle(PaymentCharged, async (d, ctx) => void (await decide(d.orderId, { type: 'RecordPayment', outcome: { charged: true, paymentId: d.paymentId }, now: now() }, ctx.envelope)))
-  .handle(PaymentDeclined, async (d, ctx) => void (await decide(d.orderId, { type: 'RecordPayment', outcome: { charged: false, reason: d.reason }, now: now() }, ctx.envelope)))
-  .handle(PaymentRefunded, async (d, ctx) => void (await decide(d.orderId, { type: 'RecordRefund', now: now() }, ctx.envelope)))
-  .handle(InventoryReserved, async (d, ctx) => void (await decide(d.orderId, { type: 'RecordReservation', outcome: { reserved: true, deadline: now() + shippingTimeoutMs }, now: now() }, ctx.envelope)))
-  .handle(InventoryRejected, async (d, ctx) => void (await decide(d.orderId, { type: 'RecordReservation', outcome: { reserved: false, reason: d.reason }, now: now() }, ctx.envelope)))
-  .handle(InventoryReleased, async (d, ctx) => void (await decide(d.orderId, { type: 'RecordRelease', now: now() }, ctx.envelope)))
-  .handle(OrderShipped, async (d, ctx) => void (await decide(d.orderId, { type: 'RecordShipment', outcome: { shipped: true, trackingNo: d.trackingNo }, now: now() }, ctx.envelope)))
-  .handle(ShipmentCancelled, async (d, ctx) => void (await decide(d.orderId, { type: 'RecordShipment', outcome: { shipped: false, reason: d.reason }, now: now() }, ctx.envelope)));
-
-// ── shipping deadlines: a durable timer (the deadline is in the read model) swept every 500 ms ──
-let sweeping = false;
-const sweepTimer = setInterval(() => {
-  if (sweeping) return;
-  sweeping = true;
-  (async () => {
-    const due = await backend.sql.all<{ order_id: string }>(`SELECT order_id FROM shop_orders WHERE status = 'shipping' AND deadline <= ? ORDER BY deadline LIMIT 100`, now());
-    for (const r of due) await decide(r.order_id, { type: 'TimeOutShipping', now: now() });
-  })()
-    .catch((e) => log(SERVICE, `deadline sweep: ${(e as Error)?.message ?? String(e)}`))
-    .finally(() => (sweeping = false));
-}, 500);
+  .handle(CompleteOrder, async (d, ctx) => void (await decide(d.orderId, { type: 'CompleteOrder', trackingNo: d.trackingNo, now: now() }, ctx.envelope)))
+  .handle(CancelOrder, async (d, ctx) => void (await decide(d.orderId, { type: 'CancelOrder', reason: d.reason, refunded: d.refunded, now: now() }, ctx.envelope)));
 
 // ── HTTP ────────────────────────────────────────────────────────────────────
 const PlaceOrderBody = z.object({
@@ -98,7 +80,7 @@ const PlaceOrderBody = z.object({
   card: z.string().regex(/^\d{12,19}$/, '12 to 19 digits'),
   items: z.array(LineItem).min(1).max(100),
 });
-const STATES = ['paying', 'reserving', 'shipping', 'cancelling_shipment', 'compensating', 'completed', 'cancelled'];
+const STATES = ['placed', 'completed', 'cancelled'];
 
 const app = new Hono();
 app.onError((e, c) => {
@@ -123,8 +105,11 @@ app.post('/orders', async (c) => {
   return c.json({ orderId, status: o.status, total: o.details?.total }, result.newEvents.length > 0 ? 201 : 200);
 });
 app.get('/orders/:id', async (c) => {
-  const row = await backend.sql.get<OrderRow>('SELECT * FROM shop_orders WHERE order_id = ?', c.req.param('id'));
-  return row ? c.json(row) : c.json({ error: 'HERALD_ERR_NOT_FOUND', message: `no order "${c.req.param('id')}"` }, 404);
+  const id = c.req.param('id');
+  const row = await backend.sql.get<OrderRow>('SELECT * FROM shop_orders WHERE order_id = ?', id);
+  if (!row) return c.json({ error: 'HERALD_ERR_NOT_FOUND', message: `no order "${id}"` }, 404);
+  const checkout = await sagas.get('checkout', id);
+  return c.json({ ...row, checkout: checkout ? { status: checkout.status, step: checkout.step ?? null, completed: checkout.completed, failure: checkout.failure ?? null } : null });
 });
 app.get('/orders', async (c) => {
   const state = c.req.query('state');
@@ -143,6 +128,8 @@ app.get('/stats', async (c) => {
 });
 
 await consumer.start();
+await saga.start();
+await scheduler.start();
 await backend.relay.start();
 const server = serve({ fetch: app.fetch, port, hostname: '127.0.0.1' });
 log(SERVICE, `listening on http://127.0.0.1:${port} (backend ${spec.kind})`);
@@ -152,9 +139,10 @@ untilSignal(SERVICE, async () => {
     server.close(() => r());
     (server as { closeAllConnections?: () => void }).closeAllConnections?.();
   });
-  clearInterval(sweepTimer);
-  await consumer.close({ timeoutMs: 3000 });
+  await Promise.all([consumer.close({ timeoutMs: 3000 }), saga.close({ timeoutMs: 3000 })]);
+  await scheduler.close({ timeoutMs: 2000 });
   detachOutbox();
   await readModel.close();
+  await schedulerStore.close();
   await backend.close();
 });

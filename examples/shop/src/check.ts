@@ -4,6 +4,8 @@
  * - every order Order knows is in exactly one terminal state: its stream has exactly one
  *   OrderCompleted or OrderCancelled event, and its read-model row says the same;
  * - every order the load generator had accepted (`placedIds`) is there: none lost;
+ * - its checkout saga ended the same way (completed ↔ completed, compensated ↔ cancelled), none
+ *   stuck;
  * - Analytics agrees with Order order by order, and its per-minute counts and revenue add up;
  * - Notification wrote "placed" for every order and exactly one of "completed"/"cancelled",
  *   the one matching Order;
@@ -16,10 +18,10 @@
 import { readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import type { DeadLetterStore } from '@herald/core';
-import type { EventStore } from '@herald/eventsourcing';
+import type { EventStore, SagaInstance, SagaStore } from '@herald/eventsourcing';
 import type { Sql } from './runtime.ts';
 
-export const SHOP_GROUPS = ['order', 'payment', 'inventory', 'shipping', 'notification', 'analytics'] as const;
+export const SHOP_GROUPS = ['order', 'saga.checkout', 'payment', 'inventory', 'shipping', 'notification', 'analytics'] as const;
 
 export interface ShopReport {
   readonly ok: boolean;
@@ -44,7 +46,14 @@ interface OrderRow {
 
 const n = (v: unknown): number => Number(v ?? 0);
 
-export async function checkShop(sql: Sql, store: EventStore, deadLetters: DeadLetterStore, placedIds?: readonly string[]): Promise<ShopReport> {
+export interface ShopStores {
+  readonly sql: Sql;
+  readonly events: EventStore;
+  readonly sagas: SagaStore;
+  readonly deadLetters: DeadLetterStore;
+}
+
+export async function checkShop({ sql, events: store, sagas, deadLetters }: ShopStores, placedIds?: readonly string[]): Promise<ShopReport> {
   const problems: string[] = [];
   const problem = (what: string, ids: readonly string[]): void => {
     if (ids.length > 0) problems.push(`${what}: ${ids.length} (${ids.slice(0, 5).join(', ')}${ids.length > 5 ? ', …' : ''})`);
@@ -71,6 +80,18 @@ export async function checkShop(sql: Sql, store: EventStore, deadLetters: DeadLe
   problem('order streams whose terminal event disagrees with the read model', [...terminal].filter(([id, t]) => byId.get(id)?.status !== (t[0] === 'OrderCompleted' ? 'completed' : 'cancelled')).map(([id]) => id));
   problem('orders in the read model without a stream', orders.filter((o) => !placedStreams.has(o.order_id)).map((o) => o.order_id));
   if (placedIds) problem('orders accepted over HTTP but unknown to Order (lost)', [...new Set(placedIds)].filter((id) => !byId.has(id)));
+
+  // the checkout saga
+  const instances = new Map<string, SagaInstance>();
+  for (let cursor: string | undefined; ; ) {
+    const page = await sagas.list({ saga: 'checkout', limit: 1000, ...(cursor ? { cursor } : {}) });
+    for (const i of page.items) instances.set(i.key, i);
+    if (!page.next) break;
+    cursor = page.next;
+  }
+  const sagaEnd = (o: OrderRow): string => (o.status === 'completed' ? 'completed' : o.status === 'cancelled' ? 'compensated' : 'running');
+  problem('checkouts that ended otherwise than their order', orders.filter((o) => instances.get(o.order_id)?.status !== sagaEnd(o)).map((o) => `${o.order_id}: ${o.status} vs ${instances.get(o.order_id)?.status ?? 'none'}`));
+  problem('stuck checkouts', [...instances.values()].filter((i) => i.status === 'stuck').map((i) => `${i.key} at ${i.step}: ${i.error?.message ?? ''}`));
 
   // Analytics
   const an = await sql.all<{ order_id: string; outcome: string | null; total: number }>('SELECT order_id, outcome, total FROM shop_analytics_orders');
@@ -182,7 +203,7 @@ if (import.meta.url === `file://${process.argv[1]}`) {
   const backend = await openBackend(spec, transport);
   try {
     const placed = record ? readFileSync(record, 'utf8').split('\n').filter(Boolean) : undefined;
-    const report = await checkShop(backend.sql, backend.eventStore(), backend.deadLetters, placed);
+    const report = await checkShop({ sql: backend.sql, events: backend.eventStore(), sagas: backend.sagaStore(), deadLetters: backend.deadLetters }, placed);
     console.log(formatReport(report));
     process.exitCode = report.ok ? 0 : 1;
   } finally {

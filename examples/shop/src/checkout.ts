@@ -1,13 +1,109 @@
 /**
- * The checkout saga's outgoing side: the one message (if any) each stored Order event causes on
- * the wire. Pure, and a function of the event alone: the event-store outbox calls it inside the
- * append's transaction, so an order's events and the commands they send commit together. The
- * message's id is the stored event's id, so a message the relay sends twice is one message to
- * the receiver's inbox.
+ * The checkout: an orchestrated saga (`defineSaga`), run by the Order service's saga runtime.
+ * Started by `shop.checkout.requested` (Order records it with the order), keyed by order id:
+ *
+ *   payment    charge the card          declined → cancel (nothing to undo)
+ *   inventory  reserve the items        rejected → refund, cancel
+ *   shipping   ship before the deadline refused (deadline passed) or no answer within the
+ *                                       deadline + grace → cancel shipment, release, refund, cancel
+ *
+ * and then tells Order: complete (with the tracking number) or cancel (with the reason).
+ * Compensations wait for their answers without a time limit (the participants are durable: a
+ * stopped service answers when it is back). Shipping is the authority on shipping: it refuses a
+ * ship command past its deadline, and the saga's timer fires `graceMs` after that deadline, so an
+ * order is never both shipped and cancelled — unless Shipping's "shipped" takes longer than the
+ * grace to reach the saga; that order would then be cancelled after it shipped, and `check.ts`
+ * reports it.
+ *
+ * Also here: `orderMessage`, the one message each stored Order event causes on the wire, written
+ * to the outbox in the append's transaction. Its id is the event's id, so a message relayed twice
+ * is one message to the receiver's inbox.
  */
 import type { MessageDefinition } from '@herald/core';
-import { CancelShipment, ChargePayment, OrderCancelled, OrderCompleted, OrderPlaced, RefundPayment, ReleaseInventory, ReserveInventory, ShipOrder } from './events.ts';
+import { defineSaga, onFailure, onSuccess, type SagaDefinition, type SagaFailure, send } from '@herald/eventsourcing';
+import {
+  CancelOrder,
+  CancelShipment,
+  type CancelReason,
+  ChargePayment,
+  CheckoutRequested,
+  CompleteOrder,
+  InventoryRejected,
+  InventoryReleased,
+  InventoryReserved,
+  type LineItem,
+  OrderCancelled,
+  OrderCompleted,
+  OrderPlaced,
+  OrderShipped,
+  PaymentCharged,
+  PaymentDeclined,
+  PaymentRefunded,
+  RefundPayment,
+  ReleaseInventory,
+  ReserveInventory,
+  ShipmentCancelled,
+  ShipOrder,
+} from './events.ts';
 import type { OrderEvent } from './order.ts';
+
+export interface CheckoutState {
+  readonly orderId: string;
+  readonly total: number;
+  readonly card: string;
+  readonly address: string;
+  readonly items: readonly LineItem[];
+  readonly placedAt: number;
+  readonly paymentId?: string;
+  readonly trackingNo?: string;
+}
+
+export interface CheckoutOptions {
+  /** Shipping must ship within this long of the order being placed, ms (default 120 000). */
+  readonly shippingTimeoutMs?: number;
+  /** How long after that deadline the saga stops waiting for Shipping, ms (default 10 000). */
+  readonly graceMs?: number;
+}
+
+const REASON_BY_STEP: Readonly<Record<string, CancelReason>> = { payment: 'payment_declined', inventory: 'out_of_stock', shipping: 'shipping_failed' };
+
+/** Why Order is told to cancel, from the step that failed. */
+export function cancelReason(failure: SagaFailure | undefined): CancelReason {
+  return REASON_BY_STEP[failure?.step ?? ''] ?? 'shipping_failed';
+}
+
+export function checkoutSaga(options: CheckoutOptions = {}): SagaDefinition<CheckoutState, typeof CheckoutRequested extends MessageDefinition<infer T> ? T : never> {
+  const shippingTimeoutMs = options.shippingTimeoutMs ?? 120_000;
+  const graceMs = options.graceMs ?? 10_000;
+  return defineSaga({
+    name: 'checkout',
+    startedBy: { event: CheckoutRequested, key: (d) => d.orderId, init: (d): CheckoutState => ({ ...d }) },
+    steps: [
+      {
+        name: 'payment',
+        action: (s) => send(ChargePayment, { orderId: s.orderId, amount: s.total, card: s.card }),
+        replies: [onSuccess(PaymentCharged, (s: CheckoutState, d) => ({ ...s, paymentId: d.paymentId })), onFailure(PaymentDeclined, { reason: (d) => d.reason })],
+        compensation: { action: (s) => send(RefundPayment, { orderId: s.orderId, amount: s.total }), replies: [onSuccess(PaymentRefunded)] },
+      },
+      {
+        name: 'inventory',
+        action: (s) => send(ReserveInventory, { orderId: s.orderId, items: [...s.items] }),
+        replies: [onSuccess(InventoryReserved), onFailure(InventoryRejected, { reason: (d) => d.reason })],
+        compensation: { action: (s) => send(ReleaseInventory, { orderId: s.orderId }), replies: [onSuccess(InventoryReleased)] },
+      },
+      {
+        name: 'shipping',
+        action: (s) => send(ShipOrder, { orderId: s.orderId, address: s.address, items: [...s.items], deadline: s.placedAt + shippingTimeoutMs }),
+        replies: [onSuccess(OrderShipped, (s: CheckoutState, d) => ({ ...s, trackingNo: d.trackingNo })), onFailure(ShipmentCancelled, { reason: (d) => d.reason })],
+        // past the deadline Shipping ships nothing: no answer to wait for
+        timeoutMs: shippingTimeoutMs + graceMs,
+        compensation: { action: (s) => send(CancelShipment, { orderId: s.orderId }) },
+      },
+    ],
+    onCompleted: (s) => send(CompleteOrder, { orderId: s.orderId, trackingNo: s.trackingNo ?? 'unknown' }),
+    onCompensated: (s, failure) => send(CancelOrder, { orderId: s.orderId, reason: cancelReason(failure), refunded: failure?.step !== 'payment' }),
+  });
+}
 
 export interface Outgoing<T = unknown> {
   readonly definition: MessageDefinition<T>;
@@ -16,24 +112,15 @@ export interface Outgoing<T = unknown> {
 
 const out = <T>(definition: MessageDefinition<T>, data: T): Outgoing => ({ definition, data }) as Outgoing;
 
-export function checkoutMessage(e: OrderEvent): Outgoing | undefined {
+/** The message a stored Order event causes (every one of them causes one). */
+export function orderMessage(e: OrderEvent): Outgoing {
   switch (e.type) {
     case 'OrderPlaced': {
       const d = e.data;
       return out(OrderPlaced, { orderId: d.orderId, customer: d.customer, email: d.email, total: d.total, items: [...d.items], placedAt: d.placedAt });
     }
-    case 'PaymentRequested':
-      return out(ChargePayment, { orderId: e.data.orderId, amount: e.data.amount, card: e.data.card });
-    case 'PaymentConfirmed':
-      return out(ReserveInventory, { orderId: e.data.orderId, items: [...e.data.items] });
-    case 'InventoryConfirmed':
-      return out(ShipOrder, { orderId: e.data.orderId, address: e.data.address, items: [...e.data.items], deadline: e.data.deadline });
-    case 'ShippingTimedOut':
-      return out(CancelShipment, { orderId: e.data.orderId });
-    case 'RefundRequested':
-      return out(RefundPayment, { orderId: e.data.orderId, amount: e.data.amount });
-    case 'ReleaseRequested':
-      return out(ReleaseInventory, { orderId: e.data.orderId });
+    case 'CheckoutRequested':
+      return out(CheckoutRequested, { ...e.data, items: [...e.data.items] });
     case 'OrderCompleted': {
       const { at, ...d } = e.data;
       return out(OrderCompleted, { ...d, completedAt: at });
@@ -42,9 +129,5 @@ export function checkoutMessage(e: OrderEvent): Outgoing | undefined {
       const { at, ...d } = e.data;
       return out(OrderCancelled, { ...d, cancelledAt: at });
     }
-    case 'CompensationStarted':
-    case 'RefundConfirmed':
-    case 'ReleaseConfirmed':
-      return undefined;
   }
 }

@@ -2,6 +2,8 @@
 // partition key, so everything about one order stays in order on every topic.
 //
 //   orders              Order's public events (choreography: Notification, Analytics)
+//   checkout            Order → the checkout saga: an order to check out (with card and address)
+//   order-commands      the checkout saga → Order: complete, cancel
 //   payment-commands    Order → Payment: charge, refund
 //   payments            Payment → Order: charged, declined, refunded
 //   inventory-commands  Order → Inventory: reserve, release
@@ -41,6 +43,19 @@ export const OrderCancelled = defineEvent(
   z.object({ orderId: z.string(), customer: z.string(), email: z.string(), total: z.number().int(), reason: CancelReason, refunded: z.boolean(), cancelledAt: z.number() }),
   { version: 1, topic: 'orders', ...key },
 );
+
+// ── between Order and the checkout saga ──────────────────────────────────────
+export const CheckoutRequested = defineEvent(
+  'shop.checkout.requested',
+  z.object({ orderId: z.string(), total: z.number().int(), card: z.string(), address: z.string(), items: z.array(LineItem).min(1), placedAt: z.number() }),
+  { version: 1, topic: 'checkout', ...key },
+);
+export const CompleteOrder = defineCommand('shop.order.complete', z.object({ orderId: z.string(), trackingNo: z.string() }), { version: 1, topic: 'order-commands', ...key });
+export const CancelOrder = defineCommand('shop.order.cancel', z.object({ orderId: z.string(), reason: CancelReason, refunded: z.boolean() }), {
+  version: 1,
+  topic: 'order-commands',
+  ...key,
+});
 
 // ── Payment ─────────────────────────────────────────────────────────────────
 export const ChargePayment = defineCommand(
@@ -91,4 +106,4 @@ export const ShipmentCancelled = defineEvent('shop.shipping.cancelled', z.object
 });
 
 /** Every topic of the shop. */
-export const TOPICS = ['orders', 'payment-commands', 'payments', 'inventory-commands', 'inventory', 'shipping-commands', 'shipments'] as const;
+export const TOPICS = ['orders', 'checkout', 'order-commands', 'payment-commands', 'payments', 'inventory-commands', 'inventory', 'shipping-commands', 'shipments'] as const;

@@ -18,19 +18,18 @@ export const orderSummary: SqliteProjectionDefinition = {
       status TEXT NOT NULL,
       reason TEXT,
       tracking_no TEXT,
-      deadline INTEGER,
       placed_at INTEGER NOT NULL,
       updated_at INTEGER NOT NULL,
       version INTEGER NOT NULL
     );
-    CREATE INDEX {shop_orders}_by_status ON {shop_orders} (status, deadline)`,
+    CREATE INDEX {shop_orders}_by_status ON {shop_orders} (status, order_id)`,
   },
   handle(events, ctx) {
     const insert = ctx.statement(
       `INSERT INTO {shop_orders} (order_id, customer, email, total, status, placed_at, updated_at, version) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (order_id) DO NOTHING`,
     );
     const update = ctx.statement(
-      `UPDATE {shop_orders} SET status = coalesce(?, status), reason = coalesce(?, reason), tracking_no = coalesce(?, tracking_no), deadline = coalesce(?, deadline), updated_at = ?, version = ?
+      `UPDATE {shop_orders} SET status = coalesce(?, status), reason = coalesce(?, reason), tracking_no = coalesce(?, tracking_no), updated_at = ?, version = ?
        WHERE order_id = ? AND version < ?`,
     );
     for (const r of events) {
@@ -40,10 +39,9 @@ export const orderSummary: SqliteProjectionDefinition = {
         insert.run(id, e.data.customer, e.data.email, e.data.total, STATUS_AFTER.OrderPlaced, e.data.placedAt, r.recordedAt, r.streamVersion);
         continue;
       }
-      const reason = e.type === 'CompensationStarted' || e.type === 'OrderCancelled' ? e.data.reason : null;
+      const reason = e.type === 'OrderCancelled' ? e.data.reason : null;
       const tracking = e.type === 'OrderCompleted' ? e.data.trackingNo : null;
-      const deadline = e.type === 'InventoryConfirmed' ? e.data.deadline : null;
-      update.run(STATUS_AFTER[e.type] ?? null, reason, tracking, deadline, r.recordedAt, r.streamVersion, id, r.streamVersion);
+      update.run(STATUS_AFTER[e.type] ?? null, reason, tracking, r.recordedAt, r.streamVersion, id, r.streamVersion);
     }
   },
 };
@@ -58,7 +56,6 @@ export interface OrderRow {
   status: string;
   reason: string | null;
   tracking_no: string | null;
-  deadline: number | null;
   placed_at: number;
   updated_at: number;
 }

@@ -23,6 +23,7 @@ import {
   createOutboxRelay,
   type DeadLetterStore,
   HeraldError,
+  type LeaseStore,
   type MessageContext,
   type MessageDefinition,
   type OutboxRelay,
@@ -31,16 +32,18 @@ import {
   type Transport,
   type UnitOfWork,
 } from '@herald/core';
-import type { EventStore } from '@herald/eventsourcing';
+import type { EventStore, SagaStore } from '@herald/eventsourcing';
 import {
   createSqliteEventStore,
   createSqliteOutboxStore,
+  createSqliteSagaStore,
   createSqliteTransport,
   createSqliteUnitOfWork,
   openDatabase,
   type SqliteDatabase,
   SqliteDeadLetterStore,
   type SqliteEventStore,
+  type SqliteSagaStore,
 } from '@herald/sqlite';
 import type Database from 'better-sqlite3';
 
@@ -113,6 +116,8 @@ export interface Backend {
   readonly spec: BackendSpec;
   readonly transport: Transport;
   readonly deadLetters: DeadLetterStore;
+  /** Where relays, schedulers and consumer groups lease partitions. */
+  readonly leases: LeaseStore;
   /** The service's own writes + outbox + inbox in one local transaction. */
   readonly unitOfWork: UnitOfWork;
   /** Reads and migrations outside any transaction. */
@@ -123,6 +128,8 @@ export interface Backend {
   eventStore(): EventStore;
   /** The SQLite event store, when the backend is SQLite. */
   sqliteEventStore(): SqliteEventStore | undefined;
+  /** The saga store (opened on first use). */
+  sagaStore(): SagaStore;
   /** Publishes the outbox (every service runs one; relays share the outbox's partitions by lease). */
   readonly relay: OutboxRelay;
   /** `Sql` over a transaction's native handle. */
@@ -144,20 +151,24 @@ export async function openBackend(spec: BackendSpec, transportSpec?: TransportSp
     const relay = createOutboxRelay({ store: outbox, transport, leases: transport.leases, name: 'shop', pollMs: 50, onError: (e) => log('relay', String((e as Error)?.message ?? e)) });
     let store: SqliteEventStore | undefined;
     const eventStore = (): SqliteEventStore => (store ??= createSqliteEventStore({ database }));
+    let sagas: SqliteSagaStore | undefined;
     return {
       spec,
       transport,
       deadLetters,
+      leases: transport.leases,
       unitOfWork,
       relay,
       sql: sqliteSql(database.db),
       exec: async (ddl) => void database.db.exec(ddl),
       eventStore,
       sqliteEventStore: eventStore,
+      sagaStore: () => (sagas ??= createSqliteSagaStore({ database })),
       txSql: (tx) => sqliteSql(tx.native as Database.Database),
       async close() {
         await relay.close({ timeoutMs: 3000 });
         await store?.close();
+        sagas?.close();
         await transport.close({ timeoutMs: 3000 });
         await unitOfWork.close?.();
         await outbox.close();
@@ -170,7 +181,12 @@ export async function openBackend(spec: BackendSpec, transportSpec?: TransportSp
 }
 
 /** Builds a message for `tx.publish` (validated synchronously; the key is the definition's key field). */
-export function message<T>(source: string, definition: MessageDefinition<T>, data: T, options: { causedBy?: CloudEvent; id?: string; time?: number } = {}): { topic: string; message: OutgoingMessage } {
+export function message<T>(
+  source: string,
+  definition: MessageDefinition<T>,
+  data: T,
+  options: { causedBy?: CloudEvent; correlationid?: string; causationid?: string; id?: string; time?: number } = {},
+): { topic: string; message: OutgoingMessage } {
   const result = definition.schema['~standard'].validate(data);
   if (result instanceof Promise) throw new HeraldError('HERALD_ERR_INVALID_ARGUMENT', `"${definition.type}": the shop's schemas validate synchronously`);
   if (result.issues) {
@@ -179,6 +195,8 @@ export function message<T>(source: string, definition: MessageDefinition<T>, dat
   const value = result.value as Record<string, unknown>;
   const key = definition.keyField !== undefined ? String(value[definition.keyField]) : undefined;
   const cause = options.causedBy;
+  const correlationid = cause ? (cause.correlationid ?? cause.id) : options.correlationid;
+  const causationid = cause ? cause.id : options.causationid;
   const envelope = createEnvelope(
     {
       type: definition.type,
@@ -187,7 +205,8 @@ export function message<T>(source: string, definition: MessageDefinition<T>, dat
       dataschema: definition.dataschema,
       ...(options.id !== undefined ? { id: options.id } : {}),
       ...(key !== undefined ? { partitionkey: key } : {}),
-      ...(cause ? { correlationid: cause.correlationid ?? cause.id, causationid: cause.id } : {}),
+      ...(correlationid !== undefined ? { correlationid } : {}),
+      ...(causationid !== undefined ? { causationid } : {}),
     },
     options.time ?? Date.now(),
   );

@@ -111,13 +111,14 @@ test(`the shop under load for ${seconds} s, Shipping stopped and restarted, then
     backend: { kind: 'sqlite', path: join(dir, 'shop.db') },
     // a short shipping deadline, so orders reserved while Shipping is down are cancelled and
     // compensated (refund + release) when it comes back; little of the scarce SKU, so some run out
-    env: { ...base.env, ORDER_PORT: String(port), SHIPPING_TIMEOUT_MS: String(shippingTimeoutMs) },
+    env: { ...base.env, ORDER_PORT: String(port), SHIPPING_TIMEOUT_MS: String(shippingTimeoutMs), SHIPPING_GRACE_MS: '1000' },
     services: base.services.map((s) =>
       s.name === 'order' ? { ...s, env: { ...s.env, PORT: String(port) } } : s.name === 'inventory' ? { ...s, env: { ...s.env, INVENTORY_STOCK: '{"sku-rare": 6}' } } : s,
     ),
   };
   const backend = await openBackend(config.backend);
   t.after(() => backend.close());
+  const stores = { sql: backend.sql, events: backend.eventStore(), sagas: backend.sagaStore(), deadLetters: backend.deadLetters };
 
   let run = start(config, { LOAD_RATE: String(rate), LOAD_SECONDS: String(seconds), LOAD_RECORD: record });
   const dump = (r: Run): void => void process.stderr.write(`--- service output (last 80 lines) ---\n${r.output.slice(-80).join('\n')}\n`);
@@ -143,7 +144,7 @@ test(`the shop under load for ${seconds} s, Shipping stopped and restarted, then
     await waitFor(async () => (await lag(backend, 'shipping')) === 0, { timeoutMs: 10_000, intervalMs: 100, what: "Shipping's lag returns to zero" });
     const placed = readFileSync(record, 'utf8').split('\n').filter(Boolean);
     assert.ok(placed.length >= rate * seconds * 0.5, `the load generator placed orders (${placed.length})`);
-    const report = await checkShop(backend.sql, backend.eventStore(), backend.deadLetters, placed);
+    const report = await checkShop(stores, placed);
     process.stderr.write(`first run: ${JSON.stringify(final)}\n${formatReport(report)}\n`);
     assert.deepEqual(report.problems, []);
     assert.equal(report.orders, placed.length);
@@ -163,7 +164,7 @@ test(`the shop under load for ${seconds} s, Shipping stopped and restarted, then
     await quiet(backend, url, 60_000);
     const placedAll = readFileSync(record, 'utf8').split('\n').filter(Boolean);
     assert.equal(placedAll.length, placed.length + 30);
-    const again = await checkShop(backend.sql, backend.eventStore(), backend.deadLetters, placedAll);
+    const again = await checkShop(stores, placedAll);
     process.stderr.write(`after the restart:\n${formatReport(again)}\n`);
     assert.deepEqual(again.problems, []);
     assert.equal(again.orders, placedAll.length);
