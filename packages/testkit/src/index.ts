@@ -41,6 +41,8 @@ export type { EventStoreHarness, EventStoreFactory, EventStoreContext, EventStor
 // Given/when/then for deciders lives beside the deciders (pure, no test runner needed); re-exported for users of the testkit.
 export { DeciderSpecification } from '@herald/eventsourcing';
 export type { DeciderThen, DeciderWhen } from '@herald/eventsourcing';
+export { SagaSpecification } from '@herald/eventsourcing';
+export type { SagaSpecInput, SagaExpectation, SagaThen, SagaWhen } from '@herald/eventsourcing';
 export { describeProjectionContract, projectionScenarios } from './projection-contract.ts';
 export type { ProjectionContractHarness, ProjectionContractFactory, ContractProjection, ContractProjectionOptions, ContractRow, ProjectionScenario } from './projection-contract.ts';
 export { describeOutboxContract, outboxScenarios } from './outbox-contract.ts';
