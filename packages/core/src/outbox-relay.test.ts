@@ -114,3 +114,34 @@ test('close() is idempotent and a closed relay cannot start', async () => {
   await Promise.all([relay.close(), relay.close()]);
   await assert.rejects(relay.start(), (e: unknown) => (e as { code?: string }).code === 'HERALD_ERR_CLOSED');
 });
+
+test('a relay that loses a partition and takes it back waits for its old call before publishing again', async () => {
+  const leases = new MemoryLeaseStore();
+  const uow = new MemoryUnitOfWork({ partitions: 1, leases });
+  let open!: () => void;
+  const gate = new Promise<void>((r) => (open = r));
+  let gated = true;
+  const fake = fakeTransport({ gate: () => (gated ? gate : Promise.resolve()) });
+  const relay = createOutboxRelay({ store: uow, transport: fake.transport, leases, name: 'again', memberId: 'a', leaseMs: 150, pollMs: 10 });
+  await relay.start();
+  await uow.withTransaction((tx) => tx.publish('t', [message('k', 0), message('k', 1)]));
+  await waitFor(() => fake.stats().calls === 1, 'the gated publish');
+  // The lease changes hands and comes back free: the relay's renewal fails, its next round takes it again.
+  const [grant] = await leases.list('outbox:again');
+  await leases.release(grant!);
+  const other = await leases.acquire('outbox:again', '0', 'other', 60_000);
+  await leases.release(other!);
+  await waitFor(async () => {
+    const [g] = await leases.list('outbox:again');
+    return g !== undefined && g.owner === 'a' && g.epoch > grant!.epoch;
+  }, 'the relay to hold the partition again under a new epoch');
+  await sleep(100);
+  assert.equal(fake.stats().calls, 1, 'no second call for the partition while the first is in flight');
+  gated = false;
+  open();
+  await waitFor(async () => (await uow.backlog()).count === 0, 'the backlog to drain');
+  await relay.close();
+  assert.equal(fake.stats().maxPerPartition, 1);
+  assert.deepEqual(fake.published, ['k-0', 'k-1', 'k-0', 'k-1'], 'the old call landed, was fenced, the new worker resent in order');
+  assert.ok(relay.stats().fencedOut >= 1);
+});

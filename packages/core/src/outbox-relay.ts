@@ -112,6 +112,8 @@ interface PartitionWorker {
   /** The lease this worker publishes under; its marks are fenced by it (owner and epoch). */
   readonly grant: LeaseFence;
   readonly task: SerialTask;
+  /** Resolves once the partition's previous worker (lost, its call maybe still in flight) has stopped: two workers never publish one partition at once. */
+  readonly ready: Promise<void>;
   /** Aborted on revoke, loss or close: backoff sleeps end, no new publish starts. */
   readonly stop: AbortController;
   /** Set when close gave up waiting: nothing more is marked. */
@@ -153,6 +155,8 @@ class Relay implements OutboxRelay {
   readonly #slots: Slots;
   readonly #balancer: PartitionBalancer;
   readonly #workers = new Map<number, PartitionWorker>();
+  /** Stops of lost workers still in flight, per partition. */
+  readonly #stopping = new Map<number, Promise<void>>();
   readonly #stats: OutboxRelayStats = { published: 0, batches: 0, resent: 0, failures: 0, fencedOut: 0, purged: 0, partitions: 0, lastError: undefined };
   #closeTimeoutMs = 10_000;
   #started = false;
@@ -226,10 +230,11 @@ class Relay implements OutboxRelay {
   // ── partitions ───────────────────────────────────────────────────────────
 
   #assign(partition: number, grant: LeaseFence): void {
-    this.#workers.get(partition)?.stop.abort();
+    this.#lose(partition);
     const worker: PartitionWorker = {
       partition,
       grant,
+      ready: this.#stopping.get(partition) ?? Promise.resolve(),
       task: new SerialTask(
         () => this.#drain(worker),
         (e) => this.#error(e),
@@ -256,8 +261,12 @@ class Relay implements OutboxRelay {
     const w = this.#workers.get(partition);
     if (!w || (only !== undefined && w !== only)) return;
     w.stop.abort();
-    void w.task.stop();
     this.#workers.delete(partition);
+    const stopped = w.task.stop();
+    this.#stopping.set(partition, stopped);
+    void stopped.finally(() => {
+      if (this.#stopping.get(partition) === stopped) this.#stopping.delete(partition);
+    });
   }
 
   #kickAll(): void {
@@ -271,6 +280,7 @@ class Relay implements OutboxRelay {
   async #drain(w: PartitionWorker): Promise<void> {
     const { store, transport } = this.#o;
     const p = w.partition;
+    await w.ready;
     while (!w.stop.signal.aborted && this.#balancer.isSafe(p)) {
       let rows: readonly OutboxRecord[];
       try {
