@@ -1,4 +1,6 @@
-// The herald CLI run as a child process against a SQLite file seeded here: output, exit codes, JSON.
+// The herald CLI against a SQLite file seeded here: output, exit codes, JSON. A few runs go through
+// a child process (the real entry point and its exit code); the rest call runCli() in this
+// process with the same arguments (one child costs 1–5 s of tsx start-up on a loaded machine).
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -8,6 +10,7 @@ import { fileURLToPath } from 'node:url';
 import { after, before, describe, it } from 'node:test';
 import { createEnvelope } from '@herald/core';
 import { createSqliteEventStore, createSqliteTransport, openDatabase, SqliteDeadLetterStore } from '@herald/sqlite';
+import { runCli } from './program.ts';
 
 const MAIN = fileURLToPath(new URL('./main.ts', import.meta.url));
 const TSX = import.meta.resolve('tsx');
@@ -21,12 +24,22 @@ interface Run {
   stderr: string;
 }
 
-function herald(...args: string[]): Promise<Run> {
+/** `herald <args>` as a child process in the test folder. */
+function heraldChild(...args: string[]): Promise<Run> {
   return new Promise((resolve) => {
-    execFile(process.execPath, ['--import', TSX, MAIN, ...args], { cwd: dir, timeout: 30_000 }, (error, stdout, stderr) => {
+    execFile(process.execPath, ['--import', TSX, MAIN, ...args], { cwd: dir, timeout: 60_000 }, (error, stdout, stderr) => {
       resolve({ code: error ? ((error as { code?: number }).code ?? 1) : 0, stdout, stderr });
     });
   });
+}
+
+/** `herald --config <test config> <args>` through runCli() in this process. */
+async function herald(...args: string[]): Promise<Run> {
+  let stdout = '';
+  let stderr = '';
+  const withConfig = args[0] === '--config' ? args : ['--config', config, ...args];
+  const code = await runCli(withConfig, { out: (t) => (stdout += t), err: (t) => (stderr += t) });
+  return { code, stdout, stderr };
 }
 const json = (r: Run): Record<string, unknown> => JSON.parse(r.stdout) as Record<string, unknown>;
 
@@ -95,9 +108,9 @@ describe('herald CLI', () => {
   it('exits 2 on usage errors: unknown option, missing config, bad config field, no selector', async () => {
     writeFileSync(join(dir, 'bad.json'), JSON.stringify({ name: 'x', backend: { kind: 'sqlite', path: 'a.db' }, services: [{ name: 'a', entry: 'missing.ts' }] }));
     const [unknown, missing, bad, noSelector, both] = await Promise.all([
-      herald('dlq', 'list', '--bogus'),
-      herald('--config', 'nope.json', 'dlq', 'list'),
-      herald('--config', 'bad.json', 'status'),
+      heraldChild('dlq', 'list', '--bogus'),
+      herald('--config', join(dir, 'nope.json'), 'dlq', 'list'),
+      herald('--config', join(dir, 'bad.json'), 'status'),
       herald('dlq', 'redrive'),
       herald('dlq', 'discard', '--id', '1', '--all', '--json'),
     ]);
@@ -115,11 +128,11 @@ describe('herald CLI', () => {
 
   it('lists, shows and filters dead letters; a missing id exits 3', async () => {
     const [all, billing, show, text, missing] = await Promise.all([
-      herald('dlq', 'list', '--json'),
+      heraldChild('dlq', 'list', '--json'),
       herald('dlq', 'list', '--group', 'billing', '--limit', '1', '--json'),
       herald('dlq', 'show', '2', '--json'),
       herald('dlq', 'list'),
-      herald('dlq', 'show', '999'),
+      heraldChild('dlq', 'show', '999'),
     ]);
     assert.equal(all.code, 0, all.stderr);
     const entries = json(all).entries as Array<{ id: string; group: string; error: { message: string } }>;

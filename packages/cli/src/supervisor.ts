@@ -18,6 +18,7 @@
  */
 import { type ChildProcess, spawn } from 'node:child_process';
 import { createInterface } from 'node:readline';
+import type { ServiceInfo, ServiceState } from '@herald/console';
 import { type Clock, HeraldError, systemClock, type TimerHandle } from '@herald/core';
 
 export interface SupervisedService {
@@ -32,21 +33,9 @@ export interface SupervisedService {
   readonly restart?: boolean;
 }
 
-export type ServiceState = 'running' | 'stopping' | 'stopped' | 'crashed' | 'restarting';
-
-export interface ServiceStatus {
-  readonly name: string;
-  readonly state: ServiceState;
-  readonly pid: number | null;
-  /** Restarts after crashes since the supervisor started (starts on request do not count). */
-  readonly restarts: number;
-  /** Milliseconds the current process has been running (0 when not running). */
-  readonly uptimeMs: number;
-  /** How the last process ended. */
-  readonly lastExit: { readonly code: number | null; readonly signal: string | null; readonly at: number } | null;
-  /** When `restarting`: milliseconds until the next start. */
-  readonly restartInMs: number | null;
-}
+/** A service's state and figures: the console's `ServiceInfo` (the console draws what the supervisor reports). */
+export type ServiceStatus = ServiceInfo;
+export type { ServiceState };
 
 export interface BackoffOptions {
   /** First restart delay, ms (default 500). */

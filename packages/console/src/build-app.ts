@@ -2,9 +2,11 @@
  * The console's browser app (packages/console/app, Preact) is built by Vite into
  * packages/console/dist-app. `ensureAppBuilt()` builds it when the built files are missing or
  * older than any source file, once per process (concurrent callers share the build), so
- * `npm start` on a fresh checkout needs no separate build step.
+ * `npm start` on a fresh checkout needs no separate build step. Each build writes a folder of
+ * its own and swaps it in by renames, so two processes building at once (two test files) never
+ * serve a half-written app.
  */
-import { existsSync, readdirSync, statSync } from 'node:fs';
+import { existsSync, readdirSync, renameSync, rmSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -36,14 +38,28 @@ export function ensureAppBuilt(options: { force?: boolean; log?: (line: string) 
   building ??= (async () => {
     const started = performance.now();
     const { build } = await import('vite');
-    await build({
-      root: APP_SOURCE_DIR,
-      base: './',
-      logLevel: 'warn',
-      configFile: false,
-      oxc: { jsx: { runtime: 'automatic', importSource: 'preact' } },
-      build: { outDir: APP_DIST_DIR, emptyOutDir: true, sourcemap: false },
-    });
+    const dist = APP_DIST_DIR.replace(/\/$/, '');
+    const fresh = `${dist}.build-${process.pid}`;
+    const old = `${dist}.old-${process.pid}`;
+    try {
+      await build({
+        root: APP_SOURCE_DIR,
+        base: './',
+        logLevel: 'warn',
+        configFile: false,
+        oxc: { jsx: { runtime: 'automatic', importSource: 'preact' } },
+        build: { outDir: fresh, emptyOutDir: true, sourcemap: false },
+      });
+      try {
+        if (existsSync(dist)) renameSync(dist, old);
+        renameSync(fresh, dist);
+      } catch (e) {
+        if (!existsSync(join(dist, 'index.html'))) throw e; // another process swapped its build in meanwhile: that one serves
+      }
+    } finally {
+      rmSync(fresh, { recursive: true, force: true });
+      rmSync(old, { recursive: true, force: true });
+    }
     options.log?.(`console app built in ${Math.round(performance.now() - started)} ms`);
   })().finally(() => {
     building = null;

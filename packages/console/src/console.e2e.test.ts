@@ -2,28 +2,16 @@
 // services (a publisher, a billing worker that dead-letters every 10th order, a shipper).
 // Screenshots go to test-artifacts/console/.
 import assert from 'node:assert/strict';
-import { type ChildProcess, spawn } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { after, before, describe, it } from 'node:test';
-import { freePort, serversRequired, waitFor } from '@herald/testkit';
+import { freePort, waitFor } from '@herald/testkit';
 import type { Browser, Page } from 'playwright-core';
+import { chromiumSkipReason, type HeraldProcess, openBrowser, processAlive, screenshot, startHerald, WAIT_MS, waitNumber } from './browser-test-helpers.ts';
 
-const CHROMIUM = '/usr/bin/chromium';
-const ROOT = fileURLToPath(new URL('../../../', import.meta.url));
 const FIXTURES = fileURLToPath(new URL('./fixtures/', import.meta.url));
-const ARTIFACTS = join(ROOT, 'test-artifacts', 'console');
-const WAIT_MS = Number(process.env.HERALD_CONSOLE_WAIT_MS ?? 30_000);
-
-let skip: string | false = false;
-if (!existsSync(CHROMIUM)) {
-  const reason = `${CHROMIUM} is missing (apt-get install -y chromium); the console's browser test needs it`;
-  if (serversRequired) throw new Error(`${reason} (required here: CI or HERALD_REQUIRE_SERVERS=1)`);
-  console.warn(`# skipping: ${reason}`);
-  skip = reason;
-}
 
 interface ServiceInfo {
   name: string;
@@ -31,32 +19,19 @@ interface ServiceInfo {
   pid: number | null;
 }
 
-describe('console in the browser', { skip }, () => {
+describe('console in the browser', { skip: chromiumSkipReason() }, () => {
   const dir = mkdtempSync(join(tmpdir(), 'herald-console-'));
-  let cli: ChildProcess;
-  let cliExit: Promise<number | null>;
-  let output = '';
+  let herald: HeraldProcess;
   let url = '';
   let browser: Browser;
   let page: Page;
 
-  const snapshot = async (): Promise<{ services: ServiceInfo[]; topics: Array<{ name: string; published: number; groups: Array<{ group: string; lag: number }> }> }> =>
-    (await (await fetch(`${url}/api/snapshot`)).json()) as never;
-  const shot = (name: string): Promise<Buffer> => page.screenshot({ path: join(ARTIFACTS, `${name}.png`), fullPage: true });
+  const snapshot = async (): Promise<{ services: ServiceInfo[]; topics: Array<{ name: string; published: number }> }> => (await (await fetch(`${url}/api/snapshot`)).json()) as never;
+  const shot = (name: string): Promise<Buffer> => screenshot(page, name);
   const text = async (testId: string): Promise<string> => (await page.getByTestId(testId).textContent({ timeout: WAIT_MS })) ?? '';
-  /** Waits until the number shown in `testId` satisfies `ok`. */
-  const waitNumber = (testId: string, ok: (n: number) => boolean, what: string): Promise<unknown> =>
-    page.waitForFunction(
-      `(() => { const el = document.querySelector('[data-testid="${testId}"]'); return el !== null && (${ok.toString()})(Number(el.textContent)); })()`,
-      null,
-      { timeout: WAIT_MS, polling: 100 },
-    ).catch(async (e: unknown) => {
-      await shot(`failed-${testId}`).catch(() => {});
-      throw new Error(`${what}: ${(e as Error).message}\n--- herald output ---\n${output.slice(-3000)}`);
-    });
+  const number = (testId: string, ok: (n: number) => boolean, what: string): Promise<void> => waitNumber(page, testId, ok, what, () => herald.output());
 
   before(async () => {
-    mkdirSync(ARTIFACTS, { recursive: true });
     const port = await freePort();
     url = `http://127.0.0.1:${port}`;
     writeFileSync(
@@ -74,13 +49,7 @@ describe('console in the browser', { skip }, () => {
         console: { port },
       }),
     );
-    cli = spawn(process.execPath, ['--import', import.meta.resolve('tsx'), join(ROOT, 'packages/cli/src/main.ts'), '--config', join(dir, 'herald.config.json'), 'start'], {
-      cwd: ROOT,
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    cli.stdout!.on('data', (d: Buffer) => (output += d.toString()));
-    cli.stderr!.on('data', (d: Buffer) => (output += d.toString()));
-    cliExit = new Promise((resolve) => cli.once('exit', (code) => resolve(code)));
+    herald = startHerald(join(dir, 'herald.config.json'));
     await waitFor(
       async () => {
         try {
@@ -90,23 +59,14 @@ describe('console in the browser', { skip }, () => {
           return false;
         }
       },
-      { timeoutMs: 60_000, intervalMs: 250, what: () => `herald start to run every service and publish\n${output.slice(-3000)}` },
+      { timeoutMs: 60_000, intervalMs: 250, what: () => `herald start to run every service and publish\n${herald.output().slice(-3000)}` },
     );
-    const { chromium } = await import('playwright-core');
-    browser = await chromium.launch({
-      executablePath: CHROMIUM,
-      headless: true,
-      args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-first-run'],
-    });
-    page = await browser.newPage({ viewport: { width: 1300, height: 1000 } });
-    page.setDefaultTimeout(WAIT_MS);
+    ({ browser, page } = await openBrowser());
   });
 
   after(async () => {
     await browser?.close();
-    if (cli && cli.exitCode === null) {
-      cli.kill('SIGKILL');
-    }
+    await herald?.stop(2000);
     rmSync(dir, { recursive: true, force: true });
   });
 
@@ -115,7 +75,7 @@ describe('console in the browser', { skip }, () => {
     await page.getByText('Herald console — fixture').waitFor();
     await page.getByTestId('live').filter({ hasText: 'live' }).waitFor();
     for (const s of ['publisher', 'billing', 'shipping']) assert.equal(await text(`service-state-${s}`), 'running');
-    await waitNumber('published-fixture-orders', (n) => n > 0, 'orders published');
+    await number('published-fixture-orders', (n) => n > 0, 'orders published');
     await page.getByTestId('topic-row-fixture-orders-billing').waitFor();
     await page.getByTestId('lag-chart').locator('polyline').first().waitFor();
     await shot('01-loaded');
@@ -149,7 +109,7 @@ describe('console in the browser', { skip }, () => {
     await page.getByTestId('service-state-shipping').filter({ hasText: 'stopped' }).waitFor();
     const stopped = (await snapshot()).services.find((s) => s.name === 'shipping')!;
     assert.equal(stopped.pid, null);
-    await waitNumber('lag-fixture-orders-shipping', (n) => n >= 20, 'shipping lag to rise while it is stopped');
+    await number('lag-fixture-orders-shipping', (n) => n >= 20, 'shipping lag to rise while it is stopped');
     const label = (await page.getByTestId('lag-chart').locator('svg').getAttribute('aria-label')) ?? '';
     const charted = Number(/fixture-orders \/ shipping (\d+) msgs/.exec(label)?.[1]);
     assert.ok(charted >= 20, `the chart shows the lag (${label})`);
@@ -157,24 +117,15 @@ describe('console in the browser', { skip }, () => {
     await shot('05-shipping-stopped-lag-rising');
     await page.getByTestId('service-start-shipping').click();
     await page.getByTestId('service-state-shipping').filter({ hasText: 'running' }).waitFor();
-    await waitNumber('lag-fixture-orders-shipping', (n) => n === 0, 'shipping lag back to zero after start');
+    await number('lag-fixture-orders-shipping', (n) => n === 0, 'shipping lag back to zero after start');
     await shot('06-shipping-started-lag-zero');
   });
 
   it('Ctrl-C (SIGTERM) stops every process cleanly', async () => {
     const pids = (await snapshot()).services.map((s) => s.pid).filter((p): p is number => p !== null);
     assert.equal(pids.length, 3);
-    cli.kill('SIGTERM');
-    assert.equal(await cliExit, 0, output.slice(-2000));
-    const alive = (pid: number): boolean => {
-      try {
-        process.kill(pid, 0);
-        return true;
-      } catch {
-        return false;
-      }
-    };
-    assert.deepEqual(pids.filter(alive), [], 'no service process left running');
-    assert.match(output, /herald: stopped/);
+    assert.equal(await herald.stop(), 0, herald.output().slice(-2000));
+    assert.deepEqual(pids.filter(processAlive), [], 'no service process left running');
+    assert.match(herald.output(), /herald: stopped/);
   });
 });
