@@ -81,6 +81,8 @@ class SchedulerRuntime implements Scheduler {
   readonly #balancer: PartitionBalancer;
   readonly #stats: SchedulerStats = { fired: 0, batches: 0, failures: 0, fencedOut: 0, leader: false, lastError: undefined };
   #task: SerialTask | undefined;
+  /** The stop of the last task given up, while its run is still going. */
+  #stopping: Promise<void> | undefined;
   #stop: AbortController | undefined;
   #failures = 0;
   #dueTimer: { cancel(): void; at: number } | undefined;
@@ -142,12 +144,18 @@ class SchedulerRuntime implements Scheduler {
   }
 
   #lead(grant: LeaseFence): void {
-    this.#stop?.abort();
+    void this.#follow(false);
+    // A task lost earlier may still have a publish in flight: the new one waits for it, so two
+    // never publish at once.
+    const previous = this.#stopping ?? Promise.resolve();
     const stop = new AbortController();
     this.#stop = stop;
     this.#failures = 0;
     const task: SerialTask = new SerialTask(
-      () => this.#fire(task, grant, stop.signal),
+      async () => {
+        await previous;
+        await this.#fire(task, grant, stop.signal);
+      },
       (e) => this.#error(e),
     );
     this.#task = task;
@@ -161,11 +169,12 @@ class SchedulerRuntime implements Scheduler {
     this.#dueTimer?.cancel();
     this.#dueTimer = undefined;
     if (!task) return;
-    if (!clean) {
-      void task.stop();
-      return;
-    }
-    await settlesWithin(this.#clock, task.stop(), this.#closeTimeoutMs);
+    const stopped = task.stop();
+    this.#stopping = stopped;
+    void stopped.finally(() => {
+      if (this.#stopping === stopped) this.#stopping = undefined;
+    });
+    if (clean) await settlesWithin(this.#clock, stopped, this.#closeTimeoutMs);
   }
 
   /** Publishes every due message (in rounds of `batchSize`), then arms the timer for the next one. */
