@@ -23,11 +23,10 @@
  * make its reads see uncommitted rows). Every method is safe to call concurrently from many
  * processes. After `close()` every method rejects with `HERALD_ERR_CLOSED`.
  */
-import { type Clock, HeraldError, isHeraldError, type LeaseFence, type OutboxBacklog, type OutboxRecord, type OutboxStore, systemClock } from '@herald/core';
+import { type Clock, HeraldError, type LeaseFence, type OutboxBacklog, type OutboxRecord, type OutboxStore, systemClock } from '@herald/core';
 import { positiveInt, nonNegativeInt } from '@herald/core/internal';
 import { type DatabaseSource, resolveDatabase, type SqliteDatabase } from './database.ts';
-import { assertFence } from './lease-store.ts';
-import { fileOf, onFileWrite, outboxPartitions, storedMessage } from './outbox-writer.ts';
+import { fileOf, onFileWrite, outboxPartitions, storedMessage, fenceHolds } from './outbox-writer.ts';
 
 export type SqliteOutboxStoreOptions = DatabaseSource & {
   /** Outbox partitions; must match the file's if it has one (default: the file's, else 8). */
@@ -116,12 +115,7 @@ export class SqliteOutboxStore implements OutboxStore {
            SELECT ?, ?, ? WHERE ? > coalesce((SELECT max(upto) FROM herald_outbox_sent WHERE partition = ?), 0)`,
         );
         return marks.map((m) => {
-          try {
-            assertFence(db, m.fence);
-          } catch (e) {
-            if (isHeraldError(e, 'HERALD_ERR_LEASE_LOST')) return false;
-            throw e;
-          }
+          if (!fenceHolds(db, m.fence)) return false;
           insert.run(m.partition, m.id, now, m.id, m.partition);
           return true;
         });

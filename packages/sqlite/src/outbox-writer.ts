@@ -11,9 +11,10 @@
  * so a relay never meets a row the transport would refuse for its size. A refused message
  * throws inside the caller's transaction, which then rolls back.
  */
-import { type CloudEvent, decodeStoredEnvelope, encodeEnvelope, ensureEnvelope, HeraldError, type OutgoingMessage, partitionForKey, type ScheduledWrite, TOPIC_NAME_RE } from '@herald/core';
+import { type CloudEvent, decodeStoredEnvelope, encodeEnvelope, ensureEnvelope, HeraldError, isHeraldError, type LeaseFence, type OutgoingMessage, partitionForKey, type ScheduledWrite, TOPIC_NAME_RE } from '@herald/core';
 import { nonNegativeInt, partitionCount, RoundRobin, tooLarge } from '@herald/core/internal';
 import type { SqliteDatabase } from './database.ts';
+import { assertFence } from './lease-store.ts';
 
 /** Default outbox partition count (fixed in the file when the first store or unit of work opens it). */
 export const DEFAULT_OUTBOX_PARTITIONS = 8;
@@ -154,4 +155,15 @@ export function storedMessage(body: string, key: string | null, what: string, de
     throw new HeraldError('HERALD_ERR_CORRUPT_RECORD', `${what} does not hold a readable envelope`, { cause, details });
   }
   return key === null ? { envelope } : { envelope, key };
+}
+
+/** Inside a write transaction of `database`: whether `fence` is still the current lease (`assertFence`, as a boolean for the stores whose fenced writes answer false). */
+export function fenceHolds(database: SqliteDatabase, fence: LeaseFence): boolean {
+  try {
+    assertFence(database, fence);
+    return true;
+  } catch (e) {
+    if (isHeraldError(e, 'HERALD_ERR_LEASE_LOST')) return false;
+    throw e;
+  }
 }

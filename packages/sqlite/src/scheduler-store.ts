@@ -8,11 +8,10 @@
  * Same connection rules and concurrency as `SqliteOutboxStore`. After `close()` every method
  * rejects with `HERALD_ERR_CLOSED`.
  */
-import { type Clock, HeraldError, isHeraldError, type LeaseFence, type ScheduledRecord, type ScheduledWrite, type SchedulerStore, systemClock } from '@herald/core';
+import { type Clock, HeraldError, type LeaseFence, type ScheduledRecord, type ScheduledWrite, type SchedulerStore, systemClock } from '@herald/core';
 import { positiveInt } from '@herald/core/internal';
 import { type DatabaseSource, resolveDatabase, type SqliteDatabase } from './database.ts';
-import { assertFence } from './lease-store.ts';
-import { fileOf, notifyWrite, onFileWrite, OutboxWriter, outboxPartitions, storedMessage } from './outbox-writer.ts';
+import { fileOf, notifyWrite, onFileWrite, OutboxWriter, outboxPartitions, storedMessage, fenceHolds } from './outbox-writer.ts';
 
 export type SqliteSchedulerStoreOptions = DatabaseSource & {
   /** created_at of rows. Default the system clock. */
@@ -90,12 +89,7 @@ export class SqliteSchedulerStore implements SchedulerStore {
     if (!Array.isArray(ids)) throw new HeraldError('HERALD_ERR_INVALID_ARGUMENT', 'markFired takes an array of ids');
     const db = this.database;
     return db.immediateAsync(() => {
-      try {
-        assertFence(db, fence);
-      } catch (e) {
-        if (isHeraldError(e, 'HERALD_ERR_LEASE_LOST')) return false;
-        throw e;
-      }
+      if (!fenceHolds(db, fence)) return false;
       const del = db.statement('DELETE FROM herald_scheduled WHERE id = ?');
       for (const id of ids) del.run(id);
       return true;
