@@ -199,9 +199,12 @@ export async function runBench(options: BenchOptions): Promise<BenchRow[]> {
   const times = new Map<string, number[]>(cases.map(([c]) => [c, []]));
   for (let r = 0; r < runs; r++) {
     for (const [c, fn] of cases) {
+      const cpu0 = process.cpuUsage();
       const ms = await fn();
+      const cpu = process.cpuUsage(cpu0);
       times.get(c)!.push(ms);
-      options.log(`${c} — run ${r + 1}/${runs}: ${Math.round((n * 1000) / ms).toLocaleString('en-US')} msg/s`);
+      // CPU of this process per message (setup included): less sensitive than the rate to other processes' load.
+      options.log(`${c} — run ${r + 1}/${runs}: ${Math.round((n * 1000) / ms).toLocaleString('en-US')} msg/s, ${((cpu.user + cpu.system) / n).toFixed(1)} µs CPU/message`);
     }
   }
   const rows: BenchRow[] = [];
