@@ -17,7 +17,7 @@ import { type LeaseFence, type LeaseStore, MemoryLeaseStore } from './lease.ts';
 import { partitionCount } from './options.ts';
 import type { OutboxBacklog, OutboxRecord, OutboxStore, ScheduledRecord, SchedulerStore } from './outbox.ts';
 import { partitionForKey, RoundRobin } from './partitioner.ts';
-import type { OutgoingMessage } from './transport.ts';
+import { type OutgoingMessage, TOPIC_NAME_RE } from './transport.ts';
 import type { InboxKey, InboxResult, ScheduledWrite, Transaction, UnitOfWork } from './unit-of-work.ts';
 
 /** The staging API a memory transaction's `native` offers. Reads see the transaction's own writes. */
@@ -281,6 +281,7 @@ export class MemoryUnitOfWork implements UnitOfWork<MemoryTx>, OutboxStore, Sche
       native,
       publish: (topic, messages) => {
         check();
+        checkTopic(topic);
         for (const message of Array.isArray(messages) ? (messages as readonly OutgoingMessage[]) : [messages as OutgoingMessage]) {
           if (!message?.envelope) throw new HeraldError('HERALD_ERR_INVALID_ARGUMENT', `tx.publish to "${topic}" needs messages of the form { envelope, key? }`);
           outbox.push({ topic, message });
@@ -360,8 +361,13 @@ export class MemoryUnitOfWork implements UnitOfWork<MemoryTx>, OutboxStore, Sche
 /** Checks a scheduled write's shape; shared by the backends. */
 export function checkScheduled(w: ScheduledWrite): void {
   if (!w || typeof w.topic !== 'string' || !w.message?.envelope) throw new HeraldError('HERALD_ERR_INVALID_ARGUMENT', 'a scheduled write needs { topic, message: { envelope }, deliverAt }');
+  checkTopic(w.topic);
   if (!Number.isFinite(w.deliverAt)) throw new HeraldError('HERALD_ERR_INVALID_ARGUMENT', `deliverAt of a message scheduled to "${w.topic}" must be finite epoch ms (got ${w.deliverAt})`);
   if (w.id !== undefined && (typeof w.id !== 'string' || w.id.length === 0)) throw new HeraldError('HERALD_ERR_INVALID_ARGUMENT', `a scheduled message id must be a non-empty string (got ${String(w.id)})`);
+}
+
+function checkTopic(topic: string): void {
+  if (typeof topic !== 'string' || !TOPIC_NAME_RE.test(topic)) throw new HeraldError('HERALD_ERR_INVALID_ARGUMENT', `topic ${JSON.stringify(topic)} is not a valid topic name (1–200 of letters, digits, '.', '_', '-')`);
 }
 
 function inboxKey(k: InboxKey): string {

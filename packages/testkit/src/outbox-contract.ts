@@ -443,6 +443,26 @@ export const relayPurgesByRetention: OutboxScenario = (factory) =>
     assertDelivered(ids, c.log.ids());
   });
 
+/** A bad outbox write (invalid topic, a message without an envelope) is HERALD_ERR_INVALID_ARGUMENT; thrown inside the callback, it rolls the transaction back. */
+export const badWritesAreTypedErrors: OutboxScenario = (factory) =>
+  run(factory, async (c) => {
+    for (const [what, write] of [
+      ['an invalid topic name', (tx: Transaction) => tx.publish('not a topic!', contractMessage(c.run, 'k', 0))],
+      ['a message without an envelope', (tx: Transaction) => tx.publish(uniqueName('t'), [{} as never])],
+    ] as const) {
+      await assert.rejects(
+        c.h.uow.withTransaction(async (tx) => {
+          await c.h.put(tx, 'bad-write', 'x');
+          write(tx);
+        }),
+        (e: unknown) => isHeraldError(e, 'HERALD_ERR_INVALID_ARGUMENT'),
+        what,
+      );
+    }
+    assert.equal(await c.h.get('bad-write'), undefined, 'rolled back');
+    assert.equal((await c.h.outbox.backlog()).count, 0, 'nothing stored');
+  });
+
 /** Bad arguments to the relay are typed errors naming the option. */
 export const relayRejectsBadOptions: OutboxScenario = (factory) =>
   run(factory, async (c) => {
@@ -472,6 +492,7 @@ export const outboxScenarios: Readonly<Record<string, OutboxScenario>> = {
   'backlog count and age': backlogCountAndAge,
   'purgeSent by age and limit, never unsent rows': purgeSentByAge,
   'the relay purges by retention': relayPurgesByRetention,
+  'bad writes are typed errors and roll back': badWritesAreTypedErrors,
   'bad relay options are typed errors': relayRejectsBadOptions,
 };
 

@@ -12,7 +12,7 @@
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
 import { describe, it } from 'node:test';
-import { createScheduler, type OutgoingMessage, type Scheduler, type SchedulerOptions, type SchedulerStore } from '@herald/core';
+import { createScheduler, isHeraldError, type OutgoingMessage, type Scheduler, type SchedulerOptions, type SchedulerStore } from '@herald/core';
 import { assertDelivered, sleep, uniqueName, waitFor, withScope, type Scope } from './helpers.ts';
 import { ManualClock } from './manual-clock.ts';
 import { SETTLE_MS } from './transport-harness.ts';
@@ -277,6 +277,18 @@ export const twoSchedulersFireOnce: SchedulerScenario = (factory) =>
     assertDelivered(ids, c.log.ids(), { label: 'two schedulers' });
   });
 
+/** A schedule with a bad deliverAt or topic is HERALD_ERR_INVALID_ARGUMENT and stores nothing. */
+export const badSchedulesAreTypedErrors: SchedulerScenario = (factory) =>
+  run(factory, async (c) => {
+    for (const [what, write] of [
+      ['deliverAt NaN', { topic: c.topic, message: c.message(1), deliverAt: Number.NaN }],
+      ['an invalid topic name', { topic: 'not a topic!', message: c.message(2), deliverAt: c.clock.now() }],
+    ] as const) {
+      await assert.rejects(c.h.scheduler.schedule([write]), (e: unknown) => isHeraldError(e, 'HERALD_ERR_INVALID_ARGUMENT'), what);
+    }
+    assert.equal(await c.h.scheduler.pendingCount(), 0, 'nothing stored');
+  });
+
 export const schedulerScenarios: Readonly<Record<string, SchedulerScenario>> = {
   'a due message fires once, not before its time': firesOnceNotBefore,
   'schedules survive a restart': survivesRestart,
@@ -286,6 +298,7 @@ export const schedulerScenarios: Readonly<Record<string, SchedulerScenario>> = {
   'tx.schedule and tx.cancelScheduled are transactional': scheduleInTransaction,
   'a schedule wakes the scheduler without polling': wakesUpOnSchedule,
   'two schedulers: each message once': twoSchedulersFireOnce,
+  'bad schedules are typed errors': badSchedulesAreTypedErrors,
 };
 
 export function describeSchedulerContract(name: string, factory: UnitOfWorkFactory): void {
