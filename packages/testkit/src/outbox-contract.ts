@@ -12,7 +12,7 @@
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
 import { describe, it } from 'node:test';
-import { type Clock, createOutboxRelay, isHeraldError, type OutboxRecord, type OutboxRelay, type OutboxStore, type OutboxRelayOptions, partitionForKey, systemClock, type Transport } from '@herald/core';
+import { type Clock, createOutboxRelay, isHeraldError, type OutboxRecord, type OutboxRelay, type OutboxStore, type OutboxRelayOptions, partitionForKey, systemClock, type Transaction, type Transport } from '@herald/core';
 import { assertDelivered, assertOrderPerKey, sleep, stressCount, uniqueName, waitFor, withScope, type Scope } from './helpers.ts';
 import { ManualClock } from './manual-clock.ts';
 import { SETTLE_MS } from './transport-harness.ts';
