@@ -203,55 +203,81 @@ export function notify<M>(channel: dc.Channel, make: () => M): void {
 }
 
 /**
- * Instruments a publisher's methods (the publisher calls this on itself). `publish` becomes
- * `envelope` + `publishEnvelopes` so the span knows the message id before sending; trace
- * context a subscriber set at `start` goes into envelopes whose options do not carry their own.
+ * A publisher's `publish`, `publishBatch`, `envelope` and `publishEnvelopes`, made from its two
+ * primitives (build an envelope; send built messages) and traced on `herald:publish`. With a
+ * subscriber, trace context it set at `start` goes into envelopes whose options carry none, and
+ * the built messages are on the channel message before the transport is called.
+ * `publishBatch` builds (validates) every item before sending any, then makes one transport
+ * call per topic; receipts in input order.
  */
-export function instrumentPublisher<P extends InstrumentablePublisher>(source: string, inner: P): P {
+export function instrumentPublisher<D extends { readonly topic?: string | undefined }, O extends PublishTraceOptions>(
+  source: string,
+  primitives: {
+    envelope(definition: D, data: never, options?: O): Promise<{ topic: string; message: OutgoingMessage }>;
+    publishEnvelopes(topic: string, messages: readonly OutgoingMessage[]): Promise<readonly PublishReceipt[]>;
+  },
+): InstrumentedPublisher<D, O> {
   const ch = channels.publish;
-  const withTrace = <O extends { traceparent?: string; tracestate?: string } | undefined>(o: O, m: PublishMessage | undefined): O => {
+  const { envelope: build, publishEnvelopes: send } = primitives;
+  const withTrace = (o: O | undefined, m: PublishMessage | undefined): O | undefined => {
     if (m?.traceparent === undefined || o?.traceparent !== undefined) return o;
     return { ...o, traceparent: m.traceparent, ...(m.tracestate !== undefined ? { tracestate: m.tracestate } : {}) } as O;
   };
   const make = (operation: 'send' | 'create', topic: string | undefined, count: number) => (): PublishMessage => ({ operation, source, topic, count, messages: undefined });
-  const wrapped: InstrumentablePublisher = {
+  async function batch(items: readonly { readonly definition: D; readonly data: unknown; readonly options?: O }[], m: PublishMessage | undefined): Promise<readonly PublishReceipt[]> {
+    const built = await Promise.all(items.map((i) => build(i.definition, i.data as never, withTrace(i.options, m))));
+    if (m) m.messages = built.map((b) => b.message);
+    const byTopic = new Map<string, number[]>();
+    built.forEach((b, i) => {
+      const list = byTopic.get(b.topic);
+      if (list) list.push(i);
+      else byTopic.set(b.topic, [i]);
+    });
+    const receipts: PublishReceipt[] = new Array(items.length);
+    await Promise.all(
+      [...byTopic].map(async ([topic, idx]) => {
+        const r = await send(
+          topic,
+          idx.map((i) => built[i]!.message),
+        );
+        idx.forEach((i, j) => (receipts[i] = r[j]!));
+      }),
+    );
+    return receipts;
+  }
+  return {
     envelope: (definition, data, o) =>
       traced(ch, make('create', o?.topic ?? definition.topic, 1), async (m) => {
-        const built = await inner.envelope(definition, data, withTrace(o, m));
+        const built = await build(definition, data as never, withTrace(o, m));
         if (m) m.messages = [built.message];
         return built;
       }),
-    publish: (definition, data, o) => {
-      if (!(ch as unknown as AnyTracing).hasSubscribers) return inner.publish(definition, data, o);
-      return traced(ch, make('send', o?.topic ?? definition.topic, 1), async (m) => {
-        const { topic, message } = await inner.envelope(definition, data, withTrace(o, m));
+    publish: (definition, data, o) =>
+      traced(ch, make('send', o?.topic ?? definition.topic, 1), async (m) => {
+        const { topic, message } = await build(definition, data as never, withTrace(o, m));
         if (m) m.messages = [message];
-        const [receipt] = await inner.publishEnvelopes(topic, [message]);
+        const [receipt] = await send(topic, [message]);
         return receipt!;
-      });
-    },
+      }),
     publishBatch: (items) => {
-      if (!(ch as unknown as AnyTracing).hasSubscribers) return inner.publishBatch(items);
+      if (!(ch as unknown as AnyTracing).hasSubscribers) return batch(items, undefined);
       const topics = new Set(items.map((i) => i.options?.topic ?? i.definition.topic));
-      return traced(ch, make('send', topics.size === 1 ? [...topics][0] : undefined, items.length), (m) =>
-        inner.publishBatch(m?.traceparent === undefined ? items : items.map((i) => ({ ...i, options: withTrace(i.options, m) }))),
-      );
+      return traced(ch, make('send', topics.size === 1 ? [...topics][0] : undefined, items.length), (m) => batch(items, m));
     },
     publishEnvelopes: (topic, messages) =>
       traced(ch, make('send', topic, messages.length), (m) => {
         if (m) m.messages = messages;
-        return inner.publishEnvelopes(topic, messages);
+        return send(topic, messages);
       }),
   };
-  return { ...inner, ...wrapped };
 }
 
-/** The publisher shape `instrumentPublisher` wraps (structural, so publisher.ts and this module do not import each other). */
-export interface InstrumentablePublisher {
-  publish(definition: { readonly topic?: string | undefined }, data: never, options?: PublishTraceOptions): Promise<PublishReceipt>;
-  publishBatch(items: readonly { readonly definition: { readonly topic?: string | undefined }; readonly options?: PublishTraceOptions }[]): Promise<readonly PublishReceipt[]>;
+/** What `instrumentPublisher` returns (the publisher's methods, typed loosely; the publisher narrows them). */
+export interface InstrumentedPublisher<D, O> {
+  envelope(definition: D, data: never, options?: O): Promise<{ topic: string; message: OutgoingMessage }>;
+  publish(definition: D, data: never, options?: O): Promise<PublishReceipt>;
+  publishBatch(items: readonly { readonly definition: D; readonly data: unknown; readonly options?: O }[]): Promise<readonly PublishReceipt[]>;
   publishEnvelopes(topic: string, messages: readonly OutgoingMessage[]): Promise<readonly PublishReceipt[]>;
-  envelope(definition: { readonly topic?: string | undefined }, data: never, options?: PublishTraceOptions): Promise<{ topic: string; message: OutgoingMessage }>;
 }
 
 interface PublishTraceOptions {

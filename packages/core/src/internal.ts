@@ -5,4 +5,4 @@ export { tooLarge } from './memory-transport.ts';
 export { positiveInt, nonNegativeInt, positiveNumber, nonNegativeNumber, partitionCount } from './options.ts';
 export { DeferredSubscription } from './deferred-subscription.ts';
 export { traced, traceHandle, notify, instrumentPublisher } from './instrumentation.ts';
-export type { HandleFields, InstrumentablePublisher } from './instrumentation.ts';
+export type { HandleFields, InstrumentedPublisher } from './instrumentation.ts';

@@ -116,36 +116,12 @@ export function createPublisher(options: PublisherOptions): Publisher {
     return { topic, message: key === undefined ? { envelope } : { envelope, key } };
   }
 
-  // Traced through the `herald:publish` channel (a straight call when nothing subscribes).
-  const instrumented = instrumentPublisher(source, {
+  // publish / publishBatch / envelope / publishEnvelopes from the two primitives, traced through
+  // the `herald:publish` channel (straight calls when nothing subscribes).
+  const instrumented: Omit<Publisher, 'schedule'> = instrumentPublisher(source, {
     envelope: build,
-    async publish(definition, data, o) {
-      const { topic, message } = await build(definition, data, o);
-      const [receipt] = await transport.publish(topic, [message]);
-      return receipt!;
-    },
-    async publishBatch(items) {
-      const built = await Promise.all(items.map((i) => build(i.definition, i.data, i.options)));
-      const byTopic = new Map<string, number[]>();
-      built.forEach((b, i) => {
-        const list = byTopic.get(b.topic);
-        if (list) list.push(i);
-        else byTopic.set(b.topic, [i]);
-      });
-      const receipts: PublishReceipt[] = new Array(items.length);
-      await Promise.all(
-        [...byTopic].map(async ([topic, idx]) => {
-          const r = await transport.publish(
-            topic,
-            idx.map((i) => built[i]!.message),
-          );
-          idx.forEach((i, j) => (receipts[i] = r[j]!));
-        }),
-      );
-      return receipts;
-    },
     publishEnvelopes: (topic, messages) => transport.publish(topic, messages),
-  } satisfies Omit<Publisher, 'schedule'>);
+  });
 
   // Delayed publishing sits outside the instrumented publisher: a scheduled event is built
   // (operation 'create', with the trace context of now) and stored, not sent.
