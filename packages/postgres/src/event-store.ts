@@ -81,7 +81,7 @@ import {
   visibility,
 } from '@herald/eventsourcing/internal';
 import { nonNegativeInt, positiveInt } from '@herald/core/internal';
-import type pg from 'pg';
+import pg from 'pg';
 import { type PgDatabase, type PgDatabaseSource, resolveDatabase, storageError } from './database.ts';
 import { ensureMigrated } from './migrations.ts';
 import { channelName, notifierOf } from './notifier.ts';
@@ -170,9 +170,6 @@ interface EventRow {
   causation_id: string | null;
   recorded_at: string;
 }
-
-/** `readAll` without the visibility wait, for Herald's projections reading inside their own transactions (not public API). */
-export const READ_ALL_NOW: unique symbol = Symbol('herald.postgres.readAllNow');
 
 /** Creates a PostgreSQL event store (the schema is created and migrated on first use). */
 export function createPostgresEventStore(options: PostgresEventStoreOptions): PostgresEventStore {
@@ -351,9 +348,12 @@ export class PostgresEventStore implements EventStore {
     for (let attempt = 0; ; attempt++) {
       if (this.database.closed) throw closedError('PostgreSQL event store');
       try {
+        // Without inline projections: two statements, no explicit transaction (the write is one self-checking statement).
+        if (this.#inline.size === 0) return await this.database.run(() => this.appendBatchIn(this.database.pool, batch, attempt > 0));
         return await this.database.tx((client) => this.appendBatchIn(client, batch, attempt > 0));
       } catch (e) {
-        const retry = e instanceof Raced || (e as HeraldError)?.details?.sqlstate === '40P01' || (e as { cause?: { code?: string } })?.cause?.code === '40P01';
+        const code = (e as HeraldError)?.details?.sqlstate ?? (e as { code?: string })?.code;
+        const retry = e instanceof Raced || code === '40P01' || code === 'HRE02';
         if (!retry || attempt >= MAX_RACE_RETRIES) throw e instanceof Raced ? storageError('appends kept racing with another process', e) : e;
         this.#stats.raceRetries++;
       }
@@ -385,7 +385,7 @@ export class PostgresEventStore implements EventStore {
    * by the group commit and by tests that hold a transaction open. Returns one outcome per
    * append; throws only when the transaction itself must be rolled back.
    */
-  async appendBatchIn(client: pg.PoolClient, batch: readonly PendingAppend[], lookAllIds = false): Promise<Array<AppendResult | { error: unknown }>> {
+  async appendBatchIn(client: pg.PoolClient | pg.Pool, batch: readonly PendingAppend[], lookAllIds = false): Promise<Array<AppendResult | { error: unknown }>> {
     const streamIds = [...new Set(batch.map((b) => b.streamId))];
     const ids: string[] = [];
     for (const b of batch) if (b.ownIds || lookAllIds) for (const e of b.events) ids.push(e.id);
@@ -449,42 +449,47 @@ export class PostgresEventStore implements EventStore {
         decided[i] = { kind: 'error', error: isHeraldError(e) ? e : storageError(`append to stream "${p.streamId}" failed`, e) };
       }
     }
-    const hooks = [...this.#inline];
+    const hooks = client instanceof pg.Pool ? [] : [...this.#inline];
     if (total > 0) {
-      // 3. The transaction id and the positions, in one critical section.
-      const first = BigInt((await client.query<{ first: string }>('SELECT herald_es_reserve($1) AS first', [total])).rows[0]!.first);
       const now = this.#clock.now();
-      let next = first;
       if (hooks.length === 0) {
+        // 3 + 4. One statement: the transaction id and the positions (in one critical section),
+        // every event, every stream row (guarded), one NOTIFY.
+        let rel = 0n;
         for (const w of writes) {
-          w.first = next;
-          next += BigInt(batch[w.i]!.events.length);
+          w.first = rel;
+          rel += BigInt(batch[w.i]!.events.length);
         }
-        // 4. Every event, every stream row, one NOTIFY.
-        await this.#insert(client, batch, writes, original, now, true);
+        const first = await this.#insert(client, batch, writes, original, now, { reserve: total });
+        for (const w of writes) w.first += first;
       } else {
-        for (const h of hooks) await h.begin(client);
+        // 3. The transaction id and the positions, in one critical section.
+        const first = BigInt((await client.query<{ first: string }>('SELECT herald_es_reserve($1) AS first', [total])).rows[0]!.first);
+        let next = first;
+        for (const h of hooks) await h.begin(client as pg.PoolClient);
         // One savepoint per append: a projection that throws fails that append alone.
         for (const w of writes) {
           const p = batch[w.i]!;
           if (!w.ok) continue;
           await client.query('SAVEPOINT herald_append');
           try {
+            w.first = 0n;
+            await this.#insert(client, batch, [w], original, now, { at: next });
             w.first = next;
-            await this.#insert(client, batch, [w], original, now, false);
             const recorded: RecordedEvent[] = [];
             for (let k = 0; k < p.events.length; k++) {
               const e = p.events[k]!;
               const d = decodeRow({ ...e, streamId: p.streamId, streamVersion: w.from + k + 1, position: next + BigInt(k), recordedAt: now }, this.catalog);
               if (d) recorded.push(d);
             }
-            for (const h of hooks) await h.apply(client, recorded);
+            for (const h of hooks) await h.apply(client as pg.PoolClient, recorded);
             await client.query('RELEASE SAVEPOINT herald_append');
             next += BigInt(p.events.length);
             original.set(p.streamId, { version: w.from + p.events.length, state: STATE_LIVE, exists: true });
           } catch (e) {
             await client.query('ROLLBACK TO SAVEPOINT herald_append');
-            if (e instanceof Raced) throw e;
+            const code = (e as { code?: string })?.code;
+            if (e instanceof Raced || code === 'HRE02' || code === '40P01') throw e;
             w.ok = false;
             decided[w.i] = { kind: 'error', error: isHeraldError(e) ? e : storageError(`append to stream "${p.streamId}" failed`, e) };
             // Later appends to the same stream were decided on top of this one: they fail too (retryable).
@@ -496,7 +501,7 @@ export class PostgresEventStore implements EventStore {
             }
           }
         }
-        for (const h of hooks) await h.end(client, next > first ? next - 1n : 0n);
+        for (const h of hooks) await h.end(client as pg.PoolClient, next > first ? next - 1n : 0n);
         if (next > first) await client.query('SELECT pg_notify($1, $2)', [this.#channel, '']);
       }
     }
@@ -525,16 +530,22 @@ export class PostgresEventStore implements EventStore {
     return out;
   }
 
-  /** Inserts the events of `writes` and moves their streams' rows, guarded by the versions read first. */
+  /**
+   * ONE statement: inserts the events of `writes` and moves their streams' rows, guarded by the
+   * versions read first; with `reserve`, it first reserves the positions (`herald_es_reserve`,
+   * before any write of the statement: every write joins its result) and notifies. When the guard
+   * or a unique index does not match, it aborts itself (`herald_es_raced()`, SQLSTATE HRE02), so
+   * nothing of it is stored. Event positions are `first + w.first + k`; returns `first`.
+   */
   async #insert(
-    client: pg.PoolClient,
+    client: pg.PoolClient | pg.Pool,
     batch: readonly PendingAppend[],
     writes: readonly Write[],
     original: Map<string, { version: number; state: number; exists: boolean }>,
     now: number,
-    notify: boolean,
-  ): Promise<void> {
-    const pos: string[] = [];
+    at: { reserve: number } | { at: bigint },
+  ): Promise<bigint> {
+    const off: string[] = [];
     const sid: string[] = [];
     const ver: number[] = [];
     const eid: string[] = [];
@@ -553,7 +564,7 @@ export class PostgresEventStore implements EventStore {
       const c = categoryOf(p.streamId);
       for (let k = 0; k < p.events.length; k++) {
         const e = p.events[k]!;
-        pos.push((start + BigInt(k)).toString());
+        off.push((start + BigInt(k)).toString());
         sid.push(p.streamId);
         ver.push(from + k + 1);
         eid.push(e.id);
@@ -589,26 +600,54 @@ export class PostgresEventStore implements EventStore {
         newPos.push(f.last.toString());
       }
     }
-    const r = await client.query<{ inserted: string; updated: string; created: string }>(
-      `WITH ins AS (
+    const reserve = 'reserve' in at;
+    const r = await client.query<{ first: string }>(
+      `WITH r AS MATERIALIZED (SELECT ${reserve ? 'herald_es_reserve($21)' : '$21::bigint'} AS first),
+       ins AS (
          INSERT INTO herald_es_events (position, stream_id, version, event_id, type, schema_version, data, metadata, correlation_id, causation_id, recorded_at, category)
-         SELECT u.p, u.s, u.v, u.e, u.t, u.sv, u.d, u.m, u.c, u.ca, $11, u.cat
-           FROM unnest($1::bigint[], $2::text[], $3::int[], $4::text[], $5::text[], $6::int[], $7::text[], $8::text[], $9::text[], $10::text[], $12::text[])
-                AS u(p, s, v, e, t, sv, d, m, c, ca, cat)
+         SELECT r.first + u.o, u.s, u.v, u.e, u.t, u.sv, u.d, u.m, u.c, u.ca, $11, u.cat
+           FROM r, unnest($1::bigint[], $2::text[], $3::int[], $4::text[], $5::text[], $6::int[], $7::text[], $8::text[], $9::text[], $10::text[], $12::text[])
+                AS u(o, s, v, e, t, sv, d, m, c, ca, cat)
          ON CONFLICT DO NOTHING RETURNING 1),
        upd AS (
-         UPDATE herald_es_streams s SET version = u.v, last_position = u.p, state = 0
-           FROM unnest($13::text[], $14::int[], $15::bigint[], $16::int[], $17::int[]) AS u(id, v, p, old, oldstate)
+         UPDATE herald_es_streams s SET version = u.v, last_position = r.first + u.p, state = 0
+           FROM r, unnest($13::text[], $14::int[], $15::bigint[], $16::int[], $17::int[]) AS u(id, v, p, old, oldstate)
           WHERE s.stream_id = u.id AND s.version = u.old AND s.state = u.oldstate RETURNING 1),
        cre AS (
          INSERT INTO herald_es_streams (stream_id, version, last_position)
-         SELECT * FROM unnest($18::text[], $19::int[], $20::bigint[]) ON CONFLICT DO NOTHING RETURNING 1)
-       SELECT (SELECT count(*) FROM ins) AS inserted, (SELECT count(*) FROM upd) AS updated, (SELECT count(*) FROM cre) AS created
-       ${notify ? ', pg_notify($21, $22)' : ''}`,
-      [pos, sid, ver, eid, typ, sv, dat, met, cor, cau, now, cat, updId, updVer, updPos, updOld, updOldState, newId, newVer, newPos, ...(notify ? [this.#channel, ''] : [])],
+         SELECT u.id, u.v, r.first + u.p FROM r, unnest($18::text[], $19::int[], $20::bigint[]) AS u(id, v, p) ON CONFLICT DO NOTHING RETURNING 1)
+       SELECT CASE WHEN (SELECT count(*) FROM ins) = $22 AND (SELECT count(*) FROM upd) = $23 AND (SELECT count(*) FROM cre) = $24
+                   THEN (SELECT first FROM r) ELSE herald_es_raced() END AS first
+       ${reserve ? ', (SELECT pg_notify($25, $26)) AS notified' : ''}`,
+      [
+        off,
+        sid,
+        ver,
+        eid,
+        typ,
+        sv,
+        dat,
+        met,
+        cor,
+        cau,
+        now,
+        cat,
+        updId,
+        updVer,
+        updPos,
+        updOld,
+        updOldState,
+        newId,
+        newVer,
+        newPos,
+        reserve ? at.reserve : at.at.toString(),
+        off.length,
+        updId.length,
+        newId.length,
+        ...(reserve ? [this.#channel, ''] : []),
+      ],
     );
-    const row = r.rows[0]!;
-    if (Number(row.inserted) !== pos.length || Number(row.updated) !== updId.length || Number(row.created) !== newId.length) throw new Raced();
+    return BigInt(r.rows[0]!.first);
   }
 
   // ------------------------------------------------------------------------------- reads
@@ -712,12 +751,6 @@ export class PostgresEventStore implements EventStore {
       const position = isEnd ? (safe > from ? safe : from) : BigInt(rows[rows.length - 1]!.position);
       return { events, position, isEnd };
     }
-  }
-
-  /** See READ_ALL_NOW. */
-  async [READ_ALL_NOW](options: ReadAllOptions): Promise<ReadAllResult> {
-    await this.#enter();
-    return this.#readAll(options, 0);
   }
 
   #decode(x: EventRow): RecordedEvent | undefined {

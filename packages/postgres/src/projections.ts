@@ -15,10 +15,11 @@
  * physical table (and may prefix index names). Live tables carry the logical names; `handle`
  * must write through `ctx.query`/`ctx.table` so that a rebuild can point it at shadow tables.
  *
- * Checkpoint: one row per projection in `herald_es_projections`, locked (`FOR UPDATE`) and
- * written in the same transaction as the projection's writes.
+ * Checkpoint: one row per projection in `herald_es_projections`, written in the same transaction
+ * as the projection's writes, under a transaction-level advisory lock per projection (which,
+ * unlike a row lock, gives a transaction no id, so its own catch-up reads are not held back).
  * - inline: the store calls `handle` inside each append's savepoint (throwing fails that
- *   append only); the batch locks the projection's row first and moves its position to the
+ *   append only); the batch takes the projection's lock first and moves its position to the
  *   batch's last position. Every process that appends must register the same inline
  *   projections: an append made without it is not projected (rebuild to repair).
  * - async: a runner reads a page of `$all` after the checkpoint (bounded by the safe head, so
@@ -29,7 +30,7 @@
  *
  * Rebuild: creates the next generation's tables (`<table>__g<n>`), fills them from position 0
  * in batches (one transaction each; reads still served by the live tables), then in ONE
- * transaction that holds the projection's row (inline appends wait for it) applies what was
+ * transaction that holds the projection's lock (inline appends wait for it) applies what was
  * appended meanwhile up to the safe head, drops the live tables, renames the shadow ones and
  * sets the checkpoint to that head. Readers see the old tables or the new ones, never neither.
  */
@@ -38,7 +39,7 @@ import type { Projection, ProjectionMode, ProjectionRetryOptions, ProjectionStat
 import { categoryOf, checkCategory, checkRebuildOptions, closedError, invalidArgument, projectionFailed, resolveRetry, retryDelay, wants } from '@herald/eventsourcing/internal';
 import type pg from 'pg';
 import type { PgDatabase } from './database.ts';
-import { type PostgresEventStore, READ_ALL_NOW } from './event-store.ts';
+import type { PostgresEventStore } from './event-store.ts';
 
 export interface PostgresProjectionContext {
   /** The connection, inside Herald's transaction: do not begin, commit or roll back. */
@@ -281,8 +282,15 @@ export class PostgresProjection implements Projection {
     return r.rows[0];
   }
 
+  /**
+   * Serializes the projection's writers (inline appends, the async runner, rebuild steps, the
+   * swap) with a transaction-level advisory lock, not a row lock: taking it gives the
+   * transaction no id, so a catch-up read after it is not held back by the reader's own
+   * transaction (see the visibility rule in event-store.ts).
+   */
   async #lockRow(c: pg.PoolClient): Promise<ProjectionRow> {
-    const r = await c.query<ProjectionRow>('SELECT kind, position, generation, status, rebuild_position, error FROM herald_es_projections WHERE name = $1 FOR UPDATE', [this.name]);
+    await c.query('SELECT pg_advisory_xact_lock(hashtext($1))', [`herald.projection:${this.#db.schema}:${this.name}`]);
+    const r = await c.query<ProjectionRow>('SELECT kind, position, generation, status, rebuild_position, error FROM herald_es_projections WHERE name = $1', [this.name]);
     return r.rows[0]!;
   }
 
@@ -327,7 +335,7 @@ export class PostgresProjection implements Projection {
     let at = from;
     let events = 0;
     for (;;) {
-      const page = await this.#store[READ_ALL_NOW]({ after: at, maxCount: 10_000, ...(this.#category !== undefined ? { category: this.#category } : {}) });
+      const page = await this.#store.readAll({ after: at, maxCount: 10_000, ...(this.#category !== undefined ? { category: this.#category } : {}) });
       events += await this.#applyFiltered(page.events, names, c);
       if (page.position > at) at = page.position;
       if (page.isEnd) break;

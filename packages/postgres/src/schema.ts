@@ -197,6 +197,12 @@ export const EVENT_STORE_COMPONENT: PgComponent = registerComponent({
       RETURN first;
     END
     $fn$;
+    -- aborts the statement (and its implicit transaction) that calls it: a group commit whose guard found a stream moved by another process
+    CREATE OR REPLACE FUNCTION herald_es_raced() RETURNS bigint LANGUAGE plpgsql AS $fn$
+    BEGIN
+      RAISE EXCEPTION 'herald: a stream of this append batch was moved by another writer; the batch is decided again' USING ERRCODE = 'HRE02';
+    END
+    $fn$;
     `,
   ],
 });
