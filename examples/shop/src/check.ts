@@ -178,6 +178,7 @@ export function formatReport(r: ShopReport): string {
     `orders ${r.orders}: completed ${r.completed}, cancelled ${cancelled} (${Object.entries(r.cancelled).map(([k, v]) => `${k} ${v}`).join(', ') || 'none'}), open ${r.open}`,
     `revenue €${(r.revenue / 100).toFixed(2)}; Analytics: placed ${r.analytics.placed}, completed ${r.analytics.completed}, cancelled ${r.analytics.cancelled}, revenue €${(r.analytics.revenue / 100).toFixed(2)}, conversion ${(r.analytics.conversion * 100).toFixed(1)} %, ${r.analytics.minutes} minute(s), peak ${r.analytics.peakPerMinute} orders/min`,
     `notifications ${r.notifications}; dead letters ${r.deadLetters}`,
+    ...(r.open > 0 ? [`NOT QUIET: ${r.open} order(s) still in checkout — run the check once the services have caught up (the problems below include them)`] : []),
     r.ok ? 'CHECK OK: every order in exactly one terminal state; Analytics, Notification, Payment, Inventory and Shipping agree' : `CHECK FAILED:\n  ${r.problems.join('\n  ')}`,
   ];
   return lines.join('\n');
