@@ -166,23 +166,22 @@ export class PostgresOutboxStore implements OutboxStore {
     if (typeof sentBefore !== 'number' || !Number.isFinite(sentBefore)) throw new HeraldError('HERALD_ERR_INVALID_ARGUMENT', `sentBefore must be epoch ms (got ${String(sentBefore)})`);
     nonNegativeInt('limit', limit);
     if (limit === 0) return 0;
-    return this.database.tx(async (client) => {
-      let deleted = 0;
-      for (let p = 0; p < this.partitions && deleted < limit; p++) {
-        const cut = await client.query<{ cutoff: string | null }>('SELECT max(upto)::text AS cutoff FROM herald_outbox_marks WHERE partition = $1 AND sent_at < $2', [p, sentBefore]);
-        const cutoff = cut.rows[0]!.cutoff;
-        if (cutoff === null) continue;
-        const d = await client.query(
-          'DELETE FROM herald_outbox WHERE id IN (SELECT id FROM herald_outbox WHERE partition = $1 AND id <= $2::numeric ORDER BY id LIMIT $3)',
-          [p, cutoff, limit - deleted],
-        );
-        deleted += d.rowCount ?? 0;
-        // Older marks are no longer needed once their rows are gone; the newest stays as the watermark.
-        const left = await client.query('SELECT 1 FROM herald_outbox WHERE partition = $1 AND id <= $2::numeric LIMIT 1', [p, cutoff]);
-        if (left.rowCount === 0) await client.query('DELETE FROM herald_outbox_marks WHERE partition = $1 AND upto < $2::numeric', [p, cutoff]);
-      }
-      return deleted;
-    });
+    // Statement by statement (each is safe alone: only rows at or below a mark are deleted).
+    const db = this.database;
+    let deleted = 0;
+    for (let p = 0; p < this.partitions && deleted < limit; p++) {
+      const cut = await db.query<{ cutoff: string | null }>('SELECT max(upto)::text AS cutoff FROM herald_outbox_marks WHERE partition = $1 AND sent_at < $2', [p, sentBefore]);
+      const cutoff = cut.rows[0]!.cutoff;
+      if (cutoff === null) continue;
+      const d = await db.query('DELETE FROM herald_outbox WHERE id IN (SELECT id FROM herald_outbox WHERE partition = $1 AND id <= $2::numeric ORDER BY id LIMIT $3)', [p, cutoff, limit - deleted]);
+      deleted += d.rowCount ?? 0;
+      // Older marks are no longer needed once their rows are gone; the newest stays as the watermark.
+      await db.query(
+        'DELETE FROM herald_outbox_marks WHERE partition = $1 AND upto < $2::numeric AND NOT EXISTS (SELECT 1 FROM herald_outbox WHERE partition = $1 AND id <= $2::numeric)',
+        [p, cutoff],
+      );
+    }
+    return deleted;
   }
 
   onWrite(listener: () => void): () => void {

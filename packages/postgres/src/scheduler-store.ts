@@ -68,10 +68,11 @@ export class PostgresSchedulerStore implements SchedulerStore {
     // Keep the first of repeated ids within one call too (one INSERT cannot touch a row twice).
     const seen = new Set<string>();
     const unique = rows.filter((r) => !seen.has(r.id) && (seen.add(r.id), true));
-    await this.database.tx(async (client) => {
-      await client.query(INSERT_SCHEDULED_SQL, scheduledParams(unique, this.#clock.now()));
-      await client.query('SELECT pg_notify($1, $2)', [writeChannel('scheduled', this.database.schema), '']);
-    });
+    // One statement: the rows and the NOTIFY commit together.
+    await this.database.query(`WITH ins AS (${INSERT_SCHEDULED_SQL} RETURNING 1) SELECT pg_notify($7, '')`, [
+      ...scheduledParams(unique, this.#clock.now()),
+      writeChannel('scheduled', this.database.schema),
+    ]);
     notifyLocalWrite(this.database, 'scheduled', this.#onError);
     return rows.map((r) => r.id);
   }

@@ -164,6 +164,12 @@ export class PostgresUnitOfWork implements UnitOfWork<pg.PoolClient> {
       throw storageError('could not connect', e);
     }
     let broken: Error | undefined;
+    // A connection lost between two statements (a server restart) is reported as an 'error'
+    // event of the checked-out client: record it (the next statement fails) instead of crashing.
+    const onClientError = (e: Error): void => {
+      broken ??= e;
+    };
+    client.on('error', onClientError);
     const tx = new PgTransaction(client, this, partitions);
     try {
       try {
@@ -222,6 +228,7 @@ export class PostgresUnitOfWork implements UnitOfWork<pg.PoolClient> {
       }
       throw e;
     } finally {
+      client.off('error', onClientError);
       client.release(broken);
     }
   }
