@@ -401,7 +401,7 @@ function Sagas({ snap, onError }: { snap: Snapshot; onError: (m: string) => void
             </span>
           ))}
         </p>
-        <table>
+        <table class="saga-list">
           <tbody>
             {instances.map((s) => (
               <tr key={`${s.saga}/${s.key}`} data-testid={`saga-row-${slug(s.key)}`} class={timeline?.key === s.key && timeline.saga === s.saga ? 'selected' : ''}>
@@ -425,7 +425,7 @@ function Sagas({ snap, onError }: { snap: Snapshot; onError: (m: string) => void
             </h3>
             <ol class="timeline">
               {timeline.entries.map((e, i) => (
-                <li key={i} class={/compensat/i.test(JSON.stringify(e)) ? 'compensation' : ''}>
+                <li key={i} data-kind={String(e.kind ?? '')} class={/compensat/.test(String(e.kind)) ? 'compensation' : /failed|stuck/.test(String(e.kind)) ? 'failed' : ''}>
                   {e.at ? `${fmtTime(e.at)} ` : ''}
                   <strong>{String(e.kind ?? e.type ?? 'step')}</strong> {describeEntry(e)}
                 </li>
@@ -441,7 +441,8 @@ function Sagas({ snap, onError }: { snap: Snapshot; onError: (m: string) => void
 }
 
 function describeEntry(e: TimelineEntry): string {
-  const { at: _at, kind: _kind, type: _type, ...rest } = e;
+  const { at: _at, kind: _kind, type, instanceId: _instance, seq: _seq, messageId: _message, ...rest } = e;
+  if (type !== undefined) rest.message = type;
   return Object.entries(rest)
     .filter(([, v]) => v !== undefined && v !== null)
     .map(([k, v]) => `${k}=${typeof v === 'object' ? JSON.stringify(v) : String(v)}`)

@@ -276,8 +276,8 @@ export async function createConsoleServer(options: ConsoleServerOptions): Promis
   });
 
   app.all('/api/*', (c) => c.json({ error: { code: 'HERALD_ERR_NOT_FOUND', message: `no API ${c.req.method} ${c.req.path}` } }, 404));
-  app.use('/*', serveStatic({ root: APP_DIST_DIR.replace(process.cwd() + '/', '') }));
-  app.get('*', serveStatic({ path: `${APP_DIST_DIR.replace(process.cwd() + '/', '')}index.html` }));
+  app.use('/*', serveStatic({ root: APP_DIST_DIR }));
+  app.get('*', serveStatic({ path: `${APP_DIST_DIR}index.html` }));
 
   const host = options.host ?? '127.0.0.1';
   const server: ServerType = await new Promise((resolve, reject) => {
