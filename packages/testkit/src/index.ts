@@ -91,3 +91,5 @@ export {
 export type { CheckoutState, CheckoutItem, OrderPlacedData, CheckoutSagaOptions, CheckoutKv, CheckoutEffect, CheckoutServices, CheckoutServicesOptions, PaymentRecord, ReservationRecord, OrderRecord } from './checkout-saga.ts';
 export { forkChild, stopChild } from './child-process.ts';
 export type { ChildHandle, ForkChildOptions } from './child-process.ts';
+export { runSagaCrashLoop, crashLoopSizes, seededRandom } from './saga-crash-loop.ts';
+export type { CrashLoopRun, SagaCrashLoopOptions, SagaCrashLoopSummary } from './saga-crash-loop.ts';
