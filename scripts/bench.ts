@@ -8,7 +8,7 @@
  *   npm run bench [-- --json] [-- --only <section>[,<section>…]]
  *
  * Sections, in order: memory, sqlite, nats, redis (with BullMQ), rabbitmq, kafka (librdkafka
- * mock via kcat unless KAFKA_BROKERS is set), mqtt, event-store, outbox. A broker section whose server
+ * mock via kcat unless KAFKA_BROKERS is set), mqtt, event-store, outbox, postgres. A broker section whose server
  * does not accept connections is skipped with a message; a section that fails is reported and
  * the run goes on.
  *
@@ -28,6 +28,8 @@
  *   BENCH_MQTT_MESSAGES     messages per MQTT case (default 100000)
  *   BENCH_EVENTS            events per event-store row (default 50000)
  *   BENCH_OUTBOX_MESSAGES   messages per outbox/inbox row (default 50000)
+ *   BENCH_PG_EVENTS         events per PostgreSQL event-store row (default 50000; Emmett single-event and raw single-row rows take at most 20000)
+ *   BENCH_PG_MESSAGES       messages per PostgreSQL transport row (default 20000; pg-boss at most 10000)
  *   BENCH_REBUILD_EVENTS    events of the event store's projection rebuild row (default 1000000; 0 skips it)
  *   BENCH_CPU_PROF_DIR      analysis only: write a CPU profile of each SQLite consumer process there
  *   BENCH_POLL_MS           analysis only: the SQLite consumer's cross-process poll period, ms (default: the transport's own default)
@@ -88,6 +90,8 @@ const transports: TransportConfig = {
   mqtt: sized('BENCH_MQTT_MESSAGES', 100_000),
   events: sized('BENCH_EVENTS', 50_000),
   outbox: sized('BENCH_OUTBOX_MESSAGES', 50_000),
+  pgEvents: sized('BENCH_PG_EVENTS', 50_000),
+  pgMessages: sized('BENCH_PG_MESSAGES', 20_000),
   runs,
   rate,
   latencySeconds,
@@ -314,6 +318,39 @@ function evaluateGoals(all: readonly Row[]): Goal[] {
         text: `event store: ahead of Emmett — ${e.case.replace('event store: ', '')}`,
         met: h.rate > e.rate,
         detail: `Herald ${fmtRate(h.rate)} vs Emmett ${fmtRate(e.rate)} events/s = ${(h.rate / e.rate).toFixed(2)}× (Herald row: ${h.case.replace('event store: ', '')})`,
+      });
+    }
+  }
+  // PostgreSQL: the goals of packages/postgres/src/postgres.bench.ts (issue 5).
+  if (ran('postgres')) {
+    const pgRows = all.filter((r) => r.suite === 'postgres');
+    const get = (part: string): Row | undefined => pgRows.find((r) => r.case.includes(part));
+    const hundred = get('Herald: 100-event appends');
+    const single = get('Herald: single-event appends');
+    out.push({
+      section: 'postgres',
+      text: 'pg: 100-event appends ≥ 50 % of the raw multi-row insert',
+      met: hundred?.ratio === undefined ? undefined : hundred.ratio >= 0.5,
+      detail: hundred?.ratio === undefined ? 'not measured' : `${pct(hundred.ratio)} (${fmtRate(hundred.rate)} events/s); ${margin(hundred.ratio, 0.5, hundred.rate)}`,
+    });
+    out.push({
+      section: 'postgres',
+      text: 'pg: single-event appends from 64 callers ≥ 12,000 events/s',
+      met: single ? single.rate >= 12_000 : undefined,
+      detail: single ? `${fmtRate(single.rate)} events/s (${pct(single.rate / 12_000)} of goal; ${single.ratio !== undefined ? `${single.ratio.toFixed(2)}× raw single-row commits` : 'no raw row'})` : 'not measured',
+    });
+    for (const [mine, peer, what] of [
+      ['Herald: single-event appends', 'Emmett: single-event appends', 'single-event appends'],
+      ['Herald: 100-event appends', 'Emmett: 100-event appends', '100-event appends'],
+      ['Herald transport', 'pg-boss', 'transport vs pg-boss send + work'],
+    ] as const) {
+      const h = get(mine);
+      const p = get(peer);
+      out.push({
+        section: 'postgres',
+        text: `pg: ahead of ${peer.split(':')[0]} — ${what}`,
+        met: h && p ? h.rate > p.rate : undefined,
+        detail: h && p ? `Herald ${fmtRate(h.rate)} vs ${fmtRate(p.rate)} /s = ${(h.rate / p.rate).toFixed(2)}×` : 'not measured (see the progress log)',
       });
     }
   }

@@ -42,6 +42,10 @@ export interface TransportConfig {
   readonly events: number;
   /** Messages per outbox/inbox row (BENCH_OUTBOX_MESSAGES). */
   readonly outbox: number;
+  /** Events per PostgreSQL event-store row (BENCH_PG_EVENTS). */
+  readonly pgEvents: number;
+  /** Messages per PostgreSQL transport / pg-boss row (BENCH_PG_MESSAGES). */
+  readonly pgMessages: number;
   readonly runs: number;
   readonly rate: number;
   readonly latencySeconds: number;
@@ -61,6 +65,7 @@ export const SECTION_TITLES: Record<Section, string> = {
   mqtt: 'MQTT bridge',
   'event-store': 'event store (SQLite)',
   outbox: 'outbox, relay and inbox (SQLite)',
+  postgres: 'PostgreSQL: event store and transport beside raw pg, Emmett and pg-boss',
 };
 
 /** host and port of the first entry of a server list such as `nats://a:4222,b:4222` or `127.0.0.1:4222`. */
@@ -163,12 +168,20 @@ export async function runSection(section: BrokerSection, c: TransportConfig, log
       const m = await load<typeof import('../../packages/sqlite/src/event-store.bench.js')>('sqlite/src/event-store.bench.ts');
       return { rows: adapt(section, 'event store:', await m.runBench({ events: c.events, log }), () => 'throughput', true), note: 'event store: one run per row; rates are events/s' };
     }
+    case 'postgres': {
+      const port = Number(process.env.HERALD_PG_PORT ?? 5432);
+      const skip = await reachable('PostgreSQL', { host: '127.0.0.1', port });
+      if (skip) return { skipped: skip };
+      const m = await load<typeof import('../../packages/postgres/src/postgres.bench.js')>('postgres/src/postgres.bench.ts');
+      const rows = await m.runBench({ events: c.pgEvents, messages: c.pgMessages, log });
+      return { rows: adapt(section, 'pg:', rows, () => 'throughput', true), note: 'PostgreSQL: one run per row, all rows in one run on the shared server; rates are events/s or messages/s' };
+    }
     case 'outbox': {
       const m = await load<typeof import('../../packages/sqlite/src/outbox.bench.js')>('sqlite/src/outbox.bench.ts');
       const rows = await m.runBench({ messages: c.outbox, log, runs: c.runs });
       const o = m.inboxOverheadMicros(rows);
       const overhead = o ? `; inbox overhead ${o.inbox.toFixed(1)} µs/message (transaction + inbox ${o.transactionAndInbox.toFixed(1)} µs/message)` : '';
-      return { rows: adapt(section, 'outbox:', rows, () => 'throughput', true), note: `outbox: median of ${c.runs} interleaved runs per row${overhead}` };
+      return { rows: adapt(section, 'outbox:', rows, () => 'throughput', true), note: `outbox: median of ${c.runs} interleaved runs per row${overhead}; ${m.cpuSummary(rows)}` };
     }
   }
 }
