@@ -102,6 +102,11 @@ describe('console in the browser', { skip: chromiumSkipReason() }, () => {
     await page.getByTestId('stream-state').getByText('"status": "placed"').waitFor();
     assert.match(await text('stream-state'), /"events": 1/);
     await shot('04-time-travel');
+    // the order's correlation id: its two stored events and the message on the topic
+    await page.getByTestId('stream-event-1').getByRole('link', { name: 'causation graph' }).click();
+    const tree = page.getByTestId('causation-tree');
+    await tree.getByText('fixture.order.placed').waitFor();
+    assert.deepEqual((await tree.locator('strong').allTextContents()).sort(), ['OrderPaid', 'OrderPlaced', 'fixture.order.placed']);
   });
 
   it('stopping shipping makes its lag rise on the chart; starting it brings the lag back to zero', async () => {

@@ -131,6 +131,14 @@ describe('console on the shop', { skip }, () => {
     await openStream(`order-${saga.key}`); // the shop's order streams are `order-<orderId>`, the saga's key the order id
     await page.getByTestId('stream-state').getByText('payment_declined').first().waitFor();
     await shot('03-declined-payment-order');
+    // the order's causation graph: placed → checkout requested → charge → declined → … → cancelled, nested by causation id
+    await page.getByTestId('stream-event-1').getByRole('link', { name: 'causation graph' }).click();
+    const tree = page.getByTestId('causation-tree');
+    await tree.locator('ul.tree li').first().waitFor();
+    const nodes = await tree.locator('li').count();
+    const nested = await tree.locator('ul.tree ul.tree ul.tree li').count();
+    assert.ok(nodes >= 4 && nested >= 1, `a causation tree at least three levels deep (${nodes} nodes, ${nested} at depth ≥ 3)`);
+    await shot('03b-declined-payment-causation');
   });
 
   it('stopping Shipping: orders and payments go on, its lag rises; late orders are compensated; starting it brings the lag to zero', async () => {
