@@ -8,4 +8,6 @@ export type { ServeMetricsOptions, MetricsServer } from './serve.ts';
 export { createLogger, eventFields, redactData, redactEnvelope, REDACTED } from './logger.ts';
 export type { HeraldLoggerOptions, HeraldLogger } from './logger.ts';
 export { startOtel } from './start.ts';
+export { parsePrometheusText } from './exposition.ts';
+export type { MetricFamily, Sample } from './exposition.ts';
 export type { StartOtelOptions, OtelHandle } from './start.ts';

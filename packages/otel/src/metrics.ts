@@ -81,15 +81,10 @@ export function createMetrics(options: MetricsOptions = {}): HeraldMetrics {
   const appendSize = new Histogram({ name: `${p}event_store_append_batch_size`, help: 'Events per append', labelNames: ['store'] as const, buckets: [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000], registers });
   const relayed = new Counter({ name: `${p}outbox_relayed_total`, help: 'Outbox rows published by a relay', labelNames: ['topic'] as const, registers });
 
-  // Scrape-time readings, shared by the two lag gauges of one scrape.
-  let lagRead: { at: number; rows: Promise<PartitionLag[]> } | undefined;
-  const readLag = (): Promise<PartitionLag[]> => {
-    const t = mono();
-    if (!lagRead || t - lagRead.at > 100) {
-      lagRead = { at: t, rows: Promise.all((options.lagSources ?? []).map((s) => s.lag())).then((all) => all.flat()) };
-    }
-    return lagRead.rows;
-  };
+  // One lag read per scrape: the messages gauge (collected first) reads, the seconds gauge
+  // takes that reading (or reads again when collected alone).
+  let lagReading: Promise<PartitionLag[]> | undefined;
+  const readLag = (): Promise<PartitionLag[]> => Promise.all((options.lagSources ?? []).map((s) => s.lag())).then((all) => all.flat());
   new Gauge({
     name: `${p}consumer_lag_messages`,
     help: 'Messages after the group’s committed position',
@@ -97,7 +92,8 @@ export function createMetrics(options: MetricsOptions = {}): HeraldMetrics {
     registers,
     async collect() {
       this.reset();
-      for (const l of await readLag()) this.set({ group: l.group, topic: l.topic, partition: String(l.partition) }, l.messages);
+      lagReading = readLag();
+      for (const l of await lagReading) this.set({ group: l.group, topic: l.topic, partition: String(l.partition) }, l.messages);
     },
   });
   new Gauge({
@@ -107,8 +103,10 @@ export function createMetrics(options: MetricsOptions = {}): HeraldMetrics {
     registers,
     async collect() {
       this.reset();
+      const reading = lagReading ?? readLag();
+      lagReading = undefined;
       const t = now();
-      for (const l of await readLag()) {
+      for (const l of await reading) {
         this.set({ group: l.group, topic: l.topic, partition: String(l.partition) }, l.oldestUnhandledAt === undefined ? 0 : Math.max(0, (t - l.oldestUnhandledAt) / 1000));
       }
     },

@@ -21,12 +21,12 @@ export function readLag(database: SqliteDatabase, filter: { readonly group?: str
        FROM herald_offsets o
        JOIN herald_topics t ON t.id = o.topic_id
        LEFT JOIN herald_partitions p ON p.topic_id = o.topic_id AND p.partition = o.partition
-      WHERE (?1 IS NULL OR o.grp = ?1) AND (?2 IS NULL OR t.name = ?2)
+      WHERE (@grp IS NULL OR o.grp = @grp) AND (@topic IS NULL OR t.name = @topic)
       ORDER BY t.name, o.grp, o.partition`,
   );
   const oldest = database.statement(`SELECT offset, appended_at FROM herald_log WHERE topic_id = ? AND partition = ? AND offset > ? ORDER BY offset LIMIT 1`);
   return database.read(() =>
-    (rows.all(filter.group ?? null, filter.topic ?? null) as Row[]).map((r) => {
+    (rows.all({ grp: filter.group ?? null, topic: filter.topic ?? null }) as Row[]).map((r) => {
       const head = r.next_offset - 1;
       const first = oldest.get(r.topic_id, r.partition, r.committed) as { offset: number; appended_at: number } | undefined;
       return {
