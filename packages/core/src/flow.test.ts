@@ -16,7 +16,7 @@ test('describe() lists handlers and what they produce; describeFlow draws servic
   const transport = createMemoryTransport();
   const stock = createConsumer({ transport, group: 'stock', deadLetters: new MemoryDeadLetterStore() })
     .handle(Placed, () => {}, { name: 'reserve', produces: [Reserved, Rejected] })
-    .handleEnvelope('audit', '*', () => {}, { name: 'audit', produces: [{ topic: 'audit-out', type: 'audit.noted' }] });
+    .handleEnvelope('audit', '*', () => {}, { name: 'audit', produces: [{ topic: 'audit-out', type: 'audit.noted' }, 'audit.mailed'] });
   assert.deepEqual(stock.describe(), {
     group: 'stock',
     consumes: [
@@ -30,7 +30,7 @@ test('describe() lists handlers and what they produce; describeFlow draws servic
           { topic: 'stock', type: 'stock.rejected', version: 1 },
         ],
       },
-      { topic: 'audit', type: '*', version: undefined, handler: 'audit', produces: [{ topic: 'audit-out', type: 'audit.noted' }] },
+      { topic: 'audit', type: '*', version: undefined, handler: 'audit', produces: [{ topic: 'audit-out', type: 'audit.noted' }, { type: 'audit.mailed' }] },
     ],
   });
 
@@ -48,6 +48,7 @@ test('describe() lists handlers and what they produce; describeFlow draws servic
   assert.ok(has('consumes', 'event:orders/order.placed', 'service:stock'));
   assert.ok(has('produces', 'event:orders/order.placed', 'event:stock/stock.reserved'));
   assert.ok(has('publishes', 'service:stock', 'event:stock/stock.rejected'));
+  assert.ok(has('produces', 'event:audit/*', 'event:audit.mailed'), 'a bare type name is an event without a topic');
   const placed = flow.nodes.find((n) => n.id === 'event:orders/order.placed');
   assert.deepEqual(placed, { id: 'event:orders/order.placed', kind: 'event', type: 'order.placed', topic: 'orders', versions: [1] });
   assert.equal(new Set(flow.edges.map((e) => JSON.stringify(e))).size, flow.edges.length, 'no duplicate edges');

@@ -20,8 +20,8 @@ import type { Consumer, ProducedMessage } from './router.ts';
 export interface FlowService {
   readonly name: string;
   readonly consumers?: readonly Pick<Consumer, 'describe'>[];
-  /** Event types the service publishes outside handlers (API calls, decisions, timers). */
-  readonly publishes?: readonly ProducedMessage[];
+  /** Event types the service publishes outside handlers (API calls, decisions, timers): definitions, `{ topic, type }` or bare type names. */
+  readonly publishes?: readonly (ProducedMessage | string)[];
 }
 
 export type FlowNode =
@@ -74,7 +74,7 @@ export function describeFlow(services: readonly FlowService[]): Flow {
     seen.add(s.name);
     const service = `service:${s.name}`;
     nodes.set(service, { id: service, kind: 'service', name: s.name });
-    for (const p of s.publishes ?? []) edge({ kind: 'publishes', from: service, to: event(p) });
+    for (const p of s.publishes ?? []) edge({ kind: 'publishes', from: service, to: event(typeof p === 'string' ? { type: p } : p) });
     for (const consumer of s.consumers ?? []) {
       const d = consumer.describe();
       for (const c of d.consumes) {

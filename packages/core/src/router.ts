@@ -66,8 +66,11 @@ export interface HandlerOptions {
   readonly ordering?: 'key' | 'none';
   /** After a message of a key is dead-lettered: 'continue' (default) with later messages, or 'park' them. */
   readonly onDeadLetter?: 'continue' | 'park';
-  /** What this handler may publish (choreography: `describe()`, `describeFlow()`); a declaration, not enforced. */
-  readonly produces?: readonly (MessageDefinition | ProducedMessage)[];
+  /**
+   * What this handler may publish (choreography: `describe()`, `describeFlow()`): definitions,
+   * `{ topic, type }`, or bare type names (topic unknown). A declaration, not enforced.
+   */
+  readonly produces?: readonly (MessageDefinition | ProducedMessage | string)[];
 }
 
 /** A message a handler declares it may publish. */
@@ -295,7 +298,8 @@ class ConsumerRuntime implements Consumer {
 
   #describe(topic: string, type: string, version: number | undefined, handler: string, o: HandlerOptions): void {
     const produces = (o.produces ?? []).map((p): ProducedMessage => {
-      if (!p || typeof p.type !== 'string') throw new HeraldError('HERALD_ERR_INVALID_ARGUMENT', `produces of handler "${handler}" must list definitions or { topic, type } (got ${JSON.stringify(p)})`);
+      if (typeof p === 'string' && p.length > 0) return { type: p };
+      if (!p || typeof p !== 'object' || typeof p.type !== 'string') throw new HeraldError('HERALD_ERR_INVALID_ARGUMENT', `produces of handler "${handler}" must list definitions or { topic, type } (got ${JSON.stringify(p)})`);
       return { topic: p.topic, type: p.type, ...(p.version !== undefined ? { version: p.version } : {}) };
     });
     this.#described.push({ topic, type, version, handler, produces });
