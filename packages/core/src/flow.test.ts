@@ -58,3 +58,15 @@ test('describeFlow refuses a service without a name or listed twice', () => {
   assert.throws(() => describeFlow([{ name: '' }]), (e: unknown) => isHeraldError(e, 'HERALD_ERR_INVALID_ARGUMENT'));
   assert.throws(() => describeFlow([{ name: 'a' }, { name: 'a' }]), (e: unknown) => isHeraldError(e, 'HERALD_ERR_INVALID_ARGUMENT') && e.message.includes('"a"'));
 });
+
+test('a produces entry that is not a definition, { topic, type } or a type name is HERALD_ERR_INVALID_ARGUMENT naming the handler', () => {
+  const consumer = createConsumer({ transport: createMemoryTransport(), group: 'g', deadLetters: new MemoryDeadLetterStore() });
+  for (const bad of ['', 42, null, { topic: 'x' }]) {
+    assert.throws(
+      () => consumer.handleEnvelope('t', `type-${String(bad)}`, () => {}, { name: 'h', produces: [bad as never] }),
+      (e: unknown) => isHeraldError(e, 'HERALD_ERR_INVALID_ARGUMENT') && e.message.includes('"h"'),
+      String(bad),
+    );
+  }
+  assert.deepEqual(consumer.describe().consumes, [], 'nothing was registered');
+});

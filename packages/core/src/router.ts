@@ -275,34 +275,27 @@ class ConsumerRuntime implements Consumer {
   handle<T>(definition: MessageDefinition<T>, handler: (data: T, ctx: MessageContext) => Promise<void> | void, options: HandlerOptions = {}): this {
     const topic = options.topic ?? definition.topic;
     if (topic === undefined) throw new HeraldError('HERALD_ERR_INVALID_ARGUMENT', `no topic for handler of "${definition.type}": pass { topic } or define it with { topic }`);
+    const produces = producedBy(options.name ?? definition.type, options);
     const route = this.#route(topic, definition.type, options);
     if (route.versions.has(definition.version)) {
       throw new HeraldError('HERALD_ERR_DUPLICATE_DEFINITION', `group "${this.#o.group}" already handles "${definition.type}" v${definition.version} on "${topic}"`);
     }
     route.versions.set(definition.version, { def: definition as MessageDefinition, fn: this.#chain((ctx) => Promise.resolve(handler(ctx.data as T, ctx))) });
-    this.#describe(topic, definition.type, definition.version, route.name, options);
+    this.#described.push({ topic, type: definition.type, version: definition.version, handler: route.name, produces });
     return this;
   }
 
   handleEnvelope(topic: string, type: string, handler: (envelope: CloudEvent, ctx: MessageContext) => Promise<void> | void, options: HandlerOptions = {}): this {
+    const produces = producedBy(options.name ?? type, options);
     const route = this.#route(topic, type, options);
     if (route.any) throw new HeraldError('HERALD_ERR_DUPLICATE_DEFINITION', `group "${this.#o.group}" already handles envelopes of "${type}" on "${topic}"`);
     route.any = this.#chain((ctx) => Promise.resolve(handler(ctx.envelope, ctx)));
-    this.#describe(topic, type, undefined, route.name, options);
+    this.#described.push({ topic, type, version: undefined, handler: route.name, produces });
     return this;
   }
 
   describe(): ConsumerDescription {
     return { group: this.#o.group, consumes: this.#described.map((c) => ({ ...c, produces: c.produces.map((p) => ({ ...p })) })) };
-  }
-
-  #describe(topic: string, type: string, version: number | undefined, handler: string, o: HandlerOptions): void {
-    const produces = (o.produces ?? []).map((p): ProducedMessage => {
-      if (typeof p === 'string' && p.length > 0) return { type: p };
-      if (!p || typeof p !== 'object' || typeof p.type !== 'string') throw new HeraldError('HERALD_ERR_INVALID_ARGUMENT', `produces of handler "${handler}" must list definitions or { topic, type } (got ${JSON.stringify(p)})`);
-      return { topic: p.topic, type: p.type, ...(p.version !== undefined ? { version: p.version } : {}) };
-    });
-    this.#described.push({ topic, type, version, handler, produces });
   }
 
   #transaction<R, Native>(handler: string, envelope: CloudEvent, fn: (tx: Transaction<Native>) => Promise<R> | R): Promise<InboxResult<R>> {
@@ -821,6 +814,15 @@ class AttemptSignal {
     this.reason = reason;
     this.#controller?.abort(reason);
   }
+}
+
+/** Checks and copies a handler's `produces` declaration. */
+function producedBy(handler: string, o: HandlerOptions): ProducedMessage[] {
+  return (o.produces ?? []).map((p): ProducedMessage => {
+    if (typeof p === 'string' && p.length > 0) return { type: p };
+    if (!p || typeof p !== 'object' || typeof p.type !== 'string') throw new HeraldError('HERALD_ERR_INVALID_ARGUMENT', `produces of handler "${handler}" must list definitions, { topic, type } or type names (got ${JSON.stringify(p)})`);
+    return { topic: p.topic, type: p.type, ...(p.version !== undefined ? { version: p.version } : {}) };
+  });
 }
 
 function resolveRetry(base: RetryPolicy, o: Partial<RetryPolicy> | undefined): RetryPolicy {
