@@ -115,6 +115,25 @@ describe('postgres unit of work', { skip }, () => {
     assert.equal(notes, 1, 'one NOTIFY for the commit with ten rows, none for the rollback or the commit without outbox rows');
   });
 
+  it('a relay in another process (here: a pool the in-process wake-up does not reach) wakes on the NOTIFY of a commit, without polling', async () => {
+    const { database, uow } = await setup(2);
+    // Opened by URL: the in-process wake-up is keyed by host/port/database, so only the NOTIFY can reach this store.
+    const other = new PgDatabase({ connectionString: `postgres://${PG_BASE.user}@${PG_BASE.host}:${PG_BASE.port}/${PG_BASE.database}`, schema: database.schema, max: 2 });
+    closers.push(() => other.close());
+    const outbox = await createPostgresOutboxStore({ database: other });
+    const leases = new PostgresLeaseStore({ database: other });
+    closers.push(() => leases.close());
+    const log = new PublishLog();
+    const relay = createOutboxRelay({ store: outbox, leases, transport: log.transport('far'), name: 'far', pollMs: 3_600_000, leaseMs: 5000 });
+    closers.push(() => relay.close({ timeoutMs: 1000 }));
+    await relay.start();
+    await waitFor(() => relay.stats().partitions === 2, { timeoutMs: 5000, what: 'the relay to own both partitions' });
+    await sleep(300); // its first drains found nothing, and its LISTEN connection is up
+    await uow.withTransaction((tx) => tx.publish('t', [message('far-1', 'a'), message('far-2', 'b')]));
+    await waitFor(() => log.entries.length >= 2, { timeoutMs: 3000, what: 'the NOTIFY to wake the relay' });
+    assertDelivered(['far-1', 'far-2'], log.ids());
+  });
+
   it('a callback that swallowed an SQL error does not commit: HERALD_ERR_STORAGE, nothing stored', async () => {
     const { database, uow } = await setup(2);
     let afterCommit = false;
