@@ -410,7 +410,7 @@ export class PostgresEventStore implements EventStore {
     const prepared = prepareEvents(streamId, events, this.catalog, this.#clock.now());
     const ready = Array.isArray(prepared) ? prepared : await prepared;
     await this.#enter();
-    const [o] = await this.appendBatchIn(client, [{ streamId, events: ready, expected, ownIds: true, resolve: () => {}, reject: () => {} }]);
+    const [o] = await this.database.run(() => this.appendBatchIn(client, [{ streamId, events: ready, expected, ownIds: true, resolve: () => {}, reject: () => {} }]));
     if (o && 'error' in o) throw o.error;
     return o!;
   }

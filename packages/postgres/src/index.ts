@@ -6,6 +6,15 @@ export type { PgComponent, MigrateOptions, MigrateResult } from './migrations.ts
 export { LOG_COMPONENT, EVENT_STORE_COMPONENT } from './schema.ts';
 export { createPostgresEventStore, PostgresEventStore } from './event-store.ts';
 export type { PostgresEventStoreOptions, PostgresEventStoreStats, PgInlineHook } from './event-store.ts';
+export { PostgresSnapshotStore } from './event-store-snapshots.ts';
+export { createPostgresProjection, PostgresProjection } from './projections.ts';
+export type { PostgresProjectionDefinition, PostgresProjectionContext, PostgresProjectionOptions } from './projections.ts';
+export { PostgresLeaseStore } from './lease-store.ts';
+export type { PostgresLeaseStoreOptions } from './lease-store.ts';
+export { PostgresDeadLetterStore } from './dead-letter-store.ts';
+export type { PostgresDeadLetterStoreOptions, PostgresDeadLetterEntry } from './dead-letter-store.ts';
+export { createPostgresTransport, PostgresTransport } from './transport.ts';
+export type { PostgresTransportOptions, PostgresRetentionOptions, PostgresTransportStats } from './transport.ts';
 export { OUTBOX_COMPONENT, SAGA_COMPONENT } from './schema.ts';
 export { createPostgresUnitOfWork, PostgresUnitOfWork } from './unit-of-work.ts';
 export type { PostgresUnitOfWorkOptions } from './unit-of-work.ts';
