@@ -24,6 +24,11 @@
  *   `uow.withTransaction`; and that writes it through `ctx.transaction` (the inbox: record +
  *   row in one transaction, group-committed). Differences of the per-message times: the inbox
  *   alone, and transaction + inbox.
+ *
+ * Every run also logs this process's CPU per message, and the rows carry its median
+ * (`cpuMicros`): on a shared machine the rates swing with other processes' load, the CPU much
+ * less. Analysis knob: OUTBOX_BENCH_PARTITIONS (outbox partitions, default 8); OUTBOX_BENCH_ONLY
+ * = publish | consume when run directly.
  */
 import { rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -44,6 +49,8 @@ export interface BenchRow {
   p99?: number;
   peer?: string;
   ratio?: number;
+  /** This process's CPU time per message (user + system, setup included), median of the runs, µs. */
+  cpuMicros?: number;
 }
 
 export interface BenchOptions {
@@ -119,10 +126,11 @@ async function outbox(envs: readonly CloudEvent[], concurrency: number, relayed:
   const database = openDatabase({ path: f.path, synchronous: 'NORMAL' });
   const transport = createSqliteTransport({ database });
   const leases = new SqliteLeaseStore({ database });
-  const store = createSqliteOutboxStore({ database });
-  const uow = createSqliteUnitOfWork({ path: f.path, synchronous: 'NORMAL' });
+  // Analysis knob: OUTBOX_BENCH_PARTITIONS (default 8, the unit of work's default).
+  const uow = createSqliteUnitOfWork({ path: f.path, synchronous: 'NORMAL', outboxPartitions: Number(process.env.OUTBOX_BENCH_PARTITIONS ?? 8) });
   uow.database.db.exec('CREATE TABLE orders (id INTEGER PRIMARY KEY, customer TEXT NOT NULL, total INTEGER NOT NULL)');
   const insert = uow.database.db.prepare('INSERT INTO orders (id, customer, total) VALUES (?, ?, ?)');
+  const store = createSqliteOutboxStore({ database });
   const relay = createOutboxRelay({ store, transport, leases, name: 'bench', pollMs: 50 });
   try {
     await transport.ensureTopic(TOPIC);
@@ -197,22 +205,24 @@ export async function runBench(options: BenchOptions): Promise<BenchRow[]> {
   }
   // Interleaved (every case once per run), so drift in the machine's load hits every row alike.
   const times = new Map<string, number[]>(cases.map(([c]) => [c, []]));
+  const cpus = new Map<string, number[]>(cases.map(([c]) => [c, []]));
   for (let r = 0; r < runs; r++) {
     for (const [c, fn] of cases) {
       const cpu0 = process.cpuUsage();
       const ms = await fn();
       const cpu = process.cpuUsage(cpu0);
       times.get(c)!.push(ms);
+      cpus.get(c)!.push((cpu.user + cpu.system) / n);
       // CPU of this process per message (setup included): less sensitive than the rate to other processes' load.
       options.log(`${c} — run ${r + 1}/${runs}: ${Math.round((n * 1000) / ms).toLocaleString('en-US')} msg/s, ${((cpu.user + cpu.system) / n).toFixed(1)} µs CPU/message`);
     }
   }
   const rows: BenchRow[] = [];
   for (const [c, , peer] of cases) {
-    const sorted = [...times.get(c)!].sort((a, b) => a - b);
-    const rate = (n * 1000) / sorted[Math.floor(sorted.length / 2)]!;
+    const mid = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+    const rate = (n * 1000) / mid(times.get(c)!);
     const p = peer === undefined ? undefined : rows.find((x) => x.case === peer);
-    rows.push({ case: c, messages: n, rate, ...(p ? { peer: p.case, ratio: rate / p.rate } : {}) });
+    rows.push({ case: c, messages: n, rate, ...(p ? { peer: p.case, ratio: rate / p.rate } : {}), cpuMicros: mid(cpus.get(c)!) });
   }
   return rows;
 }
@@ -232,6 +242,19 @@ export function inboxOverheadMicros(rows: readonly BenchRow[]): { inbox: number;
   return plain === undefined || tx === undefined || inbox === undefined ? undefined : { inbox: inbox - tx, transactionAndInbox: inbox - plain };
 }
 
+/** The rows' CPU per message, for the section note: less sensitive than rates to other processes' load. */
+export function cpuSummary(rows: readonly BenchRow[]): string {
+  const cpu = (c: string): number | undefined => rows.find((r) => r.case === c)?.cpuMicros;
+  const parts: string[] = [];
+  const d = cpu(DIRECT);
+  const e = cpu(OUTBOX_E2E);
+  const w = cpu(OUTBOX_WRITE);
+  if (d !== undefined && e !== undefined) parts.push(`CPU µs/message: direct ${d.toFixed(1)}, end to end ${e.toFixed(1)}${w !== undefined ? `, write side ${w.toFixed(1)}` : ''} (direct ÷ end to end = ${((d / e) * 100).toFixed(1)} %)`);
+  const [p, t, i] = [cpu(CONSUME_PLAIN), cpu(CONSUME_TX), cpu(CONSUME_INBOX)];
+  if (p !== undefined && t !== undefined && i !== undefined) parts.push(`consume CPU µs/message: plain ${p.toFixed(1)}, uow.withTransaction ${t.toFixed(1)}, ctx.transaction ${i.toFixed(1)}`);
+  return parts.join('; ');
+}
+
 if (import.meta.url === `file://${process.argv[1]}`) {
   const keepAlive = setInterval(() => {}, 1000);
   const only = process.env.OUTBOX_BENCH_ONLY as 'publish' | 'consume' | undefined;
@@ -239,6 +262,7 @@ if (import.meta.url === `file://${process.argv[1]}`) {
   console.log('| case | msg/s | vs |\n|:--|--:|--:|');
   for (const r of rows) console.log(`| ${r.case} | ${Math.round(r.rate).toLocaleString('en-US')} | ${r.ratio === undefined ? '' : `${(r.ratio * 100).toFixed(1)} %`} |`);
   const o = inboxOverheadMicros(rows);
-  if (o !== undefined) console.log(`\ninbox overhead: ${o.inbox.toFixed(1)} µs/message (transaction + inbox: ${o.transactionAndInbox.toFixed(1)} µs/message)`);
+  console.log(`\n${cpuSummary(rows)}`);
+  if (o !== undefined) console.log(`inbox overhead: ${o.inbox.toFixed(1)} µs/message (transaction + inbox: ${o.transactionAndInbox.toFixed(1)} µs/message)`);
   clearInterval(keepAlive);
 }

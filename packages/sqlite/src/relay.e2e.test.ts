@@ -40,20 +40,24 @@ test('3 relay processes, one file: SIGKILL of one mid-way publishes every row, k
     relays.push(await forkChild(RELAY, { name: 'r0', env: { ...env, RELAY_MEMBER: 'r0', RELAY_HOLD_MS: '50' } }));
     let written = 0;
     let othersJoined = false;
+    let killed = false;
     const writing = (async () => {
-      for (let i = 0; i < N; i += 100) {
+      for (let i = 0; i < N; ) {
+        // Near the end and before the kill, small slow transactions: rows keep coming for r0 to publish.
+        const size = !killed && i >= N - Math.min(1000, N / 5) ? 5 : 100;
+        const end = Math.min(N, i + size);
         await uow.withTransaction((tx) => {
-          for (let j = i; j < Math.min(N, i + 100); j++) {
+          for (let j = i; j < end; j++) {
             const k = `k${j % KEYS}`;
             const seq = Math.floor(j / KEYS);
             tx.native.prepare('INSERT INTO orders (k, seq) VALUES (?, ?)').run(k, seq);
             tx.publish(topic, { key: k, envelope: createEnvelope({ type: 'order.placed', source: 'relay-e2e', id: `${k}/${seq}`, data: { k, seq } }) });
           }
         });
-        written = Math.min(N, i + 100);
-        // A fifth of the rows before the other relays join, the rest over a few seconds after.
+        written = i = end;
+        // A fifth of the rows before the other relays join, the rest paced after.
         while (!othersJoined && written >= N / 5) await new Promise((r) => setTimeout(r, 10));
-        await new Promise((r) => setTimeout(r, 25));
+        await new Promise((r) => setTimeout(r, size === 5 ? 20 : 25));
       }
     })();
     relays.push(await forkChild(RELAY, { name: 'r1', env: { ...env, RELAY_MEMBER: 'r1' } }));
@@ -70,8 +74,9 @@ test('3 relay processes, one file: SIGKILL of one mid-way publishes every row, k
     // SIGKILL r0 right after a publish of its was stored and before the relay saw it confirmed: its unconfirmed window.
     const r0 = relays[0]!;
     const seenPublishes = r0.messages.filter((m) => m.type === 'published').length;
-    await waitFor(() => r0.messages.filter((m) => m.type === 'published').length > seenPublishes, { timeoutMs: 10_000, what: 'r0 to publish again' });
+    await waitFor(() => r0.messages.filter((m) => m.type === 'published').length > seenPublishes, { timeoutMs: 20_000, what: 'r0 to publish again' });
     r0.child.kill('SIGKILL');
+    killed = true;
     const window = Number(r0.messages.filter((m) => m.type === 'published').at(-1)!.count);
     const killedAt = published.get(topic) as number;
     await writing;

@@ -11,7 +11,7 @@ import { createSqliteEventStore } from './event-store.ts';
 import { SqliteLeaseStore } from './lease-store.ts';
 import { createSqliteOutboxStore } from './outbox-store.ts';
 import { createSqliteSchedulerStore } from './scheduler-store.ts';
-import { tempDbPath } from './test-helpers.ts';
+import { tempDbPath, waitFor } from './test-helpers.ts';
 import { createSqliteUnitOfWork } from './unit-of-work.ts';
 
 const cleanups: Array<() => void> = [];
@@ -87,9 +87,11 @@ describe('SQLite unit of work', () => {
     const off = s.outbox.onWrite(() => events.push('wake'));
     let release!: () => void;
     const gate = new Promise<void>((r) => (release = r));
+    let entered = false;
     const tx1 = s.uow.withTransaction(async (tx) => {
       tx.publish('orders', { envelope: env(1, 'a') });
       tx.afterCommit(() => events.push('after-commit'));
+      entered = true;
       await gate;
       events.push('callback-end');
     });
@@ -98,6 +100,7 @@ describe('SQLite unit of work', () => {
       tx.afterCommit(() => events.push('never'));
       throw new Error('no');
     });
+    await waitFor(() => entered, 'the first callback to run');
     await new Promise((r) => setTimeout(r, 20));
     assert.ok(s.uow.database.db.inTransaction, 'BEGIN IMMEDIATE is held while the callback awaits');
     // Another connection cannot write meanwhile (busy), and sees nothing uncommitted.
@@ -152,6 +155,28 @@ describe('SQLite unit of work', () => {
     assert.throws(() => createSqliteUnitOfWork({ path: s.path, maxBatch: 0 }), (e) => isHeraldError(e, 'HERALD_ERR_INVALID_ARGUMENT'));
     await s.close();
     await assert.rejects(s.uow.withTransaction(() => 1), (e) => isHeraldError(e, 'HERALD_ERR_CLOSED'));
+  });
+
+  it('maxBatch bounds the callbacks per transaction; an afterCommit that throws goes to onError and its caller still resolves', async () => {
+    const s = setup();
+    const errors: unknown[] = [];
+    const uow = createSqliteUnitOfWork({ path: s.path, maxBatch: 4, onError: (e) => errors.push(e) });
+    const results = await Promise.all(
+      Array.from({ length: 10 }, (_, i) =>
+        uow.withTransaction((tx) => {
+          tx.publish('orders', { envelope: env(100 + i, 'm') });
+          if (i === 5) tx.afterCommit(() => { throw new Error('after-commit boom'); });
+          return i;
+        }),
+      ),
+    );
+    assert.deepEqual(results, [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]);
+    assert.equal(uow.transactions, 3, '10 callers, at most 4 per transaction');
+    assert.equal(errors.length, 1);
+    assert.match((errors[0] as Error).message, /after-commit boom/);
+    assert.equal((await s.outbox.backlog()).count, 10);
+    await uow.close();
+    await s.close();
   });
 
   it('inbox: the handler runs once per key; a failed handler records nothing; purge by age', async () => {
