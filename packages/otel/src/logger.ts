@@ -6,7 +6,7 @@
  *
  * Personal data: the data fields a definition marks `personal` are replaced by `[REDACTED]`
  * wherever an envelope is logged under `event` (per event type), and under `data` (the union
- * of every registered definition's paths — pino's path redaction does not know the type).
+ * of every registered definition's paths: a bare `data` object does not say its type).
  */
 import { AsyncLocalStorage } from 'node:async_hooks';
 import type { Channel } from 'node:diagnostics_channel';
@@ -27,8 +27,8 @@ export interface HeraldLoggerOptions {
   readonly destination?: DestinationStream;
   /** Bind the message being handled so lines logged inside a handler carry its ids (default true). */
   readonly bindHandlers?: boolean;
-  /** More pino options (merged; `mixin`, `base`, `serializers` and `redact` are Herald's). */
-  readonly pino?: Omit<LoggerOptions, 'mixin' | 'base' | 'redact' | 'serializers'>;
+  /** More pino options (merged; `mixin`, `base` and `serializers` are Herald's; pino's own `redact` still works for other paths). */
+  readonly pino?: Omit<LoggerOptions, 'mixin' | 'base' | 'serializers'>;
 }
 
 export interface HeraldLogger extends Logger {
@@ -96,9 +96,9 @@ export function createLogger(options: HeraldLoggerOptions): HeraldLogger {
       ...options.pino,
       base: { service: options.service },
       // pino path syntax: a '*' segment is a wildcard; other segments are quoted so names with '-' work.
-      ...(union.length > 0 ? { redact: { paths: union.map((p) => `data${pinoPath(p)}`), censor: REDACTED } } : {}),
       serializers: {
         event: (e: unknown) => (isEnvelope(e) ? redactEnvelope(e, personalByType) : e),
+        data: (d: unknown) => redactData(d, union),
         err: pino.stdSerializers.err,
       },
       mixin() {
@@ -127,14 +127,6 @@ export function createLogger(options: HeraldLoggerOptions): HeraldLogger {
     start.unbindStore(current);
   };
   return logger;
-}
-
-/** A personal path in pino's redaction syntax: `.name`, `.*`, or `["odd-name"]` per segment. */
-function pinoPath(path: string): string {
-  return path
-    .split('.')
-    .map((seg) => (seg === '*' || /^[A-Za-z_$][\w$]*$/.test(seg) ? `.${seg}` : `[${JSON.stringify(seg)}]`))
-    .join('');
 }
 
 function isEnvelope(e: unknown): e is CloudEvent {
