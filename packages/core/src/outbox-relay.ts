@@ -27,7 +27,7 @@
  */
 import { type Clock, type Random, systemClock, systemRandom } from './clock.ts';
 import { backoffSleep, every, type LastError, lastError, type LoopRetryOptions, loopRetryPolicy, randomMemberId, runsByTopic, SerialTask, settlesWithin } from './background-loop.ts';
-import { HeraldError } from './errors.ts';
+import { HeraldError, isHeraldError } from './errors.ts';
 import { channels, traced } from './instrumentation.ts';
 import { type LeaseFence, type LeaseStore, PartitionBalancer } from './lease.ts';
 import { nonNegativeInt, positiveInt } from './options.ts';
@@ -320,9 +320,13 @@ class Relay implements OutboxRelay {
         try {
           marked = await store.markSent(p, confirmed, w.grant);
         } catch (e) {
-          w.attemptedUpTo = maxId(w.attemptedUpTo, confirmed);
-          if (!(await this.#failed(w, e))) return;
-          continue;
+          // A store may report a fenced write as an error rather than `false`.
+          if (isHeraldError(e, 'HERALD_ERR_LEASE_LOST')) marked = false;
+          else {
+            w.attemptedUpTo = maxId(w.attemptedUpTo, confirmed);
+            if (!(await this.#failed(w, e))) return;
+            continue;
+          }
         }
         if (!marked) {
           this.#stats.fencedOut++;

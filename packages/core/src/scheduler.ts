@@ -19,7 +19,7 @@
  */
 import { type Clock, type Random, systemClock, systemRandom } from './clock.ts';
 import { backoffSleep, every, type LastError, lastError, type LoopRetryOptions, loopRetryPolicy, randomMemberId, runsByTopic, SerialTask, settlesWithin } from './background-loop.ts';
-import { HeraldError } from './errors.ts';
+import { HeraldError, isHeraldError } from './errors.ts';
 import { type LeaseFence, type LeaseStore, PartitionBalancer } from './lease.ts';
 import { positiveInt } from './options.ts';
 import type { ScheduledRecord, SchedulerStore } from './outbox.ts';
@@ -215,8 +215,12 @@ class SchedulerRuntime implements Scheduler {
         try {
           marked = await store.markFired(published, grant);
         } catch (e) {
-          if (!(await this.#failed(e, signal))) return;
-          continue;
+          // A store may report a fenced write as an error rather than `false`.
+          if (isHeraldError(e, 'HERALD_ERR_LEASE_LOST')) marked = false;
+          else {
+            if (!(await this.#failed(e, signal))) return;
+            continue;
+          }
         }
         if (!marked) {
           this.#stats.fencedOut++;
