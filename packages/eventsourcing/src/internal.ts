@@ -23,4 +23,4 @@ export { streamDeleted, idempotencyConflict, invalidArgument, closedError } from
 export { CatchUpSubscription } from './subscription.ts';
 export type { CatchUpSource } from './subscription.ts';
 export { projectionFailed, checkRebuildOptions, resolveRetry, retryDelay, wants } from './projections.ts';
-export { checkSave, checkListOptions, encodeCursor, decodeCursor } from './saga-store.ts';
+export { checkSave, checkListOptions, encodeCursor, decodeCursor, parseStoredInstance, parseStoredTimelineEntry } from './saga-store.ts';

@@ -128,3 +128,27 @@ export function decodeCursor(cursor: string | undefined): number {
   if (typeof cursor !== 'string' || !/^(0|[1-9]\d{0,15})$/.test(cursor) || !Number.isSafeInteger(Number(cursor))) throw invalid(`malformed saga cursor ${JSON.stringify(cursor)}: pass back a page's "next" unchanged`);
   return Number(cursor);
 }
+
+function corruptRecord(what: string, cause: unknown): HeraldError {
+  return new HeraldError('HERALD_ERR_CORRUPT_RECORD', `${what} could not be read back: ${cause instanceof Error ? cause.message : String(cause)}`, { cause });
+}
+
+/** Reads a stored instance (JSON) back; anything else is `HERALD_ERR_CORRUPT_RECORD` naming `where`. Shared by the backends. */
+export function parseStoredInstance(body: string, where: string): SagaInstance {
+  try {
+    const v = JSON.parse(body) as SagaInstance;
+    if (typeof v !== 'object' || v === null || typeof v.saga !== 'string' || typeof v.key !== 'string' || !Number.isSafeInteger(v.revision)) throw new Error('not a saga instance');
+    return v;
+  } catch (e) {
+    throw corruptRecord(where, e);
+  }
+}
+
+/** Reads a stored timeline entry (JSON) back; anything else is `HERALD_ERR_CORRUPT_RECORD` naming `where`. Shared by the backends. */
+export function parseStoredTimelineEntry(entry: string, where: string): SagaTimelineEntry {
+  try {
+    return JSON.parse(entry) as SagaTimelineEntry;
+  } catch (e) {
+    throw corruptRecord(where, e);
+  }
+}

@@ -18,7 +18,7 @@
  * Listing cursors are `seq` (fixed when the instance is first saved); timelines are ordered by
  * their own `seq`.
  */
-import { HeraldError, type Transaction } from '@herald/core';
+import type { Transaction } from '@herald/core';
 import {
   SagaConcurrencyError,
   type SagaInstance,
@@ -30,7 +30,7 @@ import {
   type SagaTimelineEntry,
   type StoredSagaTimelineEntry,
 } from '@herald/eventsourcing';
-import { checkListOptions, checkSave, decodeCursor, encodeCursor } from '@herald/eventsourcing/internal';
+import { checkListOptions, checkSave, decodeCursor, encodeCursor, parseStoredInstance as parseInstance, parseStoredTimelineEntry } from '@herald/eventsourcing/internal';
 import type pg from 'pg';
 import { type PgDatabase, type PgDatabaseSource, resolveDatabase } from './database.ts';
 import { ensureMigrated } from './migrations.ts';
@@ -141,15 +141,7 @@ export class PostgresSagaStore implements SagaStore<pg.PoolClient> {
     );
     const page = r.rows.slice(0, limit);
     return {
-      items: page.map((x) => {
-        let e: SagaTimelineEntry;
-        try {
-          e = JSON.parse(x.entry) as SagaTimelineEntry;
-        } catch (cause) {
-          throw corrupt(`saga "${saga}" instance "${key}" timeline entry ${x.seq}`, cause);
-        }
-        return { ...e, seq: Number(x.seq), instanceId: x.instance_id };
-      }),
+      items: page.map((x) => ({ ...parseStoredTimelineEntry(x.entry, `saga "${saga}" instance "${key}" timeline entry ${x.seq}`), seq: Number(x.seq), instanceId: x.instance_id })),
       next: r.rows.length > limit ? encodeCursor(Number(page[page.length - 1]!.seq)) : undefined,
     };
   }
@@ -165,19 +157,5 @@ export class PostgresSagaStore implements SagaStore<pg.PoolClient> {
   /** Closes the pool when this store opened it. Idempotent. */
   async close(): Promise<void> {
     if (this.#owned) await this.database.close();
-  }
-}
-
-function corrupt(what: string, cause: unknown): HeraldError {
-  return new HeraldError('HERALD_ERR_CORRUPT_RECORD', `${what} could not be read back: ${cause instanceof Error ? cause.message : String(cause)}`, { cause });
-}
-
-function parseInstance(body: string, where: string): SagaInstance {
-  try {
-    const v = JSON.parse(body) as SagaInstance;
-    if (typeof v !== 'object' || v === null || typeof v.saga !== 'string' || typeof v.key !== 'string' || !Number.isSafeInteger(v.revision)) throw new Error('not a saga instance');
-    return v;
-  } catch (e) {
-    throw corrupt(where, e);
   }
 }

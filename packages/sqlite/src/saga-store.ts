@@ -11,8 +11,7 @@
  * `save` checks the stored revision under the write lock (the unit of work's `BEGIN IMMEDIATE`),
  * so two processes sharing the file cannot both move an instance from the same revision.
  */
-import { HeraldError } from '@herald/core';
-import { checkListOptions, checkSave, decodeCursor, encodeCursor } from '@herald/eventsourcing/internal';
+import { checkListOptions, checkSave, decodeCursor, encodeCursor, parseStoredInstance as parseInstance, parseStoredTimelineEntry } from '@herald/eventsourcing/internal';
 import {
   SagaConcurrencyError,
   type SagaInstance,
@@ -62,20 +61,6 @@ function statements(db: Database.Database): Statements {
     byConnection.set(db, s);
   }
   return s;
-}
-
-function corrupt(what: string, cause: unknown): HeraldError {
-  return new HeraldError('HERALD_ERR_CORRUPT_RECORD', `${what} could not be read back: ${cause instanceof Error ? cause.message : String(cause)}`, { cause });
-}
-
-function parseInstance(body: string, where: string): SagaInstance {
-  try {
-    const v = JSON.parse(body) as SagaInstance;
-    if (typeof v !== 'object' || v === null || typeof v.saga !== 'string' || typeof v.key !== 'string' || !Number.isSafeInteger(v.revision)) throw new Error('not a saga instance');
-    return v;
-  } catch (e) {
-    throw corrupt(where, e);
-  }
 }
 
 export function createSqliteSagaStore(options: SqliteSagaStoreOptions): SqliteSagaStore {
@@ -157,15 +142,7 @@ export class SqliteSagaStore implements SagaStore<Database.Database> {
     ) as Array<{ seq: number; instance_id: string; entry: string }>;
     const page = rows.slice(0, limit);
     return {
-      items: page.map((r) => {
-        let e: SagaTimelineEntry;
-        try {
-          e = JSON.parse(r.entry) as SagaTimelineEntry;
-        } catch (cause) {
-          throw corrupt(`saga "${saga}" instance "${key}" timeline entry ${r.seq}`, cause);
-        }
-        return { ...e, seq: r.seq, instanceId: r.instance_id };
-      }),
+      items: page.map((r) => ({ ...parseStoredTimelineEntry(r.entry, `saga "${saga}" instance "${key}" timeline entry ${r.seq}`), seq: r.seq, instanceId: r.instance_id })),
       next: rows.length > limit ? encodeCursor(page[page.length - 1]!.seq) : undefined,
     };
   }
