@@ -2,18 +2,17 @@
  * Opens the stores a config's backend names, for the commands and the console: dead letters,
  * the event store, topic and lag figures, stream views (evolvers) and projection definitions.
  *
- * SQLite: one connection to the file, shared by the stores. Topic and lag figures are read from
- * the transport's tables (`herald_topics`, `herald_partitions`, `herald_offsets`) in one query
- * each: a read only, safe while the services write. PostgreSQL is not wired yet (a typed
- * error says so).
+ * SQLite: one connection to the file, shared by the stores. Lag comes from the transport's
+ * `lag()`, messages published per topic from one read of its partition counters: reads only,
+ * safe while the services write. PostgreSQL is not wired yet (a typed error says so).
  */
 import { existsSync } from 'node:fs';
 import { pathToFileURL } from 'node:url';
-import { type DeadLetterStore, HeraldError } from '@herald/core';
+import { type DeadLetterStore, HeraldError, type LagSource } from '@herald/core';
 import type { EventStore, RecordedEvent } from '@herald/eventsourcing';
 import type { CausationNode, ConsoleSources, SagaSource, StreamView, TopicStats } from '@herald/console';
 import type { SagaStatus, SagaStore } from '@herald/eventsourcing';
-import { createSqliteEventStore, createSqliteSagaStore, openDatabase, type SqliteDatabase, SqliteDeadLetterStore, type SqliteEventStore, type SqliteProjectionDefinition } from '@herald/sqlite';
+import { createSqliteEventStore, createSqliteSagaStore, createSqliteTransport, openDatabase, type SqliteDatabase, SqliteDeadLetterStore, type SqliteEventStore, type SqliteProjectionDefinition } from '@herald/sqlite';
 import type { HeraldConfig } from './config.ts';
 
 export interface OpenBackend extends ConsoleSources {
@@ -43,6 +42,7 @@ export async function openBackend(config: HeraldConfig, options: OpenBackendOpti
   }
   const database = openDatabase({ path: backend.path });
   const deadLetters = new SqliteDeadLetterStore({ database });
+  const transport = createSqliteTransport({ database }); // read here for lag only: no subscription, no timer
   const eventStore: SqliteEventStore = createSqliteEventStore({ database });
   const sagaStore = createSqliteSagaStore({ database });
   const views = options.loadViews ? await loadViews(config) : [];
@@ -53,11 +53,12 @@ export async function openBackend(config: HeraldConfig, options: OpenBackendOpti
     eventStore,
     views,
     sagas: sagaSource(sagaStore),
-    topics: async () => sqliteTopicStats(database),
+    topics: () => sqliteTopicStats(database, transport),
     causation: async (correlationId, limit) => sqliteCausation(database, correlationId, limit),
     recentStreams: async (limit, category, type) => recentStreams(eventStore, limit, category, type),
     schemaVersions: () => schemaVersions(database),
     close: async () => {
+      await transport.close();
       await eventStore.close();
       await deadLetters.close();
       database.close();
@@ -70,46 +71,39 @@ interface TopicRow {
   partitions: number;
   published: number;
 }
-interface GroupRow {
-  name: string;
-  grp: string;
-  handled: number;
-  lag: number;
-}
 
-/** Topics, messages published, and per group the messages committed and the lag, summed over partitions. */
-export function sqliteTopicStats(database: SqliteDatabase): TopicStats[] {
-  return database.read(() => {
-    const topics = database
-      .statement(
-        `SELECT t.name AS name, t.partitions AS partitions, COALESCE(SUM(p.next_offset), 0) AS published
-         FROM herald_topics t LEFT JOIN herald_partitions p ON p.topic_id = t.id GROUP BY t.id ORDER BY t.name`,
-      )
-      .all() as TopicRow[];
-    // committed is the last committed offset (-1: none); lag = next_offset - 1 - committed per partition.
-    const groups = database
-      .statement(
-        `SELECT t.name AS name, o.grp AS grp, SUM(o.committed + 1) AS handled,
-                SUM(MAX(0, COALESCE(p.next_offset, 0) - 1 - o.committed)) AS lag
-         FROM herald_offsets o JOIN herald_topics t ON t.id = o.topic_id
-         LEFT JOIN herald_partitions p ON p.topic_id = o.topic_id AND p.partition = o.partition
-         GROUP BY t.name, o.grp ORDER BY t.name, o.grp`,
-      )
-      .all() as GroupRow[];
-    const oldest = database.statement(
-      `SELECT MIN(l.appended_at) FROM herald_offsets o JOIN herald_topics t ON t.id = o.topic_id
-       JOIN herald_log l ON l.topic_id = o.topic_id AND l.partition = o.partition AND l.offset = o.committed + 1
-       WHERE t.name = ? AND o.grp = ?`,
-    );
-    return topics.map((t) => ({
-      name: t.name,
-      partitions: t.partitions,
-      published: t.published,
-      groups: groups
-        .filter((g) => g.name === t.name)
-        .map((g) => ({ group: g.grp, handled: g.handled, lag: g.lag, oldestUnhandledAt: g.lag > 0 ? ((oldest.pluck().get(t.name, g.grp) as number | null) ?? null) : null })),
-    }));
-  });
+/**
+ * Topics, messages published (the sum of the partitions' next offsets), and per consumer group
+ * the messages committed and the lag (the transport's `lag()`), summed over partitions.
+ */
+export async function sqliteTopicStats(database: SqliteDatabase, lagSource: LagSource): Promise<TopicStats[]> {
+  const topics = database.read(
+    () =>
+      database
+        .statement(
+          `SELECT t.name AS name, t.partitions AS partitions, COALESCE(SUM(p.next_offset), 0) AS published
+           FROM herald_topics t LEFT JOIN herald_partitions p ON p.topic_id = t.id GROUP BY t.id ORDER BY t.name`,
+        )
+        .all() as TopicRow[],
+  );
+  const groups = new Map<string, Map<string, { handled: number; lag: number; oldestUnhandledAt: number | null }>>();
+  for (const p of await lagSource.lag()) {
+    let byGroup = groups.get(p.topic);
+    if (!byGroup) groups.set(p.topic, (byGroup = new Map()));
+    const g = byGroup.get(p.group) ?? { handled: 0, lag: 0, oldestUnhandledAt: null };
+    g.handled += Number(p.committed) + 1; // committed is the last committed offset, -1 for none
+    g.lag += p.messages;
+    if (p.oldestUnhandledAt !== undefined) g.oldestUnhandledAt = Math.min(g.oldestUnhandledAt ?? Infinity, p.oldestUnhandledAt);
+    byGroup.set(p.group, g);
+  }
+  return topics.map((t) => ({
+    name: t.name,
+    partitions: t.partitions,
+    published: t.published,
+    groups: [...(groups.get(t.name) ?? new Map<string, { handled: number; lag: number; oldestUnhandledAt: number | null }>())]
+      .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))
+      .map(([group, g]) => ({ group, ...g })),
+  }));
 }
 
 /** Every schema component stored in the file's `herald_meta`, with its version. */

@@ -54,7 +54,8 @@ export function serviceProcesses(config: HeraldConfig, options: { watch?: boolea
 export async function runServices(config: HeraldConfig, options: RunOptions, io: Io): Promise<number> {
   if (config.backend.kind === 'sqlite') mkdirSync(dirname(config.backend.path), { recursive: true });
   const backend = await openBackend(config, { create: true, loadViews: true });
-  const supervisor = new Supervisor(serviceProcesses(config, options), options.supervisor);
+  const processes = serviceProcesses(config, options);
+  const supervisor = new Supervisor(processes, options.supervisor);
   let server: ConsoleServer | undefined;
   try {
     if (options.console !== false) {
@@ -70,7 +71,7 @@ export async function runServices(config: HeraldConfig, options: RunOptions, io:
     throw e;
   }
   supervisor.startAll();
-  io.err(`herald: ${config.name}: ${config.services.length} service(s) on ${config.backend.kind}${server ? `; console at ${server.url.replace('127.0.0.1', 'localhost')}` : ''} — Ctrl-C stops everything\n`);
+  io.err(`herald: ${config.name}: ${processes.length} service(s) on ${config.backend.kind}${server ? `; console at ${server.url.replace('127.0.0.1', 'localhost')}` : ''} — Ctrl-C stops everything\n`);
 
   return new Promise<number>((resolve) => {
     let stopping = false;
@@ -80,7 +81,7 @@ export async function runServices(config: HeraldConfig, options: RunOptions, io:
         process.exit(130);
       }
       stopping = true;
-      io.err(`herald: ${signal}: stopping ${config.services.length} service(s)…\n`);
+      io.err(`herald: ${signal}: stopping ${processes.length} service(s)…\n`);
       void (async () => {
         await supervisor.close();
         await server?.close();
