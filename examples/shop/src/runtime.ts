@@ -214,13 +214,13 @@ export function message<T>(
 }
 
 /**
- * Inbox: runs `fn` in one transaction with the record of the delivered message (group, handler,
- * source, id); a message already recorded is skipped. Replies published through `tx.publish`
- * carry the delivered message as their cause (correlation and causation ids).
+ * Inbox: runs `fn` through `ctx.transaction` — one transaction of the consumer's unit of work
+ * that also records the delivered message (group, handler, source, id); a message already
+ * recorded is skipped. Answers published through `tx.publish` go to the outbox in the same
+ * transaction and carry the delivered message as their cause (correlation and causation ids).
  */
 export async function inInbox(backend: Backend, source: string, ctx: MessageContext, fn: (tx: ShopTx) => Promise<void>): Promise<void> {
-  const key = { group: ctx.group, handler: ctx.handler, source: ctx.envelope.source, id: ctx.envelope.id };
-  await backend.unitOfWork.withInbox(key, (tx) =>
+  await ctx.transaction((tx) =>
     fn({
       sql: backend.txSql(tx),
       publish(definition, data) {
@@ -251,6 +251,7 @@ export async function runConsumerService(name: string, ddl: string, setup: (s: C
     transport: backend.transport,
     group: name,
     deadLetters: backend.deadLetters,
+    unitOfWork: backend.unitOfWork,
     retry: { maxAttempts: 8, initialDelayMs: 50 },
     onError: (e) => log(name, `consumer: ${(e as Error)?.message ?? String(e)}`),
   });
