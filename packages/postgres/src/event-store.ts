@@ -151,8 +151,6 @@ const STATE_TOMB = 2;
 const COLUMNS = 'position, stream_id, version, event_id, type, schema_version, data, metadata, correlation_id, causation_id, recorded_at';
 const MAX_RACE_RETRIES = 20;
 
-/** Thrown inside a batch transaction when another process moved a stream: roll back, decide again. */
-class Raced extends Error {}
 
 /** The safe head and the visible head in one snapshot (see the module doc). */
 const HEADS_SQL = `SELECT greatest(coalesce((SELECT max(position) FROM herald_es_events WHERE tx_id < x.xmin), 0), h.deleted_high) AS safe,
@@ -389,8 +387,9 @@ export class PostgresEventStore implements EventStore {
         return await this.database.tx((client) => this.appendBatchIn(client, batch, attempt > 0));
       } catch (e) {
         const code = (e as HeraldError)?.details?.sqlstate ?? (e as { code?: string })?.code;
-        const retry = e instanceof Raced || code === '40P01' || code === 'HRE02';
-        if (!retry || attempt >= MAX_RACE_RETRIES) throw e instanceof Raced ? storageError('appends kept racing with another process', e) : e;
+        // HRE02: a guarded stream row moved; 23505: an event id or (stream, version) stored meanwhile; 40P01: deadlock.
+        const retry = code === '40P01' || code === 'HRE02' || code === '23505';
+        if (!retry || attempt >= MAX_RACE_RETRIES) throw retry ? storageError(`appends kept racing with another process (${MAX_RACE_RETRIES} attempts)`, e) : e;
         this.#stats.raceRetries++;
       }
     }
@@ -525,7 +524,7 @@ export class PostgresEventStore implements EventStore {
           } catch (e) {
             await client.query('ROLLBACK TO SAVEPOINT herald_append');
             const code = (e as { code?: string })?.code;
-            if (e instanceof Raced || code === 'HRE02' || code === '40P01') throw e;
+            if (code === 'HRE02' || code === '40P01' || code === '23505') throw e;
             w.ok = false;
             decided[w.i] = { kind: 'error', error: isHeraldError(e) ? e : storageError(`append to stream "${p.streamId}" failed`, e) };
             // Later appends to the same stream were decided on top of this one: they fail too (retryable).
@@ -570,8 +569,10 @@ export class PostgresEventStore implements EventStore {
    * ONE statement: inserts the events of `writes` and moves their streams' rows, guarded by the
    * versions read first; with `reserve`, it first reserves the positions (`herald_es_reserve`,
    * before any write of the statement: every write joins its result) and notifies. When the guard
-   * or a unique index does not match, it aborts itself (`herald_es_raced()`, SQLSTATE HRE02), so
-   * nothing of it is stored. Event positions are `first + w.first + k`; returns `first`.
+   * does not match it aborts itself (`herald_es_raced()`, SQLSTATE HRE02); an event id or a
+   * (stream, version) stored meanwhile aborts it with a unique violation (23505): either way
+   * nothing of it is stored and the batch is decided again (plain inserts: no speculative
+   * insertion per row). Event positions are `first + w.first + k`; returns `first`.
    */
   async #insert(
     client: pg.PoolClient | pg.Pool,
@@ -644,7 +645,7 @@ export class PostgresEventStore implements EventStore {
          SELECT r.first + u.o, u.s, u.v, u.e, u.t, u.sv, u.d, u.m, u.c, u.ca, $11, u.cat
            FROM r, unnest($1::bigint[], $2::text[], $3::int[], $4::text[], $5::text[], $6::int[], $7::text[], $8::text[], $9::text[], $10::text[], $12::text[])
                 AS u(o, s, v, e, t, sv, d, m, c, ca, cat)
-         ON CONFLICT DO NOTHING RETURNING 1),
+         RETURNING 1),
        upd AS (
          UPDATE herald_es_streams s SET version = u.v, last_position = r.first + u.p, state = 0
            FROM r, unnest($13::text[], $14::int[], $15::bigint[], $16::int[], $17::int[]) AS u(id, v, p, old, oldstate)
