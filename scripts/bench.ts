@@ -32,6 +32,7 @@
  *   BENCH_PG_MESSAGES       messages per PostgreSQL transport row (default 20000; pg-boss at most 10000)
  *   BENCH_REBUILD_EVENTS    events of the event store's projection rebuild row (default 1000000; 0 skips it)
  *   BENCH_CPU_PROF_DIR      analysis only: write a CPU profile of each SQLite consumer process there
+ *   BENCH_OBS_RUNS          interleaved rounds of the observability section (default 5; each round runs all four modes)
  *   BENCH_POLL_MS           analysis only: the SQLite consumer's cross-process poll period, ms (default: the transport's own default)
  */
 import { execFileSync } from 'node:child_process';
@@ -139,6 +140,12 @@ for (const section of selected) {
       const sqlite = await import('./bench/sqlite.ts').catch((e: unknown) => ({ error: e }));
       if ('error' in sqlite) skipped = `SQLite rows skipped: ${(sqlite.error as Error).message}`;
       else got = await sqlite.sqliteRows({ messages: sqliteMessages, runs, batch, concurrency, rate, latencySeconds, ...(pollMs !== undefined ? { pollMs } : {}) });
+    } else if (section === 'observability') {
+      const obsRuns = Math.max(1, envInt('BENCH_OBS_RUNS', 5));
+      progress(`  ${sqliteMessages} messages × ${obsRuns} rounds × 4 modes`);
+      const [sqlite, obs] = await Promise.all([import('./bench/sqlite.ts'), import('./bench/observability.ts')]);
+      const c = { messages: sqliteMessages, runs: obsRuns, batch, concurrency, rate, latencySeconds };
+      got = await obs.observabilityRows({ runs: obsRuns, messages: sqliteMessages, batch, run: (mode) => sqlite.endToEndRun(c, { validate: true, latency: false, observe: mode }) });
     } else {
       const r = await runSection(section, transports, log);
       if ('skipped' in r) skipped = r.skipped;
@@ -232,6 +239,22 @@ function evaluateGoals(all: readonly Row[]): Goal[] {
         detail: ratio === undefined ? 'not measured' : `${pct(ratio)} (${fmtRate(r!.rate)} vs ${fmtRate(raw!.rate)} msg/s); ${margin(ratio, 0.5, r!.rate)}`,
       });
     }
+  }
+  if (ran('observability')) {
+    const obsGoal = (prefix: string, text: string, floor: number | undefined): void => {
+      const r = find(prefix);
+      const cost = r?.ratio === undefined ? undefined : 1 - r.ratio;
+      out.push({
+        section: 'observability',
+        text,
+        met: cost === undefined || floor === undefined ? undefined : 1 - cost >= floor,
+        detail: cost === undefined ? 'not measured' : `throughput cost ${pct(cost)} (${fmtRate(r!.rate)} msg/s, ratio ${r!.ratio!.toFixed(3)} vs no subscriber)${floor === undefined ? ' — reported, no goal' : ''}`,
+      });
+    };
+    obsGoal('no-subscriber helpers', 'instrumentation present, no subscriber: ≤ 2 % throughput cost (estimate, see the row)', 0.98);
+    obsGoal('sqlite e2e, metrics only', 'metrics only: ≤ 5 % throughput cost', 0.95);
+    obsGoal('sqlite e2e, tracing ParentBased 1 %', 'tracing at ParentBased 1 % sampling: ≤ 15 % throughput cost', 0.85);
+    obsGoal('sqlite e2e, tracing 100 %', 'tracing at 100 % sampling', undefined);
   }
   if (ran('memory')) {
     const pub = find('memory publish, batches');

@@ -102,7 +102,7 @@ export async function repeat<T>(label: string, runs: number, fn: (run: number) =
 }
 
 /** The sections of `npm run bench`, in the order they run; `--only` takes these names. */
-export const SECTIONS = ['memory', 'sqlite', 'nats', 'redis', 'rabbitmq', 'kafka', 'mqtt', 'event-store', 'outbox', 'postgres'] as const;
+export const SECTIONS = ['memory', 'sqlite', 'nats', 'redis', 'rabbitmq', 'kafka', 'mqtt', 'event-store', 'outbox', 'postgres', 'observability'] as const;
 export type Section = (typeof SECTIONS)[number];
 
 export interface Row {

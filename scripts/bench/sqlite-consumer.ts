@@ -14,6 +14,7 @@
 import { createConsumer } from '@herald/core';
 import { createSqliteTransport, SqliteDeadLetterStore } from '@herald/sqlite';
 import { epochMicros, EVENT_TYPE, ItemEvent, percentile, type Item } from './common.ts';
+import type { ObserveMode } from './observability.ts';
 
 export interface WorkerConfig {
   readonly path: string;
@@ -26,6 +27,8 @@ export interface WorkerConfig {
   readonly latency: boolean;
   /** Override of the transport's cross-process poll period, ms; absent: the transport default. */
   readonly pollMs?: number;
+  /** Observability rows: what to subscribe to Herald's channels in this process (scripts/bench/observability.ts). */
+  readonly observe?: ObserveMode;
 }
 
 export interface WorkerResult {
@@ -87,6 +90,7 @@ function onMessage(t: number): void {
 
 if (config.validate) consumer.handle(ItemEvent, (data: Item) => onMessage(data.t), { topic: config.topic });
 else consumer.handleEnvelope(config.topic, EVENT_TYPE, (e) => onMessage((e.data as Item).t));
+const unobserve = config.observe === undefined ? undefined : await (await import('./observability.ts')).observe(config.observe, transport);
 await consumer.start();
 while (consumer.assignment(config.topic).length < config.partitions) await new Promise((r) => setTimeout(r, 5));
 send({ kind: 'ready' });
@@ -100,6 +104,7 @@ if (latencies) {
   result = { ...result, p50Us: percentile(latencies, 0.5), p99Us: percentile(latencies, 0.99), maxUs: latencies[latencies.length - 1]! };
 }
 send({ kind: 'done', ...result });
+await unobserve?.();
 await consumer.close();
 await deadLetters.close();
 await transport.close();

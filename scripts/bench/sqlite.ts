@@ -17,6 +17,7 @@ import { createSqliteTransport, type SqliteTransport } from '@herald/sqlite';
 import { envelope, epochMicros, median, progress, rateOf, repeat, type Row } from './common.ts';
 import { rawInsertRun } from './raw-sqlite.ts';
 import type { WorkerConfig, WorkerResult } from './sqlite-consumer.ts';
+import type { ObserveMode } from './observability.ts';
 
 export interface SqliteConfig {
   readonly messages: number;
@@ -165,7 +166,7 @@ interface E2eResult {
  * per message at `rate` msg/s, scheduled by time (open loop), each payload carrying its
  * intended send time.
  */
-async function endToEndRun(c: SqliteConfig, mode: { validate: boolean; latency: boolean }): Promise<E2eResult> {
+export async function endToEndRun(c: SqliteConfig, mode: { validate: boolean; latency: boolean; observe?: ObserveMode }): Promise<E2eResult> {
   const db = tempDb();
   const transport = open(db.path);
   let child: Child | undefined;
@@ -183,19 +184,25 @@ async function endToEndRun(c: SqliteConfig, mode: { validate: boolean; latency: 
       validate: mode.validate,
       latency: mode.latency,
       ...(c.pollMs !== undefined ? { pollMs: c.pollMs } : {}),
+      ...(mode.observe !== undefined ? { observe: mode.observe } : {}),
     });
     await child.next('ready');
     for (let i = 0; i < warmup; i += c.batch) await transport.publish(TOPIC, batchOf(i, Math.min(c.batch, warmup - i)));
     await child.next('warm');
 
     let t0Us: number;
+    // Observability rows publish through a publisher (the herald:publish channel) with `mode.observe` subscribed here too.
+    const obs = mode.observe === undefined ? undefined : await import('./observability.ts');
+    const publish = obs ? obs.publisherOn(transport) : (topic: string, m: OutgoingMessage[]) => transport.publish(topic, m);
+    const unobserve = obs ? await obs.observe(mode.observe!, transport) : undefined;
     if (!mode.latency) {
       t0Us = epochMicros();
-      for (let i = 0; i < messages; i += c.batch) await transport.publish(TOPIC, batchOf(warmup + i, Math.min(c.batch, messages - i)));
+      for (let i = 0; i < messages; i += c.batch) await publish(TOPIC, batchOf(warmup + i, Math.min(c.batch, messages - i)));
     } else {
       t0Us = await openLoop(transport, warmup, messages, c.rate);
     }
     const done = (await child.next('done')) as unknown as WorkerResult;
+    await unobserve?.();
     if (done.handled !== messages || done.deadLettered !== 0) throw new Error(`sqlite e2e: handled ${done.handled}/${messages}, dead-lettered ${done.deadLettered}`);
     if (done.errors > 0) progress(`  (consumer reported ${done.errors} errors through onError)`);
     return {
