@@ -167,6 +167,35 @@ export function createMetrics(options: MetricsOptions = {}): HeraldMetrics {
 
   // ── channel subscribers (inline on hot paths: small and never throwing) ──
   type Timed = { [START]?: number };
+  // Labelled children cached per (group, topic, handler[, type]): prom-client hashes a label
+  // object on every call otherwise, which is most of the per-message cost.
+  interface HandleSeries {
+    ok: { observe(v: number): void };
+    error: { observe(v: number): void };
+    handled: Map<string, { inc(): void }>;
+    failed: Map<string, { inc(): void }>;
+  }
+  const handleSeries = new Map<string, HandleSeries>();
+  const seriesFor = (m: HandleMessage): HandleSeries => {
+    const key = `${m.group}\u0000${m.topic}\u0000${m.handler}`;
+    let s = handleSeries.get(key);
+    if (!s) {
+      s = {
+        ok: duration.labels(m.group, m.topic, m.handler, 'ok'),
+        error: duration.labels(m.group, m.topic, m.handler, 'error'),
+        handled: new Map(),
+        failed: new Map(),
+      };
+      handleSeries.set(key, s);
+    }
+    return s;
+  };
+  const countOf = (map: Map<string, { inc(): void }>, counter: typeof handled, m: HandleMessage): { inc(): void } => {
+    let c = map.get(m.envelope.type);
+    if (!c) map.set(m.envelope.type, (c = counter.labels(m.group, m.topic, m.handler, m.envelope.type)));
+    return c;
+  };
+  const deliveredSeries = new Map<string, { inc(): void }>();
   const publishSub = {
     asyncEnd(m: PublishMessage) {
       if (m.operation !== 'send' || m.error !== undefined || !m.messages) return;
@@ -182,9 +211,9 @@ export function createMetrics(options: MetricsOptions = {}): HeraldMetrics {
     },
     asyncEnd(m: HandleMessage & Timed) {
       const ok = m.error === undefined;
-      const labels = { group: m.group, topic: m.topic, handler: m.handler };
-      duration.observe({ ...labels, outcome: ok ? 'ok' : 'error' }, (mono() - (m[START] ?? mono())) / 1000);
-      (ok ? handled : failed).inc({ ...labels, type: m.envelope.type });
+      const s = seriesFor(m);
+      (ok ? s.ok : s.error).observe((mono() - (m[START] ?? mono())) / 1000);
+      (ok ? countOf(s.handled, handled, m) : countOf(s.failed, failed, m)).inc();
     },
   };
   const appendSub = {
@@ -203,7 +232,10 @@ export function createMetrics(options: MetricsOptions = {}): HeraldMetrics {
   };
   const onDeliver = (m: unknown) => {
     const d = m as DeliverMessage;
-    delivered.inc({ group: d.group, topic: d.delivery.topic });
+    const key = `${d.group}\u0000${d.delivery.topic}`;
+    let c = deliveredSeries.get(key);
+    if (!c) deliveredSeries.set(key, (c = delivered.labels(d.group, d.delivery.topic)));
+    c.inc();
   };
   const onRetry = (m: unknown) => {
     const r = m as RetryMessage;

@@ -182,7 +182,12 @@ export function instrumentTracing(options: TracingOptions = {}): () => void {
     const links: Link[] = [];
     const producerSpan = producer ? trace.getSpanContext(producer) : undefined;
     if (m.redrive && producerSpan) links.push({ context: producerSpan, attributes: { [ATTR.linkReason]: 'redrive' } });
-    const attributes: Attributes = {
+    const parent = producer ?? active;
+    // The hot path: attributes are made only for spans that record (a sampled-out span gets none;
+    // samplers see the span name, kind, parent and links).
+    const span = tracer.startSpan(`process ${m.topic}`, { kind: SpanKind.CONSUMER, links }, parent);
+    if (!span.isRecording()) return { span, ctx: trace.setSpan(parent, span) };
+    span.setAttributes({
       [ATTR.system]: system,
       [ATTR.operationType]: 'process',
       [ATTR.operationName]: 'process',
@@ -193,9 +198,7 @@ export function instrumentTracing(options: TracingOptions = {}): () => void {
       [ATTR.attempt]: m.attempt,
       ...envelopeAttributes(m.envelope),
       ...(m.redrive ? { [ATTR.redrive]: true } : {}),
-    };
-    const parent = producer ?? active;
-    const span = tracer.startSpan(`process ${m.topic}`, { kind: SpanKind.CONSUMER, attributes, links }, parent);
+    });
     return { span, ctx: trace.setSpan(parent, span) };
   });
 
