@@ -18,9 +18,9 @@ import { type Backend, openBackend } from '../src/runtime.ts';
 const seconds = Number(process.env.SHOP_SECONDS ?? 20);
 const rate = Number(process.env.SHOP_RATE ?? 15);
 const outageMs = (seconds / 3) * 1000;
-// default: half the outage, so orders waiting for Shipping while it is down miss their deadline
+// default: ¾ of the outage, so orders waiting for Shipping while it is down miss their deadline
 // and are compensated; SHOP_SHIPPING_TIMEOUT_MS longer than the outage: every such order ships
-const shippingTimeoutMs = Number(process.env.SHOP_SHIPPING_TIMEOUT_MS ?? Math.round(outageMs * 0.5));
+const shippingTimeoutMs = Number(process.env.SHOP_SHIPPING_TIMEOUT_MS ?? Math.round(outageMs * 0.75));
 const graceMs = 1000;
 const here = new URL('..', import.meta.url).pathname;
 
