@@ -3,13 +3,12 @@
  * its exit code (see output.ts); it never calls `process.exit` itself.
  */
 import { spawn } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { existsSync, mkdirSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { type DeadLetterEntry, type DeadLetterFilter, type DeadLetterSelector, type DeadLetterStatus, HeraldError } from '@herald/core';
-import { createSqliteProjection, openDatabase } from '@herald/sqlite';
 import { Command, CommanderError, Option } from 'commander';
-import { loadProjection, openBackend, schemaVersions } from './backend.ts';
+import { openBackend } from './backend.ts';
 import { DEFAULT_CONFIG_FILE, type HeraldConfig, loadConfig } from './config.ts';
 import { EXIT_OK, EXIT_USAGE, type Io, printJson, printTable, processIo, reportError, UsageError } from './output.ts';
 
@@ -119,7 +118,7 @@ export function buildProgram(io: Io, setCode: (code: number) => void): Command {
           printJson(io, { name: config.name, services, topics, deadLetters: { total: deadLetters } });
           return;
         }
-        io.out(`${config.name} — ${config.backend.kind === 'sqlite' ? config.backend.path : config.backend.kind}\n\n`);
+        io.out(`${config.name} — ${config.backend.kind === 'sqlite' ? config.backend.path : `postgres ${redactUrl(config.backend.url)}`}\n\n`);
         if (services) printTable(io, ['SERVICE', 'STATE', 'PID', 'RESTARTS', 'UPTIME_S'], services.map((s) => [s.name, s.state, s.pid, s.restarts, Math.round(s.uptimeMs / 1000)]));
         else io.out(`services: no supervisor answering on port ${config.console.port} ("herald start" not running)\n`);
         io.out('\n');
@@ -270,33 +269,26 @@ export function buildProgram(io: Io, setCode: (code: number) => void): Command {
     .option('--batch <n>', 'events per batch (1–10000)', positiveInt('--batch'), 1000)
     .option('--json', 'print JSON')
     .action(async (name: string, opts: { batch: number; json?: boolean }, cmd: Command) => {
-      const config = configOf(cmd);
-      const definition = await loadProjection(config, name);
-      const backend = await openBackend(config);
+      const backend = await openBackend(configOf(cmd));
       const cliProgress = (await import('cli-progress')).default;
       const bar = opts.json || !process.stderr.isTTY ? null : new cliProgress.SingleBar({ format: `${name} [{bar}] {percentage}% | {value}/{total} positions | {events} events`, hideCursor: true }, cliProgress.Presets.shades_classic);
       try {
-        const projection = createSqliteProjection(backend.eventStore as never, definition, { mode: 'async' });
-        try {
-          let started = false;
-          const result = await projection.rebuild({
-            batchSize: opts.batch,
-            onProgress: (p) => {
-              if (!bar) return;
-              if (!started) {
-                bar.start(Number(p.head), 0, { events: 0 });
-                started = true;
-              }
-              bar.setTotal(Number(p.head));
-              bar.update(Number(p.position), { events: p.events });
-            },
-          });
-          bar?.stop();
-          if (opts.json) printJson(io, { projection: name, ...result });
-          else io.out(`${name}: rebuilt, ${result.events} event(s) applied\n`);
-        } finally {
-          await projection.close();
-        }
+        let started = false;
+        const result = await backend.rebuildProjection(name, {
+          batchSize: opts.batch,
+          onProgress: (p) => {
+            if (!bar) return;
+            if (!started) {
+              bar.start(Number(p.head), 0, { events: 0 });
+              started = true;
+            }
+            bar.setTotal(Number(p.head));
+            bar.update(Number(p.position), { events: p.events });
+          },
+        });
+        bar?.stop();
+        if (opts.json) printJson(io, { projection: name, ...result });
+        else io.out(`${name}: rebuilt, ${result.events} event(s) applied\n`);
       } finally {
         bar?.stop();
         await backend.close();
@@ -310,17 +302,20 @@ export function buildProgram(io: Io, setCode: (code: number) => void): Command {
     .option('--json', 'print JSON')
     .action(async (opts: { json?: boolean }, cmd: Command) => {
       const config = configOf(cmd);
-      if (config.backend.kind !== 'sqlite') throw new HeraldError('HERALD_ERR_INVALID_ARGUMENT', `${config.file}: migrate supports backend.kind "sqlite" only for now`, { details: { field: 'backend.kind' } });
-      const { mkdirSync } = await import('node:fs');
-      mkdirSync(dirname(config.backend.path), { recursive: true });
-      const existed = existsSync(config.backend.path);
-      const db = openDatabase({ path: config.backend.path });
+      const b = config.backend;
+      const where = b.kind === 'sqlite' ? b.path : `${redactUrl(b.url)} schema ${b.schema ?? 'herald'}`;
+      let created = false;
+      if (b.kind === 'sqlite') {
+        mkdirSync(dirname(b.path), { recursive: true });
+        created = !existsSync(b.path);
+      }
+      const backend = await openBackend(config, { create: true });
       try {
-        const versions = schemaVersions(db);
-        if (opts.json) printJson(io, { backend: 'sqlite', path: config.backend.path, created: !existed, versions });
-        else io.out(`${config.backend.path}: ${existed ? 'up to date' : 'created'} (${Object.entries(versions).map(([k, v]) => `${k} v${v}`).join(', ')})\n`);
+        const versions = await backend.schemaVersions();
+        if (opts.json) printJson(io, { backend: b.kind, ...(b.kind === 'sqlite' ? { path: b.path, created } : { schema: b.schema ?? 'herald' }), versions });
+        else io.out(`${where}: ${created ? 'created' : 'up to date'} (${Object.entries(versions).map(([k, v]) => `${k} v${v}`).join(', ')})\n`);
       } finally {
-        db.close();
+        await backend.close();
       }
     });
 
@@ -341,6 +336,11 @@ export function buildProgram(io: Io, setCode: (code: number) => void): Command {
     });
 
   return program;
+}
+
+/** A connection URL without its password, for messages. */
+function redactUrl(url: string): string {
+  return url.replace(/\/\/([^:/@]+):[^@]*@/, '//$1:***@');
 }
 
 async function fetchServices(port: number): Promise<Array<{ name: string; state: string; pid: number | null; restarts: number; uptimeMs: number }> | null> {

@@ -1,0 +1,127 @@
+/**
+ * The CLI's SQLite backend: one connection to the file, shared by the stores. Lag comes from the
+ * transport's `lag()`, messages published per topic from one read of its partition counters:
+ * reads only, safe while the services write.
+ */
+import { existsSync } from 'node:fs';
+import { HeraldError, type LagSource } from '@herald/core';
+import type { RebuildOptions } from '@herald/eventsourcing';
+import type { CausationNode, TopicStats } from '@herald/console';
+import {
+  createSqliteEventStore,
+  createSqliteProjection,
+  createSqliteSagaStore,
+  createSqliteTransport,
+  openDatabase,
+  type SqliteDatabase,
+  SqliteDeadLetterStore,
+  type SqliteProjectionDefinition,
+} from '@herald/sqlite';
+import { causationNodes, type DeadLetterRow, type EventRow, loadProjectionModule, loadViews, type MessageRow, type OpenBackend, type OpenBackendOptions, recentStreams, sagaSource } from './backend-common.ts';
+import type { HeraldConfig } from './config.ts';
+
+export async function openSqliteBackend(config: HeraldConfig, path: string, options: OpenBackendOptions): Promise<OpenBackend> {
+  if (!options.create && !existsSync(path)) {
+    throw new HeraldError('HERALD_ERR_NOT_FOUND', `no database at ${path} (start the services or run "herald migrate" first)`, { details: { path } });
+  }
+  const database = openDatabase({ path });
+  const deadLetters = new SqliteDeadLetterStore({ database });
+  const transport = createSqliteTransport({ database }); // read here for lag only: no subscription, no timer
+  const eventStore = createSqliteEventStore({ database });
+  const sagaStore = createSqliteSagaStore({ database });
+  const views = options.loadViews ? await loadViews(config) : [];
+  return {
+    kind: 'sqlite',
+    name: config.name,
+    deadLetters,
+    eventStore,
+    views,
+    sagas: sagaSource(sagaStore),
+    topics: () => sqliteTopicStats(database, transport),
+    causation: async (correlationId, limit) => sqliteCausation(database, correlationId, limit),
+    recentStreams: async (limit, category, type) => recentStreams(eventStore, limit, category, type),
+    schemaVersions: async () => schemaVersions(database),
+    rebuildProjection: async (name: string, rebuild: RebuildOptions) => {
+      const definition = (await loadProjectionModule(config, name)) as SqliteProjectionDefinition;
+      const projection = createSqliteProjection(eventStore, definition, { mode: 'async' });
+      try {
+        return await projection.rebuild(rebuild);
+      } finally {
+        await projection.close();
+      }
+    },
+    close: async () => {
+      await transport.close();
+      await eventStore.close();
+      await deadLetters.close();
+      database.close();
+    },
+  };
+}
+
+interface TopicRow {
+  name: string;
+  partitions: number;
+  published: number;
+}
+
+/**
+ * Topics, messages published (the sum of the partitions' next offsets), and per consumer group
+ * the messages committed and the lag (the transport's `lag()`), summed over partitions.
+ */
+export async function sqliteTopicStats(database: SqliteDatabase, lagSource: LagSource): Promise<TopicStats[]> {
+  const topics = database.read(
+    () =>
+      database
+        .statement(
+          `SELECT t.name AS name, t.partitions AS partitions, COALESCE(SUM(p.next_offset), 0) AS published
+           FROM herald_topics t LEFT JOIN herald_partitions p ON p.topic_id = t.id GROUP BY t.id ORDER BY t.name`,
+        )
+        .all() as TopicRow[],
+  );
+  const groups = new Map<string, Map<string, { handled: number; lag: number; oldestUnhandledAt: number | null }>>();
+  for (const p of await lagSource.lag()) {
+    let byGroup = groups.get(p.topic);
+    if (!byGroup) groups.set(p.topic, (byGroup = new Map()));
+    const g = byGroup.get(p.group) ?? { handled: 0, lag: 0, oldestUnhandledAt: null };
+    g.handled += Number(p.committed) + 1; // committed is the last committed offset, -1 for none
+    g.lag += p.messages;
+    if (p.oldestUnhandledAt !== undefined) g.oldestUnhandledAt = Math.min(g.oldestUnhandledAt ?? Infinity, p.oldestUnhandledAt);
+    byGroup.set(p.group, g);
+  }
+  return topics.map((t) => ({
+    name: t.name,
+    partitions: t.partitions,
+    published: t.published,
+    groups: [...(groups.get(t.name) ?? new Map<string, { handled: number; lag: number; oldestUnhandledAt: number | null }>())]
+      .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))
+      .map(([group, g]) => ({ group, ...g })),
+  }));
+}
+
+/** Every schema component stored in the file's `herald_meta`, with its version. */
+export function schemaVersions(database: SqliteDatabase): Record<string, number> {
+  const rows = database.read(() => database.db.prepare('SELECT component, version FROM herald_meta ORDER BY component').all()) as Array<{ component: string; version: number }>;
+  return Object.fromEntries(rows.map((r) => [r.component, r.version]));
+}
+
+/** The rows of `causationNodes` from the file: table scans (no index on correlation ids), at most `limit` of each kind. */
+export function sqliteCausation(database: SqliteDatabase, correlationId: string, limit: number): CausationNode[] {
+  return database.read(() =>
+    causationNodes(
+      database
+        .statement(`SELECT event_id, type, causation_id, recorded_at, stream_id, position FROM herald_es_events WHERE correlation_id = ? ORDER BY position LIMIT ?`)
+        .all(correlationId, limit) as EventRow[],
+      database
+        .statement(
+          `SELECT t.name AS topic, l.partition AS partition, l.offset AS "offset", l.envelope AS envelope FROM herald_log l JOIN herald_topics t ON t.id = l.topic_id
+           WHERE json_extract(l.envelope, '$.correlationid') = ? ORDER BY l.appended_at LIMIT ?`,
+        )
+        .all(correlationId, limit) as MessageRow[],
+      database
+        .statement(`SELECT id, grp, event_id, type, envelope, error_message FROM herald_dead_letters WHERE json_extract(envelope, '$.correlationid') = ? ORDER BY id LIMIT ?`)
+        .all(correlationId, limit) as DeadLetterRow[],
+    ),
+  );
+}
+
