@@ -158,7 +158,7 @@ async function oneRun(o: SagaCrashLoopOptions & { orders: number; kills: number;
       if (b === batches - 1) break;
       await sleep(100 + Math.floor(random() * 1200));
       child.process.kill('SIGKILL');
-      const r = await child.exited;
+      const r: { signal: NodeJS.Signals | null } = await child.exited;
       assert.equal(r.signal, 'SIGKILL');
       kills++;
       await sleep(Math.floor(random() * 300));
