@@ -15,7 +15,7 @@ import { tempDbPath } from './test-helpers.ts';
 import { createSqliteTransport } from './transport.ts';
 
 const FIXTURE = fileURLToPath(new URL('./checkout-saga.fixture.ts', import.meta.url));
-const SHIPPING_TIMEOUT_MS = 2000;
+const SHIPPING_TIMEOUT_MS = 4000; // the process is killed before it falls due, even on a loaded machine
 
 interface Child {
   readonly process: ChildProcess;
