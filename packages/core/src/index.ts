@@ -47,6 +47,8 @@ export { createConsumer, backoff, DEFAULT_RETRY } from './router.ts';
 export type { Consumer, ConsumerOptions, ConsumerStats, HandlerOptions, HandlerContext, MessageContext, MessageHandler, Middleware, RetryPolicy } from './router.ts';
 export type { UnitOfWork, Transaction, OutboxWrite, ScheduledWrite, InboxKey, InboxResult } from './unit-of-work.ts';
 export { channels, CHANNEL_NAMES, isLagSource } from './instrumentation.ts';
+export { buildCausationGraph, causationMessage, recordHandling } from './causation.ts';
+export type { CausationGraph, CausationNode, CausationMessage, HandlingRecord, HandlingRecorder } from './causation.ts';
 export type { PublishMessage, HandleMessage, AppendMessage, RelayMessage, SagaStepMessage, DeliverMessage, RetryMessage, DeadLetterMessage, LagSource, PartitionLag } from './instrumentation.ts';
 export type { OutboxStore, OutboxRecord, OutboxBacklog, SchedulerStore, ScheduledRecord } from './outbox.ts';
 export { MemoryUnitOfWork, checkScheduled } from './memory-unit-of-work.ts';

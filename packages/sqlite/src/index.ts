@@ -25,3 +25,5 @@ export { OUTBOX_SCHEMA_VERSION } from './database.ts';
 export { createSqliteSagaStore, SqliteSagaStore } from './saga-store.ts';
 export type { SqliteSagaStoreOptions } from './saga-store.ts';
 export { SAGA_SCHEMA_VERSION } from './saga-store-schema.ts';
+export { readSqliteCausation, sqliteCausationGraph } from './causation.ts';
+export type { CausationReadOptions } from './causation.ts';
