@@ -83,6 +83,7 @@ import {
 import { nonNegativeInt, positiveInt } from '@herald/core/internal';
 import pg from 'pg';
 import { type PgDatabase, type PgDatabaseSource, resolveDatabase, storageError } from './database.ts';
+import { Admission } from './admission.ts';
 import { ensureMigrated } from './migrations.ts';
 import { channelName, notifierOf } from './notifier.ts';
 import { EVENT_STORE_COMPONENT } from './schema.ts';
@@ -185,12 +186,10 @@ export class PostgresEventStore implements EventStore {
   readonly #pollMs: number;
   readonly #visibilityWaitMs: number;
   readonly #maxBatch: number;
-  readonly #maxQueued: number;
   readonly #ready: Promise<void>;
   readonly #channel: string;
   readonly #queue: PendingAppend[] = [];
-  #queued = 0;
-  readonly #roomWaiters: Array<{ n: number; go: () => void }> = [];
+  readonly #admission: Admission;
   #flushScheduled = false;
   #writers = 0;
   #idle: Array<() => void> = [];
@@ -216,7 +215,7 @@ export class PostgresEventStore implements EventStore {
     this.#pollMs = positiveInt('pollMs', options.pollMs ?? 250);
     this.#visibilityWaitMs = nonNegativeInt('visibilityWaitMs', options.visibilityWaitMs ?? 5000);
     this.#maxBatch = positiveInt('maxBatchEvents', options.maxBatchEvents ?? 4096);
-    this.#maxQueued = positiveInt('maxQueuedEvents', options.maxQueuedEvents ?? 65_536);
+    this.#admission = new Admission(positiveInt('maxQueuedEvents', options.maxQueuedEvents ?? 65_536));
     this.#maxConcurrent = positiveInt('maxConcurrentBatches', options.maxConcurrentBatches ?? 1);
     this.#channel = channelName('es', database.schema);
     this.#ready = ensureMigrated(database, [EVENT_STORE_COMPONENT]);
@@ -261,8 +260,7 @@ export class PostgresEventStore implements EventStore {
     for (const e of events) if (e.id !== undefined) ownIds = true;
     await this.#enter();
     const n = Math.max(1, ready.length);
-    if (this.#roomWaiters.length === 0 && (this.#queued === 0 || this.#queued + n <= this.#maxQueued)) this.#queued += n;
-    else await new Promise<void>((go) => this.#roomWaiters.push({ n, go }));
+    await this.#admission.acquire(n);
     return new Promise<AppendResult>((resolve, reject) => {
       this.#queue.push({ streamId, events: ready, expected, ownIds, resolve, reject });
       this.#scheduleFlush();
@@ -320,8 +318,7 @@ export class PostgresEventStore implements EventStore {
     }
     let n = 0;
     for (const b of batch) n += Math.max(1, b.events.length);
-    this.#queued -= n;
-    this.#admitWaiters();
+    this.#admission.release(n);
     if (outcomes) {
       this.#stats.appendTransactions++;
       let wrote = false;
@@ -367,15 +364,6 @@ export class PostgresEventStore implements EventStore {
     return out;
   }
 
-  #admitWaiters(): void {
-    while (this.#roomWaiters.length > 0) {
-      const w = this.#roomWaiters[0]!;
-      if (this.#queued > 0 && this.#queued + w.n > this.#maxQueued) break;
-      this.#roomWaiters.shift();
-      this.#queued += w.n;
-      w.go();
-    }
-  }
 
   /** Writes one batch in one transaction, deciding it again after a race with another process. */
   async #writeBatch(batch: readonly PendingAppend[]): Promise<Array<AppendResult | { error: unknown }>> {
@@ -1025,7 +1013,7 @@ export class PostgresEventStore implements EventStore {
   }
 
   async #close(): Promise<void> {
-    while (this.#queue.length > 0 || this.#roomWaiters.length > 0 || this.#writers > 0) {
+    while (this.#queue.length > 0 || this.#admission.waiting || this.#writers > 0) {
       await this.#flush();
       await new Promise<void>((r) => setImmediate(r));
     }

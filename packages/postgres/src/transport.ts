@@ -57,6 +57,7 @@ import {
 import { DeferredSubscription, nonNegativeInt, partitionCount, positiveInt, positiveNumber, RoundRobin, tooLarge } from '@herald/core/internal';
 import { type PgDatabase, type PgDatabaseSource, resolveDatabase } from './database.ts';
 import { leaseLost, PostgresLeaseStore } from './lease-store.ts';
+import { Admission } from './admission.ts';
 import { ensureMigrated } from './migrations.ts';
 import { channelName, notifierOf } from './notifier.ts';
 import { LOG_COMPONENT } from './schema.ts';
@@ -145,7 +146,6 @@ export class PostgresTransport implements Transport {
   readonly #fetchBatch: number;
   readonly #commitIntervalMs: number | undefined;
   readonly #maxBatch: number;
-  readonly #maxQueued: number;
   readonly #maxAgeMs: number | undefined;
   readonly #cap: number | undefined;
   readonly #topics = new Map<string, TopicMeta>();
@@ -153,8 +153,7 @@ export class PostgresTransport implements Transport {
   readonly #pendingTopics = new Map<string, Promise<TopicMeta>>();
   readonly #subs = new Set<Subscription>();
   readonly #queue: PendingPublish[] = [];
-  #queued = 0;
-  readonly #roomWaiters: Array<{ n: number; go: () => void }> = [];
+  readonly #admission: Admission;
   #flushScheduled = false;
   #flushing: Promise<void> | undefined;
   #retentionTimer: { cancel(): void } | undefined;
@@ -176,7 +175,7 @@ export class PostgresTransport implements Transport {
     this.#fetchBatch = positiveInt('fetchBatch', options.fetchBatch ?? 256);
     this.#commitIntervalMs = options.commitIntervalMs;
     this.#maxBatch = positiveInt('maxBatchMessages', options.maxBatchMessages ?? 4096);
-    this.#maxQueued = positiveInt('maxQueuedMessages', options.maxQueuedMessages ?? 65_536);
+    this.#admission = new Admission(positiveInt('maxQueuedMessages', options.maxQueuedMessages ?? 65_536));
     const r = options.retention ?? {};
     this.#maxAgeMs = r.maxAgeMs === undefined ? undefined : positiveNumber('retention.maxAgeMs', r.maxAgeMs);
     this.#cap = r.maxRecordsPerPartition === undefined ? undefined : positiveInt('retention.maxRecordsPerPartition', r.maxRecordsPerPartition);
@@ -249,8 +248,7 @@ export class PostgresTransport implements Transport {
       keys[i] = key ?? null;
       bodies[i] = body;
     }
-    if (this.#roomWaiters.length === 0 && (this.#queued === 0 || this.#queued + count <= this.#maxQueued)) this.#queued += count;
-    else await new Promise<void>((go) => this.#roomWaiters.push({ n: count, go }));
+    await this.#admission.acquire(count);
     return new Promise<readonly PublishReceipt[]>((resolve, reject) => {
       this.#queue.push({ topic: t, partitions, keys, bodies, resolve, reject });
       this.#scheduleFlush();
@@ -447,8 +445,7 @@ export class PostgresTransport implements Transport {
         }
         let n = 0;
         for (const b of batch) n += b.bodies.length;
-        this.#queued -= n;
-        this.#admitWaiters();
+        this.#admission.release(n);
         if (receipts) {
           this.#stats.publishTransactions++;
           this.#stats.publishCalls += batch.length;
@@ -485,15 +482,6 @@ export class PostgresTransport implements Transport {
     return this.#queue.splice(0, take);
   }
 
-  #admitWaiters(): void {
-    while (this.#roomWaiters.length > 0) {
-      const w = this.#roomWaiters[0]!;
-      if (this.#queued > 0 && this.#queued + w.n > this.#maxQueued) break;
-      this.#roomWaiters.shift();
-      this.#queued += w.n;
-      w.go();
-    }
-  }
 
   /**
    * The group commit: one statement locks the counter rows of every (topic, partition) written,
@@ -657,7 +645,7 @@ export class PostgresTransport implements Transport {
   }
 
   stats(): PostgresTransportStats {
-    return { ...this.#stats, queuedMessages: this.#queued };
+    return { ...this.#stats, queuedMessages: this.#admission.used };
   }
 
   close(options: { timeoutMs?: number } = {}): Promise<void> {
@@ -674,7 +662,7 @@ export class PostgresTransport implements Transport {
   }
 
   async #close(options: { timeoutMs?: number }): Promise<void> {
-    while (this.#queued > 0 || this.#roomWaiters.length > 0 || this.#flushing) {
+    while (this.#admission.used > 0 || this.#admission.waiting || this.#flushing) {
       await (this.#flushing ?? this.#flush());
       await new Promise<void>((r) => setImmediate(r));
     }
