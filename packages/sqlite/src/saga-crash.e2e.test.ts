@@ -1,19 +1,11 @@
-// The checkout under crashes on SQLite: the crash loop of @herald/testkit (`runSagaCrashLoop`,
-// shared with the PostgreSQL backend). A child process runs the saga, the four participant
-// services, the outbox relay and the scheduler on one SQLite file and is SIGKILLed at random
-// points, then restarted, while the parent keeps placing orders (ok, declined, out of stock,
-// never shipped). Afterwards every order ends in exactly one terminal state with the outcome its
-// path implies (a happy-path order may also be compensated at shipping when an outage outlasted
-// its shipping timeout — the durable timer fired first; counted and printed), no message was
-// lost (every order's final command reached the orders service), no command had an effect twice
-// (the services' effect log has one row per command message), and money is conserved (what stays
-// charged is exactly what completed orders cost; every reservation of a cancelled order is
-// released).
+// The checkout under crashes on SQLite: a child process runs the saga, the four participant
+// services, the outbox relay and the scheduler on one file (checkout-saga.fixture.ts) and is
+// SIGKILLed at random points, then restarted, while the parent keeps placing orders. The loop and
+// its invariants (one terminal state per order with its path's outcome, nothing lost, no command
+// effect twice, money conserved, no dead letter) are the testkit's `runSagaCrashLoop`; this file
+// supplies the SQLite readers.
 //
-//   HERALD_CRASH_RUNS (default 3)    runs, each on a fresh file
-//   HERALD_CRASH_ORDERS (default 24) orders per run
-//   HERALD_CRASH_KILLS (default 2)   SIGKILLs per run
-//   HERALD_CRASH_SEED                seed of the kill points and order mix (default: random, printed)
+//   HERALD_CRASH_RUNS (default 3)  HERALD_CRASH_ORDERS (default 24)  HERALD_CRASH_KILLS (default 2)  HERALD_CRASH_SEED
 import { fileURLToPath } from 'node:url';
 import { test } from 'node:test';
 import { crashLoopSizes, runSagaCrashLoop } from '@herald/testkit';
@@ -26,29 +18,31 @@ import { createSqliteTransport } from './transport.ts';
 const FIXTURE = fileURLToPath(new URL('./checkout-saga.fixture.ts', import.meta.url));
 const sizes = crashLoopSizes({ runs: 3, orders: 24, kills: 2 });
 
-test(`checkout saga under SIGKILL: ${sizes.runs} runs × ${sizes.orders} orders × ${sizes.kills} kills — one terminal state each, nothing lost, nothing twice, money conserved`, { timeout: 60_000 + sizes.runs * 90_000 }, async (t) => {
+test(`checkout saga under SIGKILL on SQLite: ${sizes.runs} runs × ${sizes.orders} orders × ${sizes.kills} kills — one terminal state each, nothing lost, nothing twice, money conserved`, { timeout: 60_000 + sizes.runs * 90_000 }, async (t) => {
   const summary = await runSagaCrashLoop({
-    ...sizes,
     fixture: FIXTURE,
+    ...sizes,
     openRun: async () => {
       const { path, cleanup } = tempDbPath();
       const transport = createSqliteTransport({ path });
       const store = createSqliteSagaStore({ path });
       const deadLetters = new SqliteDeadLetterStore({ path });
       const db = openDatabase({ path });
-      const hasKv = (): boolean => db.read(() => db.statement(`SELECT 1 FROM sqlite_master WHERE name = 'checkout_kv'`).get()) !== undefined;
+      const all = (sql: string): unknown[] => db.read(() => db.statement(sql).all());
       return {
         childArgs: [path],
         transport,
         instance: (orderId) => store.get('checkout', orderId),
         record: async (key) => {
-          if (!hasKv()) return undefined;
+          // The first child creates checkout_kv: before that there is nothing to read.
+          const exists = db.read(() => db.statement("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'checkout_kv'").get());
+          if (!exists) return undefined;
           const r = db.read(() => db.statement('SELECT value FROM checkout_kv WHERE key = ?').get(key)) as { value: string } | undefined;
           return r && JSON.parse(r.value);
         },
         duplicateEffects: async () => ({
-          byMessage: db.read(() => db.statement('SELECT service, type, message_id, COUNT(*) AS n FROM checkout_effects GROUP BY service, type, message_id HAVING n > 1').all()),
-          byOrder: db.read(() => db.statement('SELECT order_id, type, COUNT(*) AS n FROM checkout_effects GROUP BY order_id, type HAVING n > 1').all()),
+          byMessage: all('SELECT service, type, message_id, COUNT(*) AS n FROM checkout_effects GROUP BY service, type, message_id HAVING n > 1'),
+          byOrder: all('SELECT order_id, type, COUNT(*) AS n FROM checkout_effects GROUP BY order_id, type HAVING n > 1'),
         }),
         deadLetterCount: () => deadLetters.count(),
         close: async () => {
