@@ -5,12 +5,11 @@
  * one NOTIFY per commit on the schema's channel).
  *
  * Every message is checked when `tx.publish` / `tx.schedule` is called (inside the caller's
- * callback, so a refusal rolls the transaction back): the topic name (`TOPIC_NAME_RE`), the
- * envelope (`HERALD_ERR_ENVELOPE_INVALID`), the key (a string), the encoded size
- * (`maxPayloadBytes`, default 1 MiB: `HERALD_ERR_PAYLOAD_TOO_LARGE`).
+ * callback, so a refusal rolls the transaction back) by core's `encodeOutgoing`
+ * (`maxPayloadBytes` default 1 MiB).
  */
-import { type CloudEvent, decodeStoredEnvelope, encodeEnvelope, ensureEnvelope, HeraldError, type LeaseFence, type OutgoingMessage, TOPIC_NAME_RE } from '@herald/core';
-import { nonNegativeInt, partitionCount, tooLarge } from '@herald/core/internal';
+import { HeraldError, type LeaseFence, type OutgoingMessage } from '@herald/core';
+import { checkOutboxTopic, encodeOutgoing, nonNegativeInt, partitionCount, storedOutgoing } from '@herald/core/internal';
 import type { PgDatabase } from './database.ts';
 import { ensureMigrated } from './migrations.ts';
 import { channelName, notifierOf } from './notifier.ts';
@@ -92,36 +91,12 @@ export function notifyLocalWrite(db: PgDatabase, kind: WriteKind, onError: (e: u
 
 // ── encoding ───────────────────────────────────────────────────────────────
 
-export interface EncodedMessage {
-  readonly key: string | null;
-  readonly body: string;
-  readonly envelope: CloudEvent;
-}
-
-export function checkTopic(topic: unknown): asserts topic is string {
-  if (typeof topic !== 'string' || !TOPIC_NAME_RE.test(topic)) {
-    throw new HeraldError('HERALD_ERR_INVALID_ARGUMENT', `topic must be 1–200 letters, digits, '.', '_' or '-' (got ${JSON.stringify(topic)})`);
-  }
-}
+/** Checks one outgoing message and encodes its envelope (core's shared check). */
+export const encodeMessage = encodeOutgoing;
+export const checkTopic: typeof checkOutboxTopic = checkOutboxTopic;
 
 export function checkMaxPayload(v: number | undefined): number {
   return nonNegativeInt('maxPayloadBytes', v ?? DEFAULT_MAX_PAYLOAD);
-}
-
-/** Checks one outgoing message and encodes its envelope. */
-export function encodeMessage(topic: string, m: OutgoingMessage, i: number, maxPayload: number): EncodedMessage {
-  if (typeof m !== 'object' || m === null || typeof m.envelope !== 'object' || m.envelope === null) {
-    throw new HeraldError('HERALD_ERR_INVALID_ARGUMENT', `message ${i} to "${topic}" has no envelope`);
-  }
-  const envelope = ensureEnvelope(m.envelope);
-  const body = encodeEnvelope(envelope);
-  if (maxPayload > 0 && body.length * 3 > maxPayload) {
-    const size = Buffer.byteLength(body, 'utf8');
-    if (size > maxPayload) throw tooLarge(topic, envelope.id, size, maxPayload);
-  }
-  const key = m.key ?? envelope.partitionkey;
-  if (key !== undefined && typeof key !== 'string') throw new HeraldError('HERALD_ERR_INVALID_ARGUMENT', `message ${i} to "${topic}": key must be a string`);
-  return { key: key ?? null, body, envelope };
 }
 
 export interface ScheduledRow {
@@ -153,16 +128,7 @@ export function scheduledParams(rows: readonly ScheduledRow[], now: number): unk
   return [rows.map((r) => r.id), rows.map((r) => r.topic), rows.map((r) => r.key), rows.map((r) => r.body), rows.map((r) => r.deliverAt), rows.map(() => now)];
 }
 
-/** Reads a stored row back as a message; an unreadable envelope is `HERALD_ERR_CORRUPT_RECORD` naming the row. */
-export function storedMessage(body: string, key: string | null, what: string, details: Record<string, unknown>): OutgoingMessage {
-  let envelope: CloudEvent;
-  try {
-    envelope = decodeStoredEnvelope(body);
-  } catch (cause) {
-    throw new HeraldError('HERALD_ERR_CORRUPT_RECORD', `${what} does not hold a readable envelope`, { cause, details });
-  }
-  return key === null ? { envelope } : { envelope, key };
-}
+export const storedMessage = storedOutgoing;
 
 // ── fencing ────────────────────────────────────────────────────────────────
 

@@ -11,8 +11,8 @@
  * so a relay never meets a row the transport would refuse for its size. A refused message
  * throws inside the caller's transaction, which then rolls back.
  */
-import { type CloudEvent, decodeStoredEnvelope, encodeEnvelope, ensureEnvelope, HeraldError, isHeraldError, type LeaseFence, type OutgoingMessage, partitionForKey, type ScheduledWrite, TOPIC_NAME_RE } from '@herald/core';
-import { nonNegativeInt, partitionCount, RoundRobin, tooLarge } from '@herald/core/internal';
+import { HeraldError, isHeraldError, type LeaseFence, type OutgoingMessage, partitionForKey, type ScheduledWrite } from '@herald/core';
+import { checkOutboxTopic, type EncodedOutgoing, encodeOutgoing, nonNegativeInt, partitionCount, RoundRobin, storedOutgoing } from '@herald/core/internal';
 import type { SqliteDatabase } from './database.ts';
 import { assertFence } from './lease-store.ts';
 
@@ -99,7 +99,7 @@ export class OutboxWriter {
 
   /** Inserts one outbox row per message, in order. Inside a write transaction of `database`. */
   writeOutbox(database: SqliteDatabase, topic: string, messages: OutgoingMessage | readonly OutgoingMessage[], now: number): number {
-    checkTopic(topic);
+    checkOutboxTopic(topic);
     const list: readonly OutgoingMessage[] = Array.isArray(messages) ? messages : [messages as OutgoingMessage];
     const rows = list.map((m, i) => this.#encode(topic, m, i));
     const insert = database.statement('INSERT INTO herald_outbox (partition, topic, key, envelope, created_at) VALUES (?, ?, ?, ?, ?)');
@@ -110,7 +110,7 @@ export class OutboxWriter {
   /** Inserts a scheduled row unless its id is already there (the first is kept); returns the id. */
   writeScheduled(database: SqliteDatabase, write: ScheduledWrite, now: number): string {
     if (typeof write !== 'object' || write === null) throw new HeraldError('HERALD_ERR_INVALID_ARGUMENT', 'a scheduled write must be an object { topic, message, deliverAt }');
-    checkTopic(write.topic);
+    checkOutboxTopic(write.topic);
     if (typeof write.deliverAt !== 'number' || !Number.isFinite(write.deliverAt)) {
       throw new HeraldError('HERALD_ERR_INVALID_ARGUMENT', `deliverAt must be a finite number of epoch ms (got ${String(write.deliverAt)})`);
     }
@@ -123,39 +123,14 @@ export class OutboxWriter {
     return id;
   }
 
-  #encode(topic: string, m: OutgoingMessage, i: number): { key: string | null; body: string; envelope: CloudEvent } {
-    if (typeof m !== 'object' || m === null || typeof m.envelope !== 'object' || m.envelope === null) {
-      throw new HeraldError('HERALD_ERR_INVALID_ARGUMENT', `message ${i} to "${topic}" has no envelope`);
-    }
-    const envelope = ensureEnvelope(m.envelope);
-    const body = encodeEnvelope(envelope);
-    const max = this.#maxPayload;
-    if (max > 0 && body.length * 3 > max) {
-      const size = Buffer.byteLength(body, 'utf8');
-      if (size > max) throw tooLarge(topic, envelope.id, size, max);
-    }
-    const key = m.key ?? envelope.partitionkey;
-    if (key !== undefined && typeof key !== 'string') throw new HeraldError('HERALD_ERR_INVALID_ARGUMENT', `message ${i} to "${topic}": key must be a string`);
-    return { key: key ?? null, body, envelope };
+  #encode(topic: string, m: OutgoingMessage, i: number): EncodedOutgoing {
+    return encodeOutgoing(topic, m, i, this.#maxPayload);
   }
 }
 
-function checkTopic(topic: unknown): void {
-  if (typeof topic !== 'string' || !TOPIC_NAME_RE.test(topic)) {
-    throw new HeraldError('HERALD_ERR_INVALID_ARGUMENT', `topic must be 1–200 letters, digits, '.', '_' or '-' (got ${JSON.stringify(topic)})`);
-  }
-}
 
 /** Reads a stored outbox or scheduled row back as a message; an unreadable envelope is `HERALD_ERR_CORRUPT_RECORD` naming the row. */
-export function storedMessage(body: string, key: string | null, what: string, details: Record<string, unknown>): OutgoingMessage {
-  let envelope: CloudEvent;
-  try {
-    envelope = decodeStoredEnvelope(body);
-  } catch (cause) {
-    throw new HeraldError('HERALD_ERR_CORRUPT_RECORD', `${what} does not hold a readable envelope`, { cause, details });
-  }
-  return key === null ? { envelope } : { envelope, key };
-}
+export const storedMessage = storedOutgoing;
 
 /** Inside a write transaction of `database`: whether `fence` is still the current lease (`assertFence`, as a boolean for the stores whose fenced writes answer false). */
 export function fenceHolds(database: SqliteDatabase, fence: LeaseFence): boolean {
