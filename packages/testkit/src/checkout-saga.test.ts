@@ -41,6 +41,8 @@ import { waitFor } from './helpers.ts';
 import { ManualClock } from './manual-clock.ts';
 
 const SAGA_SOURCE = 'checkout-saga';
+/** The conversation of an order whose payment succeeded and whose reservation failed. */
+const PAID_THEN_OUT_OF_STOCK = [`<${OrderPlaced.type}`, `>${ChargePayment.type}`, `<${PaymentSucceeded.type}`, `>${ReserveInventory.type}`, `<${InventoryReservationFailed.type}`];
 
 describe('checkout saga (memory transport, MemoryUnitOfWork, ManualClock)', () => {
   const clock = new ManualClock();
@@ -133,11 +135,7 @@ describe('checkout saga (memory transport, MemoryUnitOfWork, ManualClock)', () =
     const i = await settled('o-nostock', 'compensated');
     assert.equal(i.failure?.step, 'inventory');
     assert.deepEqual(await conversation('o-nostock'), [
-      `<${OrderPlaced.type}`,
-      `>${ChargePayment.type}`,
-      `<${PaymentSucceeded.type}`,
-      `>${ReserveInventory.type}`,
-      `<${InventoryReservationFailed.type}`,
+      ...PAID_THEN_OUT_OF_STOCK,
       `>${RefundPayment.type}`,
       `<${PaymentRefunded.type}`,
       `>${CancelOrder.type}`,
@@ -178,11 +176,7 @@ describe('checkout saga (memory transport, MemoryUnitOfWork, ManualClock)', () =
     const i = await settled('o-stuck', 'stuck');
     assert.deepEqual(i.error, { step: 'payment', message: 'refunds are refused for this account', attempts: 3, at: i.error!.at });
     assert.deepEqual(await conversation('o-stuck'), [
-      `<${OrderPlaced.type}`,
-      `>${ChargePayment.type}`,
-      `<${PaymentSucceeded.type}`,
-      `>${ReserveInventory.type}`,
-      `<${InventoryReservationFailed.type}`,
+      ...PAID_THEN_OUT_OF_STOCK,
       `>${RefundPayment.type}`,
       `<${PaymentRefundFailed.type}`,
       `>${RefundPayment.type}`,
