@@ -2,7 +2,7 @@
 export { instrumentTracing, envelopeContext, ATTR } from './tracing.ts';
 export type { TracingOptions } from './tracing.ts';
 export { createMetrics } from './metrics.ts';
-export type { MetricsOptions, HeraldMetrics, SagaStateCount } from './metrics.ts';
+export type { MetricsOptions, HeraldMetrics, SagaCountSource } from './metrics.ts';
 export { metricsHandler, serveMetrics } from './serve.ts';
 export type { ServeMetricsOptions, MetricsServer } from './serve.ts';
 export { createLogger, eventFields, redactData, redactEnvelope, REDACTED } from './logger.ts';

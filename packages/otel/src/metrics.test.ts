@@ -5,7 +5,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { z } from 'zod';
-import { createConsumer, createMemoryTransport, createPublisher, defineEvent, MemoryDeadLetterStore, PermanentError } from '@herald/core';
+import { createConsumer, createMemoryTransport, createOutboxRelay, createPublisher, defineEvent, MemoryDeadLetterStore, MemoryUnitOfWork, PermanentError } from '@herald/core';
+import { InMemoryEventStore } from '@herald/eventsourcing';
 import { createSqliteTransport, SqliteDeadLetterStore } from '@herald/sqlite';
 import { uniqueName, waitFor } from '@herald/testkit';
 import { createMetrics, serveMetrics } from './index.ts';
@@ -128,6 +129,43 @@ test('failures, retries and dead letters are counted; the dead-letter depth is r
   assert.equal(series(f, 'herald_dead_letters', { group: 'bank', status: 'dead' })[0], 2);
   assert.equal(sum(series(f, 'herald_published_total', { topic })), 3);
   assert.equal(sum(series(f, 'herald_consumer_lag_messages', { group: 'bank', topic })), 0);
+});
+
+test('outbox backlog and age, saga instances by status and event-store appends are exported', async (t) => {
+  const uow = new MemoryUnitOfWork();
+  let now = Date.now();
+  const sagas = { countByStatus: async () => [{ saga: 'checkout', status: 'running', count: 2 }, { saga: 'checkout', status: 'stuck', count: 1 }] };
+  const metrics = createMetrics({ outboxes: { orders: uow }, sagaStores: [sagas], now: () => now });
+  t.after(() => metrics.close());
+  const topic = uniqueName('outboxed');
+  const publisher = createPublisher({ transport: createMemoryTransport(), source: 'svc' });
+  const Ev = defineEvent('outboxed.thing', z.object({ n: z.number() }), { topic });
+  const before = Date.now();
+  await uow.withTransaction(async (tx) => {
+    for (let n = 0; n < 3; n++) tx.publish(topic, (await publisher.envelope(Ev, { n })).message);
+  });
+  now = before + 4000;
+  let f = parsePrometheusText(await metrics.metrics());
+  assert.deepEqual(series(f, 'herald_outbox_backlog_messages', { outbox: 'orders' }), [3]);
+  const age = series(f, 'herald_outbox_oldest_age_seconds', { outbox: 'orders' })[0]!;
+  assert.ok(age <= 4 && age >= 4 - (Date.now() - before) / 1000, `oldest row about 4 s old (got ${age})`);
+  assert.deepEqual(series(f, 'herald_saga_instances', { saga: 'checkout', status: 'stuck' }), [1]);
+  assert.deepEqual(series(f, 'herald_saga_instances', { saga: 'checkout', status: 'running' }), [2]);
+  const transport = createMemoryTransport();
+  const relay = createOutboxRelay({ store: uow, transport, leases: uow.leases, pollMs: 10 });
+  await relay.start();
+  await waitFor(async () => (await uow.backlog()).count === 0);
+  await relay.close();
+  f = parsePrometheusText(await metrics.metrics());
+  assert.deepEqual(series(f, 'herald_outbox_backlog_messages', { outbox: 'orders' }), [0]);
+  assert.deepEqual(series(f, 'herald_outbox_oldest_age_seconds', { outbox: 'orders' }), [0]);
+  assert.equal(sum(series(f, 'herald_outbox_relayed_total', { topic })), 3);
+  const store = new InMemoryEventStore();
+  await store.appendToStream(uniqueName('stream'), [{ type: 'a.b', data: {} }, { type: 'a.b', data: {} }]);
+  f = parsePrometheusText(await metrics.metrics());
+  assert.deepEqual(series(f, 'herald_event_store_append_batch_size_count', { store: 'memory' }), [1]);
+  assert.deepEqual(series(f, 'herald_event_store_append_batch_size_sum', { store: 'memory' }), [2]);
+  assert.deepEqual(series(f, 'herald_event_store_append_duration_seconds_count', { store: 'memory', outcome: 'ok' }), [1]);
 });
 
 test('the exposition parser refuses what Prometheus would refuse', () => {

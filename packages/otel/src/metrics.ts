@@ -22,10 +22,9 @@ import {
 } from '@herald/core';
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
 
-export interface SagaStateCount {
-  readonly saga: string;
-  readonly state: string;
-  readonly count: number;
+/** What the saga gauge reads (a `SagaStore` of @herald/eventsourcing has it). */
+export interface SagaCountSource {
+  countByStatus(): Promise<readonly { readonly saga: string; readonly status: string; readonly count: number }[]>;
 }
 
 export interface MetricsOptions {
@@ -39,8 +38,8 @@ export interface MetricsOptions {
   readonly deadLetters?: readonly { readonly store: DeadLetterStore; readonly groups: readonly string[] }[];
   /** Outbox stores (backlog and oldest age) read at each scrape, by name. */
   readonly outboxes?: Readonly<Record<string, OutboxStore>>;
-  /** Saga instances by state, read at each scrape. */
-  readonly sagas?: () => Promise<readonly SagaStateCount[]>;
+  /** Saga stores whose instances by saga and status are read at each scrape. */
+  readonly sagaStores?: readonly SagaCountSource[];
   /** Wall clock for ages, epoch ms (default Date.now). */
   readonly now?: () => number;
   /** Monotonic clock for durations, ms (default performance.now). */
@@ -151,16 +150,16 @@ export function createMetrics(options: MetricsOptions = {}): HeraldMetrics {
       },
     });
   }
-  if (options.sagas) {
-    const read = options.sagas;
+  if (options.sagaStores?.length) {
+    const stores = options.sagaStores;
     new Gauge({
       name: `${p}saga_instances`,
-      help: 'Saga instances by saga and state',
-      labelNames: ['saga', 'state'] as const,
+      help: 'Saga instances by saga and status',
+      labelNames: ['saga', 'status'] as const,
       registers,
       async collect() {
         this.reset();
-        for (const s of await read()) this.set({ saga: s.saga, state: s.state }, s.count);
+        for (const store of stores) for (const s of await store.countByStatus()) this.inc({ saga: s.saga, status: s.status }, s.count);
       },
     });
   }
