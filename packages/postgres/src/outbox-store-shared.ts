@@ -41,12 +41,34 @@ export async function outboxPartitions(db: PgDatabase, requested?: number): Prom
     [requested ?? DEFAULT_OUTBOX_PARTITIONS],
   );
   const stored = r.rows[0]!.partitions;
+  await refuseIdsFromAnotherCluster(db);
   if (requested !== undefined && requested !== stored) {
     throw new HeraldError('HERALD_ERR_INVALID_ARGUMENT', `outboxPartitions is ${requested} but schema "${db.schema}" has an outbox of ${stored} partitions (fixed when it was created)`, {
       details: { schema: db.schema, requested, stored },
     });
   }
   return stored;
+}
+
+/**
+ * Outbox ids embed transaction ids (see outbox-store.ts). After a dump restored into another
+ * cluster, stored ids can be above any id the new cluster will give: new rows would sort below
+ * the sent watermark and never be relayed. Refuse to start instead (HERALD_ERR_STORAGE, not
+ * retryable) — drain the outbox before a dump.
+ */
+async function refuseIdsFromAnotherCluster(db: PgDatabase): Promise<void> {
+  const r = await db.query<{ top: string | null; next: string }>(
+    `SELECT greatest((SELECT max(id) FROM herald_outbox), (SELECT max(upto) FROM herald_outbox_marks))::text AS top,
+            (pg_snapshot_xmax(pg_current_snapshot())::text::numeric * ${ROWS_PER_TX})::text AS next`,
+  );
+  const { top, next } = r.rows[0]!;
+  if (top !== null && BigInt(top) >= BigInt(next)) {
+    throw new HeraldError(
+      'HERALD_ERR_STORAGE',
+      `schema "${db.schema}": the outbox holds ids (up to ${top}) from transactions this cluster has not reached (next id ${next}) — restored from another cluster's dump? New rows would sort below them. Drain the outbox before a dump; see docs/explanation/postgres-global-order.md#the-outbox`,
+      { retryable: false, details: { schema: db.schema, storedMaxId: top, nextId: next } },
+    );
+  }
 }
 
 // ── wake-ups ───────────────────────────────────────────────────────────────

@@ -31,7 +31,8 @@
  *
  * After a dump and restore into ANOTHER cluster, transaction ids start lower than the stored
  * ones: drain the outbox before the dump (or restore with `pg_resetwal --epoch` past the old
- * epoch), else new rows would sort below the watermark. After `close()` every method rejects
+ * epoch), else new rows would sort below the watermark: opening a store or unit of work on such
+ * an outbox fails with `HERALD_ERR_STORAGE` (not retryable). After `close()` every method rejects
  * with `HERALD_ERR_CLOSED`. Every method is safe to call concurrently from many processes.
  */
 import { type Clock, HeraldError, type LeaseFence, type OutboxBacklog, type OutboxRecord, type OutboxStore, systemClock } from '@herald/core';

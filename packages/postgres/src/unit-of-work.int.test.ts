@@ -134,6 +134,14 @@ describe('postgres unit of work', { skip }, () => {
     assertDelivered(['far-1', 'far-2'], log.ids());
   });
 
+  it('refuses to start on an outbox whose ids come from another cluster (a restored dump): HERALD_ERR_STORAGE naming it', async () => {
+    const { database } = await setup(2);
+    await database.query(`INSERT INTO herald_outbox_marks (partition, upto, sent_at) VALUES (0, 99999999999999999999, 0)`);
+    const uow2 = createPostgresUnitOfWork({ database });
+    await assert.rejects(uow2.partitions(), (e: unknown) => isHeraldError(e, 'HERALD_ERR_STORAGE') && !(e as { retryable: boolean }).retryable && /another cluster/.test((e as Error).message));
+    await assert.rejects(createPostgresOutboxStore({ database }), (e: unknown) => isHeraldError(e, 'HERALD_ERR_STORAGE'));
+  });
+
   it('a callback that swallowed an SQL error does not commit: HERALD_ERR_STORAGE, nothing stored', async () => {
     const { database, uow } = await setup(2);
     let afterCommit = false;
