@@ -101,7 +101,7 @@ export type PostgresEventStoreOptions = PgDatabaseSource & {
   readonly maxBatchEvents?: number;
   /** Bound of the append queue, in events (default 65 536); callers beyond it wait. */
   readonly maxQueuedEvents?: number;
-  /** Group-commit batches written at once, each on its own pooled connection (default 1: one batch at a time, which measured fastest here; more splits the queue between them). */
+  /** Group-commit batches written at once, each on its own pooled connection (default 4; a queue under 512 events goes whole into one batch and waits for a running one, a larger one is shared between the free writers). */
   readonly maxConcurrentBatches?: number;
 };
 
@@ -151,6 +151,8 @@ const STATE_SOFT = 1;
 const STATE_TOMB = 2;
 const COLUMNS = 'position, stream_id, version, event_id, type, schema_version, data, metadata, correlation_id, causation_id, recorded_at';
 const MAX_RACE_RETRIES = 20;
+/** Below twice this many queued events, one writer takes the whole queue. */
+const MIN_SHARED_BATCH = 256;
 
 
 /** The safe head and the visible head in one snapshot (see the module doc). */
@@ -216,7 +218,7 @@ export class PostgresEventStore implements EventStore {
     this.#visibilityWaitMs = nonNegativeInt('visibilityWaitMs', options.visibilityWaitMs ?? 5000);
     this.#maxBatch = positiveInt('maxBatchEvents', options.maxBatchEvents ?? 4096);
     this.#admission = new Admission(positiveInt('maxQueuedEvents', options.maxQueuedEvents ?? 65_536));
-    this.#maxConcurrent = positiveInt('maxConcurrentBatches', options.maxConcurrentBatches ?? 1);
+    this.#maxConcurrent = positiveInt('maxConcurrentBatches', options.maxConcurrentBatches ?? 4);
     this.#channel = channelName('es', database.schema);
     this.#ready = ensureMigrated(database, [EVENT_STORE_COMPONENT]);
     this.#ready.catch(() => {}); // surfaced by the first call
@@ -283,8 +285,13 @@ export class PostgresEventStore implements EventStore {
    */
   #pump(): void {
     while (this.#writers < this.#maxConcurrent && this.#queue.length > 0) {
-      // Share the queue between the free writers, so batches are written side by side.
-      const batch = this.#take(Math.ceil(this.#queue.length / (this.#maxConcurrent - this.#writers)));
+      // A large queue is shared between the free writers, so big batches are written side by side
+      // (more server cores); a small one goes whole into one batch (fewest commits).
+      let events = 0;
+      for (const p of this.#queue) events += Math.max(1, p.events.length);
+      if (this.#writers > 0 && events < MIN_SHARED_BATCH * 2) return; // small: wait and group it with what comes meanwhile
+      const share = events < MIN_SHARED_BATCH * 2 ? events : Math.max(MIN_SHARED_BATCH, Math.ceil(events / (this.#maxConcurrent - this.#writers)));
+      const batch = this.#take(share);
       if (batch.length === 0) return; // every queued append waits for a stream in flight
       this.#writers++;
       const run = this.#run(batch).finally(() => {
@@ -343,14 +350,14 @@ export class PostgresEventStore implements EventStore {
   }
 
   /** The next batch: queued appends in order, skipping (with every later append of it) a stream a running batch writes. */
-  #take(maxAppends: number): PendingAppend[] {
+  #take(maxEvents: number): PendingAppend[] {
     let n = 0;
     const out: PendingAppend[] = [];
     const keep: PendingAppend[] = [];
     const blocked = new Set<string>();
     for (const p of this.#queue) {
       const size = p.events.length;
-      if (blocked.has(p.streamId) || this.#inFlight.has(p.streamId) || (out.length > 0 && (n + size > this.#maxBatch || out.length >= maxAppends))) {
+      if (blocked.has(p.streamId) || this.#inFlight.has(p.streamId) || (out.length > 0 && (n + size > this.#maxBatch || n + size > maxEvents))) {
         blocked.add(p.streamId);
         keep.push(p);
         continue;
