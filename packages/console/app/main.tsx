@@ -191,19 +191,32 @@ function Services({ services, onError }: { services: ServiceInfo[] | null; onErr
   );
 }
 
+/** Messages per second between consecutive samples of `value`. */
+function ratePoints(history: Sample[], value: (s: Sample) => number | undefined): Array<[number, number]> {
+  const pts: Array<[number, number]> = [];
+  for (let i = 1; i < history.length; i++) {
+    const a = history[i - 1]!;
+    const b = history[i]!;
+    const va = value(a);
+    const vb = value(b);
+    if (va === undefined || vb === undefined) continue;
+    pts.push([b.at, Math.max(0, Math.round((vb - va) / Math.max(0.001, (b.at - a.at) / 1000)))]);
+  }
+  return pts;
+}
+
 function Topics({ snap }: { snap: Snapshot }) {
+  const [only, setOnly] = useState('');
   const lagSeries: Series[] = [];
   const rateSeries: Series[] = [];
+  const handleSeries: Series[] = [];
   for (const t of snap.topics) {
-    for (const g of t.groups) lagSeries.push({ label: `${t.name} / ${g.group}`, points: snap.history.map((s) => [s.at, s.topics[t.name]?.groups[g.group]?.lag ?? 0]) });
-    const pts: Array<[number, number]> = [];
-    for (let i = 1; i < snap.history.length; i++) {
-      const a = snap.history[i - 1]!;
-      const b = snap.history[i]!;
-      const d = (b.topics[t.name]?.published ?? 0) - (a.topics[t.name]?.published ?? 0);
-      pts.push([b.at, Math.max(0, Math.round(d / Math.max(0.001, (b.at - a.at) / 1000)))]);
+    if (only && t.name !== only) continue;
+    for (const g of t.groups) {
+      lagSeries.push({ label: `${t.name} / ${g.group}`, points: snap.history.map((s) => [s.at, s.topics[t.name]?.groups[g.group]?.lag ?? 0]) });
+      handleSeries.push({ label: `${t.name} / ${g.group}`, points: ratePoints(snap.history, (s) => s.topics[t.name]?.groups[g.group]?.handled) });
     }
-    rateSeries.push({ label: `${t.name} published`, points: pts });
+    rateSeries.push({ label: `${t.name} published`, points: ratePoints(snap.history, (s) => s.topics[t.name]?.published) });
   }
   if (snap.topics.length === 0) return <p class="muted">No topics yet.</p>;
   return (
@@ -244,9 +257,23 @@ function Topics({ snap }: { snap: Snapshot }) {
           )}
         </tbody>
       </table>
+      <p>
+        <label>
+          Charts for{' '}
+          <select value={only} onChange={(e) => setOnly((e.target as HTMLSelectElement).value)} data-testid="chart-topic">
+            <option value="">every topic</option>
+            {snap.topics.map((t) => (
+              <option key={t.name} value={t.name}>
+                {t.name}
+              </option>
+            ))}
+          </select>
+        </label>
+      </p>
       <div class="charts">
         <LineChart title="Consumer lag (messages) per topic / group" series={lagSeries} unit="msgs" testId="lag-chart" />
         <LineChart title="Publish rate (messages/s) per topic" series={rateSeries} unit="/s" testId="rate-chart" />
+        <LineChart title="Handle rate (messages/s) per topic / group" series={handleSeries} unit="/s" testId="handle-chart" />
       </div>
     </>
   );
