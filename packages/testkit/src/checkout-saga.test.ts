@@ -18,6 +18,7 @@ import {
   type CheckoutServices,
   checkoutSaga,
   CompleteOrder,
+  FLAKY_PAYER_CUSTOMER,
   InventoryReleased,
   InventoryReservationFailed,
   InventoryReserved,
@@ -191,6 +192,20 @@ describe('checkout saga (memory transport, MemoryUnitOfWork, ManualClock)', () =
     assert.equal(counts.find((c) => c.saga === 'checkout' && c.status === 'stuck')?.count, 1);
     assert.equal(runtime.stats().stuck, 1);
     assert.equal(uow.read('checkout', 'order:o-stuck'), undefined, 'a stuck order is not cancelled behind the operator’s back');
+  });
+
+  it('an unanswered charge is resent after its timeout (a new message id) and charged once', async () => {
+    await shop.publish(OrderPlaced, order('o-flaky', { customerId: FLAKY_PAYER_CUSTOMER }));
+    await waitFor(async () => {
+      const i = await store.get('checkout', 'o-flaky');
+      return i?.step === 'payment' && i.timer !== undefined && uow.read('checkout', 'ignored:o-flaky') === true;
+    }, { what: 'the first charge to be ignored' });
+    await clock.advance(30_000);
+    const i = await settled('o-flaky', 'completed');
+    assert.deepEqual(await conversation('o-flaky'), [`<${OrderPlaced.type}`, `>${ChargePayment.type}`, '<timer payment', ...CHECKOUT_UNTIL_SHIPPING.slice(1), `<${OrderShipped.type}`, `>${CompleteOrder.type}`]);
+    const charges = (await store.timeline('checkout', 'o-flaky')).items.filter((e) => e.kind === 'sent' && e.type === ChargePayment.type);
+    assert.deepEqual(charges.map((e) => e.messageId), [`${i.id}:payment:action:1:0`, `${i.id}:payment:action:2:0`], 'the resend is attempt 2, with its own id');
+    assert.deepEqual(uow.read('checkout', 'payment:o-flaky'), { paymentId: 'pay-o-flaky', amount: 120, refunded: false }, 'charged once');
   });
 
   it('nothing was dead-lettered and no redelivery had a second effect', async () => {

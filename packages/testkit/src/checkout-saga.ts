@@ -11,7 +11,8 @@
  *
  * The services decide from the data: an amount above `DECLINE_ABOVE` is declined, an item with
  * sku `OUT_OF_STOCK_SKU` cannot be reserved, address `NOWHERE` is never answered by shipping (the
- * timeout path), and customer `REFUND_BROKEN_CUSTOMER` gets every refund refused (the stuck path).
+ * timeout path), customer `REFUND_BROKEN_CUSTOMER` gets every refund refused (the stuck path),
+ * and the first charge of customer `FLAKY_PAYER_CUSTOMER` is never answered (the retry path).
  * Every service is idempotent by order id (a resend replies with the original result) and
  * handles each message id once (inbox).
  */
@@ -102,6 +103,8 @@ export const DECLINE_ABOVE = 1000;
 export const OUT_OF_STOCK_SKU = 'out-of-stock';
 export const NOWHERE = 'nowhere';
 export const REFUND_BROKEN_CUSTOMER = 'refund-broken';
+/** The payments service ignores the first charge request of this customer's orders (the saga's timeout resends it). */
+export const FLAKY_PAYER_CUSTOMER = 'flaky-payer';
 
 export interface CheckoutState {
   readonly orderId: string;
@@ -257,6 +260,10 @@ export async function startCheckoutServices<Native>(options: CheckoutServicesOpt
     const k = `payment:${d.orderId}`;
     const existing = kv.get(tx, k) as PaymentRecord | undefined;
     if (existing) return [{ def: PaymentSucceeded, data: { orderId: d.orderId, paymentId: existing.paymentId, amount: existing.amount } }];
+    if (d.customerId === FLAKY_PAYER_CUSTOMER && kv.get(tx, `ignored:${d.orderId}`) === undefined) {
+      kv.put(tx, `ignored:${d.orderId}`, true);
+      return [];
+    }
     if (d.amount > DECLINE_ABOVE) return [{ def: PaymentFailed, data: { orderId: d.orderId, reason: 'card declined' } }];
     const rec: PaymentRecord = { paymentId: `pay-${d.orderId}`, amount: d.amount, refunded: false };
     kv.put(tx, k, rec);

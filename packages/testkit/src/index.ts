@@ -69,6 +69,7 @@ export {
   OUT_OF_STOCK_SKU,
   NOWHERE,
   REFUND_BROKEN_CUSTOMER,
+  FLAKY_PAYER_CUSTOMER,
   OrderPlaced,
   CompleteOrder,
   CancelOrder,
