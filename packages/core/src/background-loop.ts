@@ -1,11 +1,13 @@
 /**
- * The machinery the leased background publishers (the outbox relay, the scheduler) share: a
- * task that runs one at a time and can be kicked to run again, topic runs, the failure backoff,
- * a repeating timer, bounded waits, and the `lastError` summary in their stats.
+ * The machinery the leased background publishers (the outbox relay, the scheduler) share: their
+ * life cycle (`LeasedLoop`: leases, wake-ups, poll, bounded close, failure counting), a task that
+ * runs one at a time and can be kicked to run again, topic runs, the failure backoff, a
+ * repeating timer, bounded waits, and the `lastError` summary in their stats.
  */
-import type { Clock, Random } from './clock.ts';
+import { type Clock, type Random, systemClock, systemRandom } from './clock.ts';
 import { describeError, HeraldError } from './errors.ts';
-import { nonNegativeInt } from './options.ts';
+import { type LeaseFence, type LeaseStore, PartitionBalancer } from './lease.ts';
+import { nonNegativeInt, positiveInt } from './options.ts';
 import { backoff, type RetryPolicy } from './router.ts';
 
 /**
@@ -138,4 +140,119 @@ export async function settlesWithin(clock: Clock, p: Promise<unknown>, ms: numbe
 /** A random member id with a readable prefix. */
 export function randomMemberId(prefix: string, random: Random): string {
   return `${prefix}-${Math.floor(random.next() * 2 ** 48).toString(36)}`;
+}
+
+/** What both leased loops take. */
+export interface LeasedLoopOptions extends LoopRetryOptions {
+  /** Where members lease; the store fences their marks against the same store. */
+  readonly leases: LeaseStore;
+  readonly clock?: Clock;
+  readonly random?: Random;
+  /** Member id for leases and logs (default: a random id). */
+  readonly memberId?: string;
+  /** Lease time to live, ms (default 10 000). */
+  readonly leaseMs?: number;
+  /** Errors the loop handled itself; for logs. */
+  readonly onError?: (error: unknown) => void;
+}
+
+/**
+ * The life cycle the outbox relay and the scheduler share: leases through a
+ * `PartitionBalancer` (`scope`, `partitions`), in-process wake-ups (`store.onWrite`) and a poll
+ * (`pollMs`) both calling `wake()`, an idempotent bounded `close`, failure counting with
+ * `lastError` and the backoff sleep.
+ */
+export abstract class LeasedLoop {
+  protected readonly clock: Clock;
+  protected readonly random: Random;
+  protected readonly balancer: PartitionBalancer;
+  /** How long close() lets work in flight finish, ms (set by close). */
+  protected closeTimeoutMs = 10_000;
+  protected closed = false;
+  /** Failed calls so far. */
+  protected failures = 0;
+  protected lastError: LastError | undefined;
+  readonly #what: string;
+  readonly #retry: RetryPolicy;
+  readonly #onError: ((error: unknown) => void) | undefined;
+  readonly #wakeSource: { onWrite(listener: () => void): () => void };
+  readonly #pollMs: number;
+  #started = false;
+  #closePromise: Promise<void> | undefined;
+  #unsubscribe: (() => void) | undefined;
+  #pollTimer: { cancel(): void } | undefined;
+
+  constructor(what: string, o: LeasedLoopOptions, lease: { scope: string; partitions: number; memberPrefix: string; wakeSource: { onWrite(listener: () => void): () => void }; pollMs: number }) {
+    this.#what = what;
+    this.clock = o.clock ?? systemClock;
+    this.random = o.random ?? systemRandom;
+    this.#retry = loopRetryPolicy(o);
+    this.#onError = o.onError;
+    this.#wakeSource = lease.wakeSource;
+    this.#pollMs = positiveInt('pollMs', lease.pollMs);
+    this.balancer = new PartitionBalancer({
+      store: o.leases,
+      scope: lease.scope,
+      memberId: o.memberId ?? randomMemberId(lease.memberPrefix, this.random),
+      partitions: lease.partitions,
+      leaseMs: o.leaseMs ?? 10_000,
+      clock: this.clock,
+      onAssigned: (p, grant) => this.assigned(p, grant),
+      onRevoke: (p) => this.revoked(p),
+      onLost: (p) => this.lost(p),
+      onError: (e) => this.error(e),
+    });
+  }
+
+  /** A partition was taken under `grant`: start working it. */
+  protected abstract assigned(partition: number, grant: LeaseFence): void;
+  /** A clean hand-over: finish and mark the work in flight (bounded by `closeTimeoutMs`), then resolve. */
+  protected abstract revoked(partition: number): Promise<void>;
+  /** The lease was lost: stop at once. */
+  protected abstract lost(partition: number): void;
+  /** A write in this process, or the poll: look for work. */
+  protected abstract wake(): void;
+  /** Called by close() once the balancer has stopped (every partition given up). */
+  protected abstract afterClose(): void | Promise<void>;
+
+  /** Joins and starts working; resolves after the first balancing round. */
+  async start(): Promise<void> {
+    if (this.closed) throw new HeraldError('HERALD_ERR_CLOSED', `${this.#what} is closed`);
+    if (this.#started) return;
+    this.#started = true;
+    this.#unsubscribe = this.#wakeSource.onWrite(() => this.wake());
+    this.#pollTimer = every(this.clock, this.#pollMs, () => this.wake());
+    // The balancer's own first round runs on an unref'd timer; run one now so that start()
+    // resolves even when nothing else keeps the event loop alive.
+    void this.balancer.start();
+    await this.balancer.tick();
+  }
+
+  /** Idempotent: stops waking, gives every partition up (each bounded by `timeoutMs`, default 10 000). */
+  close(options: { timeoutMs?: number } = {}): Promise<void> {
+    if (!this.#closePromise) {
+      this.closeTimeoutMs = options.timeoutMs ?? 10_000;
+      this.closed = true;
+      this.#pollTimer?.cancel();
+      this.#unsubscribe?.();
+      this.#closePromise = this.balancer.stop().then(() => this.afterClose());
+    }
+    return this.#closePromise;
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.close();
+  }
+
+  protected error(e: unknown): void {
+    this.lastError = lastError(e, this.clock);
+    this.#onError?.(e);
+  }
+
+  /** Counts and reports a failure, then sleeps the backoff for the `consecutive`-th one; false when `signal` aborted first. */
+  protected failed(e: unknown, consecutive: number, signal: AbortSignal): Promise<boolean> {
+    this.failures++;
+    this.error(e);
+    return backoffSleep(this.clock, this.#retry, consecutive, this.random, signal);
+  }
 }

@@ -25,14 +25,12 @@
  * At least once: a relay that dies (or is closed past its timeout) between a publish and its
  * `markSent` leaves rows unmarked; the partition's next owner publishes them again.
  */
-import { type Clock, type Random, systemClock, systemRandom } from './clock.ts';
-import { backoffSleep, every, type LastError, lastError, type LoopRetryOptions, loopRetryPolicy, randomMemberId, runsByTopic, SerialTask, settlesWithin } from './background-loop.ts';
+import { every, type LastError, LeasedLoop, type LeasedLoopOptions, runsByTopic, SerialTask, settlesWithin } from './background-loop.ts';
 import { HeraldError, isHeraldError } from './errors.ts';
 import { channels, traced } from './instrumentation.ts';
-import { type LeaseFence, type LeaseStore, PartitionBalancer } from './lease.ts';
+import type { LeaseFence } from './lease.ts';
 import { nonNegativeInt, positiveInt } from './options.ts';
 import type { OutboxBacklog, OutboxRecord, OutboxStore } from './outbox.ts';
-import type { RetryPolicy } from './router.ts';
 import type { Transport } from './transport.ts';
 
 export interface OutboxRetention {
@@ -42,28 +40,19 @@ export interface OutboxRetention {
   readonly purgeEveryMs: number;
 }
 
-export interface OutboxRelayOptions extends LoopRetryOptions {
+/** Also: `leases` (the store fences `markSent` against it), `clock`, `random`, `memberId`, `leaseMs` (default 10 000), `onError`, `retryInitialDelayMs` / `retryMaxDelayMs` (100 / 5 000). */
+export interface OutboxRelayOptions extends LeasedLoopOptions {
   readonly store: OutboxStore;
   readonly transport: Transport;
-  /** Where relays lease partitions; the store fences `markSent` against the same store. */
-  readonly leases: LeaseStore;
   /** Relays sharing one outbox use the same name (lease scope `outbox:<name>`; default 'default'). */
   readonly name?: string;
-  readonly clock?: Clock;
-  readonly random?: Random;
-  /** Member id for leases and logs (default: a random id). */
-  readonly memberId?: string;
   /** Rows read (and published at most) per partition per round (default 256). */
   readonly batchSize?: number;
   /** transport.publish calls in flight at once, across partitions (default 8). */
   readonly maxInFlightPublishes?: number;
   /** Period of the poll for rows written by other processes, ms (default 250). */
   readonly pollMs?: number;
-  /** Partition lease time to live, ms (default 10 000). */
-  readonly leaseMs?: number;
   readonly retention?: Partial<OutboxRetention>;
-  /** Errors the relay handled itself (a failed publish, a store call, a fenced mark); for logs. */
-  readonly onError?: (error: unknown) => void;
 }
 
 export interface OutboxRelayStats {
@@ -144,83 +133,42 @@ class Slots {
   }
 }
 
-class Relay implements OutboxRelay {
+class Relay extends LeasedLoop implements OutboxRelay {
   readonly #o: OutboxRelayOptions;
-  readonly #clock: Clock;
-  readonly #random: Random;
   readonly #batchSize: number;
-  readonly #pollMs: number;
   readonly #retention: OutboxRetention;
-  readonly #retry: RetryPolicy;
   readonly #slots: Slots;
-  readonly #balancer: PartitionBalancer;
   readonly #workers = new Map<number, PartitionWorker>();
   /** Stops of lost workers still in flight, per partition. */
   readonly #stopping = new Map<number, Promise<void>>();
-  readonly #stats: OutboxRelayStats = { published: 0, batches: 0, resent: 0, failures: 0, fencedOut: 0, purged: 0, partitions: 0, lastError: undefined };
-  #closeTimeoutMs = 10_000;
-  #started = false;
-  #closed = false;
-  #closePromise: Promise<void> | undefined;
-  #unsubscribe: (() => void) | undefined;
-  #pollTimer: { cancel(): void } | undefined;
+  readonly #stats = { published: 0, batches: 0, resent: 0, fencedOut: 0, purged: 0 };
   #purgeTimer: { cancel(): void } | undefined;
   #purging = false;
 
   constructor(o: OutboxRelayOptions) {
-    if (!o.store || !o.transport || !o.leases) throw new HeraldError('HERALD_ERR_INVALID_ARGUMENT', 'createOutboxRelay needs store, transport and leases');
+    super('outbox relay', required(o), {
+      scope: `outbox:${o.name ?? 'default'}`,
+      partitions: o.store.partitions,
+      memberPrefix: 'relay',
+      wakeSource: o.store,
+      pollMs: o.pollMs ?? 250,
+    });
     this.#o = o;
-    this.#clock = o.clock ?? systemClock;
-    this.#random = o.random ?? systemRandom;
     this.#batchSize = positiveInt('batchSize', o.batchSize ?? 256);
-    this.#pollMs = positiveInt('pollMs', o.pollMs ?? 250);
     this.#slots = new Slots(positiveInt('maxInFlightPublishes', o.maxInFlightPublishes ?? 8));
     this.#retention = {
       sentRetentionMs: nonNegativeInt('retention.sentRetentionMs', o.retention?.sentRetentionMs ?? DEFAULT_OUTBOX_RETENTION.sentRetentionMs),
       purgeEveryMs: nonNegativeInt('retention.purgeEveryMs', o.retention?.purgeEveryMs ?? DEFAULT_OUTBOX_RETENTION.purgeEveryMs),
     };
-    this.#retry = loopRetryPolicy(o);
-    this.#balancer = new PartitionBalancer({
-      store: o.leases,
-      scope: `outbox:${o.name ?? 'default'}`,
-      memberId: o.memberId ?? randomMemberId('relay', this.#random),
-      partitions: o.store.partitions,
-      leaseMs: o.leaseMs ?? 10_000,
-      clock: this.#clock,
-      onAssigned: (p, grant) => this.#assign(p, grant),
-      onRevoke: (p) => this.#revoke(p),
-      onLost: (p) => this.#lose(p),
-      onError: (e) => this.#error(e),
-    });
   }
 
-  async start(): Promise<void> {
-    if (this.#closed) throw new HeraldError('HERALD_ERR_CLOSED', 'outbox relay is closed');
-    if (this.#started) return;
-    this.#started = true;
-    this.#unsubscribe = this.#o.store.onWrite(() => this.#kickAll());
-    this.#pollTimer = every(this.#clock, this.#pollMs, () => this.#kickAll());
-    if (this.#retention.purgeEveryMs > 0) this.#purgeTimer = every(this.#clock, this.#retention.purgeEveryMs, () => void this.#purge());
-    // The balancer's own first round runs on an unref'd timer; run one now so that start()
-    // resolves even when nothing else keeps the event loop alive.
-    void this.#balancer.start();
-    await this.#balancer.tick();
-  }
-
-  close(options: { timeoutMs?: number } = {}): Promise<void> {
-    if (!this.#closePromise) {
-      this.#closeTimeoutMs = options.timeoutMs ?? 10_000;
-      this.#closePromise = this.#close();
-    }
-    return this.#closePromise;
-  }
-
-  async [Symbol.asyncDispose](): Promise<void> {
-    await this.close();
+  override async start(): Promise<void> {
+    if (!this.closed && this.#retention.purgeEveryMs > 0) this.#purgeTimer ??= every(this.clock, this.#retention.purgeEveryMs, () => void this.#purge());
+    await super.start();
   }
 
   stats(): Readonly<OutboxRelayStats> {
-    return { ...this.#stats, partitions: this.#workers.size };
+    return { ...this.#stats, failures: this.failures, lastError: this.lastError, partitions: this.#workers.size };
   }
 
   backlog(): Promise<OutboxBacklog> {
@@ -229,15 +177,15 @@ class Relay implements OutboxRelay {
 
   // ── partitions ───────────────────────────────────────────────────────────
 
-  #assign(partition: number, grant: LeaseFence): void {
-    this.#lose(partition);
+  protected assigned(partition: number, grant: LeaseFence): void {
+    this.lost(partition);
     const worker: PartitionWorker = {
       partition,
       grant,
       ready: this.#stopping.get(partition) ?? Promise.resolve(),
       task: new SerialTask(
         () => this.#drain(worker),
-        (e) => this.#error(e),
+        (e) => this.error(e),
       ),
       stop: new AbortController(),
       abandoned: false,
@@ -249,15 +197,15 @@ class Relay implements OutboxRelay {
   }
 
   /** Clean hand-over: finish (and mark) the publish in flight, then let the lease go. Bounded by close's timeout. */
-  async #revoke(partition: number): Promise<void> {
+  protected async revoked(partition: number): Promise<void> {
     const w = this.#workers.get(partition);
     if (!w) return;
     w.stop.abort();
-    if (!(await settlesWithin(this.#clock, w.task.stop(), this.#closeTimeoutMs))) w.abandoned = true;
+    if (!(await settlesWithin(this.clock, w.task.stop(), this.closeTimeoutMs))) w.abandoned = true;
     if (this.#workers.get(partition) === w) this.#workers.delete(partition);
   }
 
-  #lose(partition: number, only?: PartitionWorker): void {
+  protected lost(partition: number, only?: PartitionWorker): void {
     const w = this.#workers.get(partition);
     if (!w || (only !== undefined && w !== only)) return;
     w.stop.abort();
@@ -269,7 +217,7 @@ class Relay implements OutboxRelay {
     });
   }
 
-  #kickAll(): void {
+  protected wake(): void {
     for (const w of this.#workers.values()) w.task.kick();
   }
 
@@ -281,7 +229,7 @@ class Relay implements OutboxRelay {
     const { store, transport } = this.#o;
     const p = w.partition;
     await w.ready;
-    while (!w.stop.signal.aborted && this.#balancer.isSafe(p)) {
+    while (!w.stop.signal.aborted && this.balancer.isSafe(p)) {
       let rows: readonly OutboxRecord[];
       try {
         rows = await store.pending(p, this.#batchSize);
@@ -293,7 +241,7 @@ class Relay implements OutboxRelay {
       let confirmed: string | undefined;
       let failure: unknown;
       for (const run of runsByTopic(rows)) {
-        if (w.stop.signal.aborted || !this.#balancer.isSafe(p)) break;
+        if (w.stop.signal.aborted || !this.balancer.isSafe(p)) break;
         await this.#slots.take();
         try {
           const topic = run[0]!.topic;
@@ -330,10 +278,10 @@ class Relay implements OutboxRelay {
         }
         if (!marked) {
           this.#stats.fencedOut++;
-          this.#error(new HeraldError('HERALD_ERR_LEASE_LOST', `outbox partition ${p}: markSent up to ${confirmed} was fenced out (the lease moved on); stopping this partition`, { details: { partition: p, upTo: confirmed } }));
+          this.error(new HeraldError('HERALD_ERR_LEASE_LOST', `outbox partition ${p}: markSent up to ${confirmed} was fenced out (the lease moved on); stopping this partition`, { details: { partition: p, upTo: confirmed } }));
           if (this.#workers.get(p) === w) {
-            this.#balancer.forget(p);
-            this.#lose(p, w);
+            this.balancer.forget(p);
+            this.lost(p, w);
           }
           return;
         }
@@ -348,47 +296,40 @@ class Relay implements OutboxRelay {
   }
 
   /** Records a failure and sleeps the backoff; false when the worker was stopped meanwhile. */
-  async #failed(w: PartitionWorker, e: unknown): Promise<boolean> {
-    w.failures++;
-    this.#stats.failures++;
-    this.#error(e);
-    return backoffSleep(this.#clock, this.#retry, w.failures, this.#random, w.stop.signal);
-  }
-
-  #error(e: unknown): void {
-    this.#stats.lastError = lastError(e, this.#clock);
-    this.#o.onError?.(e);
+  #failed(w: PartitionWorker, e: unknown): Promise<boolean> {
+    return this.failed(e, ++w.failures, w.stop.signal);
   }
 
   async #purge(): Promise<void> {
     if (this.#purging) return;
     this.#purging = true;
-    const before = this.#clock.now() - this.#retention.sentRetentionMs;
+    const before = this.clock.now() - this.#retention.sentRetentionMs;
     try {
       for (;;) {
         const n = await this.#o.store.purgeSent(before, PURGE_LIMIT);
         this.#stats.purged += n;
-        if (n < PURGE_LIMIT || this.#closed) return;
+        if (n < PURGE_LIMIT || this.closed) return;
       }
     } catch (e) {
-      this.#error(e);
+      this.error(e);
     } finally {
       this.#purging = false;
     }
   }
 
-  async #close(): Promise<void> {
-    this.#closed = true;
-    this.#pollTimer?.cancel();
+  protected afterClose(): void {
     this.#purgeTimer?.cancel();
-    this.#unsubscribe?.();
-    await this.#balancer.stop();
     for (const w of this.#workers.values()) {
       w.stop.abort();
       w.abandoned = true;
     }
     this.#workers.clear();
   }
+}
+
+function required(o: OutboxRelayOptions): OutboxRelayOptions {
+  if (!o?.store || !o.transport || !o.leases) throw new HeraldError('HERALD_ERR_INVALID_ARGUMENT', 'createOutboxRelay needs store, transport and leases');
+  return o;
 }
 
 /** Orders decimal id strings without leading zeros (as `OutboxRecord.id` is) numerically. */

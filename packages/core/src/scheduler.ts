@@ -17,32 +17,23 @@
  * reached its `deliverAt` (late by up to the wake-up latency, plus `pollMs` for a schedule
  * written by another process with an earlier time than any this member knew of).
  */
-import { type Clock, type Random, systemClock, systemRandom } from './clock.ts';
-import { backoffSleep, every, type LastError, lastError, type LoopRetryOptions, loopRetryPolicy, randomMemberId, runsByTopic, SerialTask, settlesWithin } from './background-loop.ts';
+import { type LastError, LeasedLoop, type LeasedLoopOptions, runsByTopic, SerialTask, settlesWithin } from './background-loop.ts';
 import { HeraldError, isHeraldError } from './errors.ts';
-import { type LeaseFence, type LeaseStore, PartitionBalancer } from './lease.ts';
+import type { LeaseFence } from './lease.ts';
 import { positiveInt } from './options.ts';
 import type { ScheduledRecord, SchedulerStore } from './outbox.ts';
-import type { RetryPolicy } from './router.ts';
 import type { Transport } from './transport.ts';
 
-export interface SchedulerOptions extends LoopRetryOptions {
+/** Also: `leases` (the store fences `markFired` against it), `clock`, `random`, `memberId`, `leaseMs` (default 10 000), `onError`, `retryInitialDelayMs` / `retryMaxDelayMs` (100 / 5 000). */
+export interface SchedulerOptions extends LeasedLoopOptions {
   readonly store: SchedulerStore;
   readonly transport: Transport;
-  /** Where schedulers lease the right to fire; the store fences `markFired` against the same store. */
-  readonly leases: LeaseStore;
   /** Schedulers sharing one store use the same name (lease scope `scheduler:<name>`; default 'default'). */
   readonly name?: string;
-  readonly clock?: Clock;
-  readonly random?: Random;
-  readonly memberId?: string;
   /** Due messages read and published per round (default 256). */
   readonly batchSize?: number;
   /** Period of the check for schedules written by other processes, ms (default 1000). */
   readonly pollMs?: number;
-  /** Lease time to live, ms (default 10 000). */
-  readonly leaseMs?: number;
-  readonly onError?: (error: unknown) => void;
 }
 
 export interface SchedulerStats {
@@ -71,76 +62,45 @@ export function createScheduler(options: SchedulerOptions): Scheduler {
   return new SchedulerRuntime(options);
 }
 
-class SchedulerRuntime implements Scheduler {
+class SchedulerRuntime extends LeasedLoop implements Scheduler {
   readonly #o: SchedulerOptions;
-  readonly #clock: Clock;
-  readonly #random: Random;
   readonly #batchSize: number;
-  readonly #pollMs: number;
-  readonly #retry: RetryPolicy;
-  readonly #balancer: PartitionBalancer;
-  readonly #stats: SchedulerStats = { fired: 0, batches: 0, failures: 0, fencedOut: 0, leader: false, lastError: undefined };
+  readonly #stats = { fired: 0, batches: 0, fencedOut: 0 };
   #task: SerialTask | undefined;
   /** The stop of the last task given up, while its run is still going. */
   #stopping: Promise<void> | undefined;
   #stop: AbortController | undefined;
   #failures = 0;
   #dueTimer: { cancel(): void; at: number } | undefined;
-  #pollTimer: { cancel(): void } | undefined;
-  #unsubscribe: (() => void) | undefined;
-  #closeTimeoutMs = 10_000;
-  #started = false;
-  #closed = false;
-  #closePromise: Promise<void> | undefined;
 
   constructor(o: SchedulerOptions) {
-    if (!o.store || !o.transport || !o.leases) throw new HeraldError('HERALD_ERR_INVALID_ARGUMENT', 'createScheduler needs store, transport and leases');
+    super('scheduler', required(o), { scope: `scheduler:${o.name ?? 'default'}`, partitions: 1, memberPrefix: 'scheduler', wakeSource: o.store, pollMs: o.pollMs ?? 1000 });
     this.#o = o;
-    this.#clock = o.clock ?? systemClock;
-    this.#random = o.random ?? systemRandom;
     this.#batchSize = positiveInt('batchSize', o.batchSize ?? 256);
-    this.#pollMs = positiveInt('pollMs', o.pollMs ?? 1000);
-    this.#retry = loopRetryPolicy(o);
-    this.#balancer = new PartitionBalancer({
-      store: o.leases,
-      scope: `scheduler:${o.name ?? 'default'}`,
-      memberId: o.memberId ?? randomMemberId('scheduler', this.#random),
-      partitions: 1,
-      leaseMs: o.leaseMs ?? 10_000,
-      clock: this.#clock,
-      onAssigned: (_p, grant) => this.#lead(grant),
-      onRevoke: () => this.#follow(true),
-      onLost: () => void this.#follow(false),
-      onError: (e) => this.#error(e),
-    });
-  }
-
-  async start(): Promise<void> {
-    if (this.#closed) throw new HeraldError('HERALD_ERR_CLOSED', 'scheduler is closed');
-    if (this.#started) return;
-    this.#started = true;
-    this.#unsubscribe = this.#o.store.onWrite(() => this.#task?.kick());
-    this.#pollTimer = every(this.#clock, this.#pollMs, () => this.#task?.kick());
-    // The balancer's own first round runs on an unref'd timer; run one now so that start()
-    // resolves even when nothing else keeps the event loop alive.
-    void this.#balancer.start();
-    await this.#balancer.tick();
-  }
-
-  close(options: { timeoutMs?: number } = {}): Promise<void> {
-    if (!this.#closePromise) {
-      this.#closeTimeoutMs = options.timeoutMs ?? 10_000;
-      this.#closePromise = this.#close();
-    }
-    return this.#closePromise;
-  }
-
-  async [Symbol.asyncDispose](): Promise<void> {
-    await this.close();
   }
 
   stats(): Readonly<SchedulerStats> {
-    return { ...this.#stats, leader: this.#task !== undefined };
+    return { ...this.#stats, failures: this.failures, lastError: this.lastError, leader: this.#task !== undefined };
+  }
+
+  protected assigned(_partition: number, grant: LeaseFence): void {
+    this.#lead(grant);
+  }
+
+  protected revoked(): Promise<void> {
+    return this.#follow(true);
+  }
+
+  protected lost(): void {
+    void this.#follow(false);
+  }
+
+  protected wake(): void {
+    this.#task?.kick();
+  }
+
+  protected afterClose(): Promise<void> {
+    return this.#follow(true);
   }
 
   #lead(grant: LeaseFence): void {
@@ -156,7 +116,7 @@ class SchedulerRuntime implements Scheduler {
         await previous;
         await this.#fire(task, grant, stop.signal);
       },
-      (e) => this.#error(e),
+      (e) => this.error(e),
     );
     this.#task = task;
     task.kick();
@@ -174,16 +134,16 @@ class SchedulerRuntime implements Scheduler {
     void stopped.finally(() => {
       if (this.#stopping === stopped) this.#stopping = undefined;
     });
-    if (clean) await settlesWithin(this.#clock, stopped, this.#closeTimeoutMs);
+    if (clean) await settlesWithin(this.clock, stopped, this.closeTimeoutMs);
   }
 
   /** Publishes every due message (in rounds of `batchSize`), then arms the timer for the next one. */
   async #fire(task: SerialTask, grant: LeaseFence, signal: AbortSignal): Promise<void> {
     const { store, transport } = this.#o;
-    while (!signal.aborted && this.#balancer.isSafe(0)) {
+    while (!signal.aborted && this.balancer.isSafe(0)) {
       let due: readonly ScheduledRecord[];
       try {
-        due = await store.due(this.#clock.now(), this.#batchSize);
+        due = await store.due(this.clock.now(), this.#batchSize);
         if (due.length === 0) {
           const next = await store.nextDue();
           if (this.#task === task) this.#arm(next);
@@ -196,7 +156,7 @@ class SchedulerRuntime implements Scheduler {
       const published: string[] = [];
       let failure: unknown;
       for (const run of runsByTopic(due)) {
-        if (signal.aborted || !this.#balancer.isSafe(0)) break;
+        if (signal.aborted || !this.balancer.isSafe(0)) break;
         try {
           await transport.publish(
             run[0]!.topic,
@@ -224,9 +184,9 @@ class SchedulerRuntime implements Scheduler {
         }
         if (!marked) {
           this.#stats.fencedOut++;
-          this.#error(new HeraldError('HERALD_ERR_LEASE_LOST', `scheduler: markFired of ${published.length} message(s) was fenced out (the lease moved on); they may be published again by the new owner`));
+          this.error(new HeraldError('HERALD_ERR_LEASE_LOST', `scheduler: markFired of ${published.length} message(s) was fenced out (the lease moved on); they may be published again by the new owner`));
           if (this.#task === task) {
-            this.#balancer.forget(0);
+            this.balancer.forget(0);
             void this.#follow(false);
           }
           return;
@@ -246,31 +206,20 @@ class SchedulerRuntime implements Scheduler {
     if (this.#dueTimer && this.#dueTimer.at <= at) return;
     this.#dueTimer?.cancel();
     const task = this.#task;
-    const handle = this.#clock.setTimer(() => {
+    const handle = this.clock.setTimer(() => {
       if (this.#dueTimer === armed) this.#dueTimer = undefined;
       task.kick();
-    }, Math.max(0, at - this.#clock.now()), { unref: true });
+    }, Math.max(0, at - this.clock.now()), { unref: true });
     const armed = { at, cancel: () => handle.cancel() };
     this.#dueTimer = armed;
   }
 
-  async #failed(e: unknown, signal: AbortSignal): Promise<boolean> {
-    this.#failures++;
-    this.#stats.failures++;
-    this.#error(e);
-    return backoffSleep(this.#clock, this.#retry, this.#failures, this.#random, signal);
+  #failed(e: unknown, signal: AbortSignal): Promise<boolean> {
+    return this.failed(e, ++this.#failures, signal);
   }
+}
 
-  #error(e: unknown): void {
-    this.#stats.lastError = lastError(e, this.#clock);
-    this.#o.onError?.(e);
-  }
-
-  async #close(): Promise<void> {
-    this.#closed = true;
-    this.#pollTimer?.cancel();
-    this.#unsubscribe?.();
-    await this.#balancer.stop();
-    await this.#follow(true);
-  }
+function required(o: SchedulerOptions): SchedulerOptions {
+  if (!o?.store || !o.transport || !o.leases) throw new HeraldError('HERALD_ERR_INVALID_ARGUMENT', 'createScheduler needs store, transport and leases');
+  return o;
 }
