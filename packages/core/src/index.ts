@@ -61,3 +61,4 @@ export type { ProducedMessage, ConsumedMessage, ConsumerDescription } from './ro
 export type { ScheduledReceipt } from './publisher.ts';
 export { describeFlow } from './flow.ts';
 export type { Flow, FlowNode, FlowEdge, FlowService } from './flow.ts';
+export type { LeasedLoopOptions, LoopRetryOptions, LastError } from './background-loop.ts';
