@@ -13,7 +13,7 @@ import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
 import { describe, it } from 'node:test';
 import { createScheduler, isHeraldError, type OutgoingMessage, type Scheduler, type SchedulerOptions, type SchedulerStore } from '@herald/core';
-import { assertDelivered, sleep, uniqueName, waitFor, withScope, type Scope } from './helpers.ts';
+import { assertDelivered, sleep, uniqueName, waitFor, type WaitForOptions, withScope, type Scope } from './helpers.ts';
 import { ManualClock } from './manual-clock.ts';
 import { SETTLE_MS } from './transport-harness.ts';
 import { contractMessage, PublishLog, startOn, type UnitOfWorkFactory, type UnitOfWorkHarness } from './unit-of-work-harness.ts';
@@ -35,6 +35,11 @@ interface Ctx {
   message(n: number, key?: string): OutgoingMessage;
   /** Moves the clock, then lets the scheduler's store calls and publishes settle (real time). */
   advance(ms: number): Promise<void>;
+  /**
+   * `waitFor`, advancing the clock by 0 on each poll: a timer the scheduler armed, after a slow
+   * store call, for a time the clock has already reached fires (time itself does not move).
+   */
+  waitFor(cond: () => unknown, options: WaitForOptions): Promise<void>;
 }
 
 async function run(factory: UnitOfWorkFactory, body: (c: Ctx) => Promise<void>): Promise<void> {
@@ -75,6 +80,12 @@ async function run(factory: UnitOfWorkFactory, body: (c: Ctx) => Promise<void>):
         await clock.advance(ms);
         await sleep(20);
       },
+      async waitFor(cond, options) {
+        await waitFor(async () => {
+          await clock.advance(0);
+          return cond();
+        }, options);
+      },
     };
     await body(ctx);
   });
@@ -100,9 +111,9 @@ export const firesOnceNotBefore: SchedulerScenario = (factory) =>
     await sleep(SETTLE_MS);
     assert.deepEqual(c.log.ids(), [], 'nothing fires before deliverAt');
     await c.advance(1);
-    await waitFor(() => c.log.entries.length >= 1, { timeoutMs: WAIT_MS, what: 'the due message' });
+    await c.waitFor(() => c.log.entries.length >= 1, { timeoutMs: WAIT_MS, what: 'the due message' });
     assert.equal(c.log.entries[0]!.topic, c.topic);
-    await waitFor(async () => (await c.h.scheduler.pendingCount()) === 0, { timeoutMs: WAIT_MS, what: 'the message to be marked fired' });
+    await c.waitFor(async () => (await c.h.scheduler.pendingCount()) === 0, { timeoutMs: WAIT_MS, what: 'the message to be marked fired' });
     await c.advance(60_000);
     await sleep(SETTLE_MS);
     assertDelivered([m.envelope.id], c.log.ids(), { label: 'scheduler' });
@@ -126,7 +137,7 @@ export const survivesRestart: SchedulerScenario = (factory) =>
     await sleep(SETTLE_MS);
     assert.deepEqual(c.log.ids(), [], 'not before its time after a restart either');
     await c.advance(1);
-    await waitFor(() => c.log.entries.length >= 1, { timeoutMs: WAIT_MS, what: 'the message, fired by the new scheduler' });
+    await c.waitFor(() => c.log.entries.length >= 1, { timeoutMs: WAIT_MS, what: 'the message, fired by the new scheduler' });
     assert.deepEqual(c.log.ids('b'), [m.envelope.id]);
   });
 
@@ -143,8 +154,8 @@ export const cancelRemoves: SchedulerScenario = (factory) =>
     assert.equal(await c.h.scheduler.pendingCount(), 1);
     await c.scheduler('a');
     await c.advance(200);
-    await waitFor(() => c.log.entries.length >= 1, { timeoutMs: WAIT_MS, what: 'the kept message' });
-    await waitFor(async () => (await c.h.scheduler.pendingCount()) === 0, { timeoutMs: WAIT_MS, what: 'marked fired' });
+    await c.waitFor(() => c.log.entries.length >= 1, { timeoutMs: WAIT_MS, what: 'the kept message' });
+    await c.waitFor(async () => (await c.h.scheduler.pendingCount()) === 0, { timeoutMs: WAIT_MS, what: 'marked fired' });
     assert.equal(await c.h.scheduler.cancel(keep.envelope.id), false, 'a fired message cannot be cancelled');
     await sleep(SETTLE_MS);
     assertDelivered([keep.envelope.id], c.log.ids());
@@ -172,7 +183,7 @@ export const sameIdKeepsFirst: SchedulerScenario = (factory) =>
     await sleep(SETTLE_MS);
     assert.deepEqual(c.log.ids(), [], 'the second (earlier) time was ignored');
     await c.advance(500);
-    await waitFor(() => c.log.entries.length >= 1, { timeoutMs: WAIT_MS, what: 'the first message' });
+    await c.waitFor(() => c.log.entries.length >= 1, { timeoutMs: WAIT_MS, what: 'the first message' });
     await sleep(SETTLE_MS);
     assertDelivered([first.envelope.id], c.log.ids());
   });
@@ -199,7 +210,7 @@ export const orderedByDeliverAt: SchedulerScenario = (factory) =>
     );
     await c.advance(1000); // everything is due before the scheduler starts: one batch
     await c.scheduler('a', { batchSize: 4 });
-    await waitFor(() => c.log.entries.length >= offsets.length, { timeoutMs: WAIT_MS, what: 'every message' });
+    await c.waitFor(() => c.log.entries.length >= offsets.length, { timeoutMs: WAIT_MS, what: 'every message' });
     await sleep(SETTLE_MS);
     assert.deepEqual(c.log.ids(), sorted, 'published in deliverAt order');
   });
@@ -229,7 +240,7 @@ export const scheduleInTransaction: SchedulerScenario = (factory) =>
     assert.equal(await c.h.scheduler.pendingCount(), 1, 'cancelled in a transaction');
     await c.scheduler('a');
     await c.advance(10);
-    await waitFor(() => c.log.entries.length >= 1, { timeoutMs: WAIT_MS, what: 'the committed schedule' });
+    await c.waitFor(() => c.log.entries.length >= 1, { timeoutMs: WAIT_MS, what: 'the committed schedule' });
     await sleep(SETTLE_MS);
     assertDelivered([kept.envelope.id], c.log.ids());
     assert.equal(await c.h.get('order-2'), 'placed');
@@ -253,7 +264,7 @@ export const wakesUpOnSchedule: SchedulerScenario = (factory) =>
     await sleep(SETTLE_MS);
     assert.equal(c.log.entries.length, 1, 'not before its time');
     await c.advance(1);
-    await waitFor(() => c.log.entries.length >= 2, { timeoutMs: WAIT_MS, what: 'the later message at its time' });
+    await c.waitFor(() => c.log.entries.length >= 2, { timeoutMs: WAIT_MS, what: 'the later message at its time' });
   });
 
 /** Two schedulers on one store: one holds the lease, each due message is published once. */
@@ -272,7 +283,7 @@ export const twoSchedulersFireOnce: SchedulerScenario = (factory) =>
     }
     await c.advance(1000);
     await c.advance(1000); // the follower's poll, too
-    await waitFor(() => c.log.entries.length >= ids.length, { timeoutMs: WAIT_MS, what: () => `${ids.length} fired (have ${c.log.entries.length})` });
+    await c.waitFor(() => c.log.entries.length >= ids.length, { timeoutMs: WAIT_MS, what: () => `${ids.length} fired (have ${c.log.entries.length})` });
     await sleep(SETTLE_MS);
     assertDelivered(ids, c.log.ids(), { label: 'two schedulers' });
   });
