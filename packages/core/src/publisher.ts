@@ -40,6 +40,7 @@ export interface PublishOptions {
    * Publish at or after this time (epoch ms on the publisher's clock, or a Date). In the future:
    * stored in `scheduler` and published by the scheduler when due (the receipt is
    * `{ topic, partition: -1, position: 'scheduled:<id>' }`); now or past: published at once.
+   * `envelope()` ignores it (pass the built message to `tx.schedule` for a transactional delay).
    */
   readonly deliverAt?: number | Date;
 }
