@@ -369,3 +369,14 @@ export const CHECKOUT_UNTIL_SHIPPING: readonly string[] = Object.freeze([
   `<${InventoryReserved.type}`,
   `>${ShipOrder.type}`,
 ]);
+
+/** The whole conversation of an order whose shipping timed out: release, then refund, then cancel. */
+export const CHECKOUT_SHIPPING_TIMED_OUT: readonly string[] = Object.freeze([
+  ...CHECKOUT_UNTIL_SHIPPING,
+  '<timer shipping',
+  `>${ReleaseInventory.type}`,
+  `<${InventoryReleased.type}`,
+  `>${RefundPayment.type}`,
+  `<${PaymentRefunded.type}`,
+  `>${CancelOrder.type}`,
+]);

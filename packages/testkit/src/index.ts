@@ -62,6 +62,7 @@ export {
   checkoutOrder,
   waitForCheckout,
   CHECKOUT_UNTIL_SHIPPING,
+  CHECKOUT_SHIPPING_TIMED_OUT,
   startCheckoutServices,
   memoryCheckoutKv,
   CHECKOUT_TOPICS,
