@@ -246,22 +246,22 @@ export class PostgresUnitOfWork implements UnitOfWork<pg.PoolClient> {
       i = j;
       if (kind === 'outbox') {
         const rows = run as Array<Extract<Op, { kind: 'outbox' }>>;
-        // Row numbers continue after any row this transaction wrote before (ids txid*10^6 + n).
-        await client.query(
+        // Row numbers continue after any row this transaction wrote before (ids txid*10^6 + n);
+        // the NOTIFY rides on the first insert of the commit (one round trip, one NOTIFY).
+        const r = await client.query<{ n: string }>(
           `WITH base AS (SELECT pg_current_xact_id()::text::numeric * ${ROWS_PER_TX} AS b),
-                next AS (SELECT coalesce(max(o.id) - base.b + 1, 0) AS n FROM base LEFT JOIN herald_outbox o ON o.id >= base.b AND o.id < base.b + ${ROWS_PER_TX} GROUP BY base.b)
-           INSERT INTO herald_outbox (id, partition, topic, key, envelope, created_at)
-           SELECT base.b + next.n + r.ord - 1, r.partition, r.topic, r.key, r.envelope, $6
-             FROM base, next, unnest($1::int[], $2::text[], $3::text[], $4::text[]) WITH ORDINALITY AS r(partition, topic, key, envelope, ord)
-            WHERE next.n + $5 <= ${ROWS_PER_TX}`,
-          [rows.map((r) => r.partition), rows.map((r) => r.topic), rows.map((r) => r.key), rows.map((r) => r.body), rows.length, now],
-        ).then((r) => {
-          if (r.rowCount !== rows.length) throw new HeraldError('HERALD_ERR_INVALID_ARGUMENT', `a transaction may write at most ${ROWS_PER_TX} outbox rows`);
-        });
-        if (!notifiedOutbox) {
-          await client.query('SELECT pg_notify($1, $2)', [writeChannel('outbox', this.database.schema), '']);
-          notifiedOutbox = true;
-        }
+                next AS (SELECT coalesce(max(o.id) - base.b + 1, 0) AS n FROM base LEFT JOIN herald_outbox o ON o.id >= base.b AND o.id < base.b + ${ROWS_PER_TX} GROUP BY base.b),
+                ins AS (
+                  INSERT INTO herald_outbox (id, partition, topic, key, envelope, created_at)
+                  SELECT base.b + next.n + r.ord - 1, r.partition, r.topic, r.key, r.envelope, $6
+                    FROM base, next, unnest($1::int[], $2::text[], $3::text[], $4::text[]) WITH ORDINALITY AS r(partition, topic, key, envelope, ord)
+                   WHERE next.n + $5 <= ${ROWS_PER_TX}
+                  RETURNING 1)
+           SELECT (SELECT count(*) FROM ins)::text AS n${notifiedOutbox ? '' : ', pg_notify($7, $8)'}`,
+          [rows.map((x) => x.partition), rows.map((x) => x.topic), rows.map((x) => x.key), rows.map((x) => x.body), rows.length, now, ...(notifiedOutbox ? [] : [writeChannel('outbox', this.database.schema), ''])],
+        );
+        if (Number(r.rows[0]!.n) !== rows.length) throw new HeraldError('HERALD_ERR_INVALID_ARGUMENT', `a transaction may write at most ${ROWS_PER_TX} outbox rows`);
+        notifiedOutbox = true;
       } else if (kind === 'schedule') {
         const rows = (run as Array<Extract<Op, { kind: 'schedule' }>>).map((o) => o.row);
         await client.query(INSERT_SCHEDULED_SQL, scheduledParams(rows, now));
