@@ -47,8 +47,10 @@ export type PostgresOutboxStoreOptions = PgDatabaseSource & {
   readonly clock?: Clock;
   /**
    * How long `pending` waits for committed rows held back by a transaction still in flight
-   * (polling every few ms) before it returns without them, ms (default 1000); the store then
-   * wakes its readers again 20 ms later.
+   * (re-reading after 1, 2, 4 … 50 ms) before it returns without them, ms (default 1000); the
+   * store then wakes its readers again 20 ms later. So while a long transaction holds rows
+   * back, a relay re-reads each such partition about 20 times a second; 0 returns at once (the
+   * relay's poll finds the rows later).
    */
   readonly visibilityWaitMs?: number;
 };
@@ -100,7 +102,7 @@ export class PostgresOutboxStore implements OutboxStore {
     positiveInt('limit', limit);
     const from = after === undefined ? '-1' : parseOutboxId(after);
     const deadline = performance.now() + this.#visibilityWaitMs;
-    for (let delay = 1; ; delay = Math.min(delay * 2, 20)) {
+    for (let delay = 1; ; delay = Math.min(delay * 2, 50)) {
       const r = await this.database.query<Row & { waiting: boolean }>(
         `WITH b AS MATERIALIZED (SELECT ${SAFE_BOUND} AS safe, ${WATERMARK} AS mark)
          SELECT EXISTS (SELECT 1 FROM herald_outbox o WHERE o.partition = $1 AND o.id >= b.safe) AS waiting, r.*
