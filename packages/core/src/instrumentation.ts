@@ -56,9 +56,17 @@ export interface PublishMessage extends Traced<readonly PublishReceipt[] | Outgo
   [key: symbol]: unknown;
 }
 
-export interface HandleMessage extends Traced<void> {
+export interface HandleMessage extends Traced<void>, Omit<HandleFields, 'delivery'> {
+  /** Transport position of the delivery; undefined on redrive. */
+  readonly position: string | undefined;
+  [key: symbol]: unknown;
+}
+
+/** What the router's handler context offers `traceHandle` (a `MessageContext` has all of it). */
+export interface HandleFields {
   readonly envelope: CloudEvent;
   readonly group: string;
+  /** The handler's name. */
   readonly handler: string;
   readonly topic: string;
   readonly partition: number;
@@ -67,9 +75,7 @@ export interface HandleMessage extends Traced<void> {
   readonly attempt: number;
   /** Redrive of a dead letter (no transport delivery). */
   readonly redrive: boolean;
-  /** Transport position of the delivery; undefined on redrive. */
-  readonly position: string | undefined;
-  [key: symbol]: unknown;
+  readonly delivery: { readonly position: string } | undefined;
 }
 
 export interface AppendMessage extends Traced<unknown> {
@@ -182,19 +188,6 @@ export function traceHandle<C extends HandleFields>(fn: (ctx: C) => Promise<void
     position: ctx.delivery?.position,
   };
   return channels.handle.tracePromise(async (c: C) => fn(c), message, undefined, ctx);
-}
-
-/** What the router's handler context offers `traceHandle` (a `MessageContext` has all of it). */
-export interface HandleFields {
-  readonly envelope: CloudEvent;
-  readonly group: string;
-  readonly handler: string;
-  readonly topic: string;
-  readonly partition: number;
-  readonly key: string | undefined;
-  readonly attempt: number;
-  readonly redrive: boolean;
-  readonly delivery: { readonly position: string } | undefined;
 }
 
 /** Publishes on a plain channel only when someone listens; `make` builds the message lazily. */

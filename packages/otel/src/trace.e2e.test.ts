@@ -10,27 +10,17 @@ import { rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
-import { after, test } from 'node:test';
+import { test } from 'node:test';
 import { fileURLToPath } from 'node:url';
-import { context, SpanKind } from '@opentelemetry/api';
-import { AsyncLocalStorageContextManager } from '@opentelemetry/context-async-hooks';
-import { BasicTracerProvider, InMemorySpanExporter, SimpleSpanProcessor } from '@opentelemetry/sdk-trace-base';
+import { SpanKind } from '@opentelemetry/api';
 import { createConsumer, createOutboxRelay, createPublisher } from '@herald/core';
 import { createSqliteOutboxStore, createSqliteTransport, createSqliteUnitOfWork, SqliteDeadLetterStore, SqliteLeaseStore } from '@herald/sqlite';
 import { waitFor } from '@herald/testkit';
-import { instrumentTracing } from './index.ts';
-import { flow, type SpanRecord } from './fixtures/flow.ts';
+import { flow, type SpanRecord, testTracing, toSpanRecord } from './fixtures/flow.ts';
 
 const CHILD = fileURLToPath(new URL('./fixtures/billing-process.ts', import.meta.url));
 
-context.setGlobalContextManager(new AsyncLocalStorageContextManager());
-const exporter = new InMemorySpanExporter();
-const provider = new BasicTracerProvider({ spanProcessors: [new SimpleSpanProcessor(exporter)] });
-const untrace = instrumentTracing({ tracerProvider: provider });
-after(async () => {
-  untrace();
-  await provider.shutdown();
-});
+const { exporter } = testTracing();
 
 function startChild(path: string, suffix: string): { proc: ChildProcess; spans: SpanRecord[]; ready: Promise<void>; stopped: Promise<void> } {
   const proc = spawn(process.execPath, ['--import', 'tsx', CHILD, path, suffix], { stdio: ['pipe', 'pipe', 'inherit'] });
@@ -102,17 +92,7 @@ test('command → event via outbox → handler in another process → event → 
   await leases.close();
   await uow.close();
 
-  const local: SpanRecord[] = exporter.getFinishedSpans().map((s) => ({
-    name: s.name,
-    kind: s.kind,
-    traceId: s.spanContext().traceId,
-    spanId: s.spanContext().spanId,
-    parentSpanId: s.parentSpanContext?.spanId,
-    links: s.links.map((l) => ({ traceId: l.context.traceId, spanId: l.context.spanId, reason: l.attributes?.['herald.link.reason'] })),
-    attributes: { ...s.attributes },
-    status: s.status.code,
-    process: 'orders',
-  }));
+  const local = exporter.getFinishedSpans().map((s) => toSpanRecord(s, 'orders'));
   const all = [...local, ...child.spans];
   const named = (name: string, process: string): SpanRecord => {
     const found = all.filter((s) => s.name === name && s.process === process && s.name.split(' ')[0] !== undefined);

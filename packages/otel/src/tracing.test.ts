@@ -1,8 +1,7 @@
 import assert from 'node:assert/strict';
-import { after, test } from 'node:test';
-import { context, SpanKind, trace } from '@opentelemetry/api';
-import { AsyncLocalStorageContextManager } from '@opentelemetry/context-async-hooks';
-import { BasicTracerProvider, InMemorySpanExporter, type ReadableSpan, SimpleSpanProcessor } from '@opentelemetry/sdk-trace-base';
+import { test } from 'node:test';
+import { SpanKind, trace } from '@opentelemetry/api';
+import type { ReadableSpan } from '@opentelemetry/sdk-trace-base';
 import { z } from 'zod';
 import {
   createConsumer,
@@ -15,17 +14,9 @@ import {
   PermanentError,
 } from '@herald/core';
 import { uniqueName, waitFor } from '@herald/testkit';
-import { instrumentTracing } from './index.ts';
+import { testTracing } from './fixtures/flow.ts';
 
-const contextManager = new AsyncLocalStorageContextManager();
-context.setGlobalContextManager(contextManager);
-const exporter = new InMemorySpanExporter();
-const provider = new BasicTracerProvider({ spanProcessors: [new SimpleSpanProcessor(exporter)] });
-const untrace = instrumentTracing({ tracerProvider: provider });
-after(async () => {
-  untrace();
-  await provider.shutdown();
-});
+const { exporter, provider } = testTracing();
 
 const tracer = provider.getTracer('test');
 
