@@ -248,7 +248,10 @@ function evaluateGoals(all: readonly Row[]): Goal[] {
         section: 'observability',
         text,
         met: cost === undefined || floor === undefined ? undefined : 1 - cost >= floor,
-        detail: cost === undefined ? 'not measured' : `throughput cost ${pct(cost)} (${fmtRate(r!.rate)} msg/s, ratio ${r!.ratio!.toFixed(3)} vs no subscriber)${floor === undefined ? ' — reported, no goal' : ''}`,
+        detail:
+          cost === undefined
+            ? 'not measured'
+            : `throughput cost ${pct(cost)} (${fmtRate(r!.rate)} msg/s, ratio ${r!.ratio!.toFixed(3)} vs no subscriber)${(r as { cpuCost?: number }).cpuCost !== undefined ? `; CPU per message +${pct((r as { cpuCost?: number }).cpuCost!)}` : ''}${floor === undefined ? ' — reported, no goal' : ''}`,
       });
     };
     obsGoal('no-subscriber helpers', 'instrumentation present, no subscriber: ≤ 2 % throughput cost (estimate, see the row)', 0.98);

@@ -102,22 +102,28 @@ function noSubscriberCostNs(): { ns: number; direct: number } {
 
 export interface ObservabilityConfig {
   readonly runs: number;
-  readonly run: (mode: ObserveMode) => Promise<{ ms: number }>;
+  readonly run: (mode: ObserveMode) => Promise<{ ms: number; cpuMs?: number }>;
   readonly messages: number;
   readonly batch: number;
 }
 
 export async function observabilityRows(c: ObservabilityConfig): Promise<Row[]> {
   const times = new Map<ObserveMode, number[]>(OBSERVE_MODES.map((m) => [m, []]));
+  const cpus = new Map<ObserveMode, number[]>(OBSERVE_MODES.map((m) => [m, []]));
   for (let r = 0; r < c.runs; r++) {
     const order = OBSERVE_MODES.map((_, i) => OBSERVE_MODES[(i + r) % OBSERVE_MODES.length]!);
     for (const mode of order) {
-      const { ms } = await c.run(mode);
+      const { ms, cpuMs } = await c.run(mode);
       times.get(mode)!.push(ms);
-      progress(`  round ${r + 1}/${c.runs} ${mode}: ${Math.round(rateOf(c.messages, ms)).toLocaleString('en-US')} msg/s`);
+      if (cpuMs !== undefined) cpus.get(mode)!.push(cpuMs);
+      progress(`  round ${r + 1}/${c.runs} ${mode}: ${Math.round(rateOf(c.messages, ms)).toLocaleString('en-US')} msg/s${cpuMs !== undefined ? `, ${((cpuMs * 1000) / c.messages).toFixed(2)} CPU-µs per message` : ''}`);
     }
   }
   const base = rateOf(c.messages, median(times.get('none')!));
+  // CPU time per message (both processes): far less sensitive than wall-clock throughput to other
+  // load on the machine; its ratio is shown beside the throughput ratio.
+  const cpuPerMsg = (mode: ObserveMode): number | undefined => (cpus.get(mode)!.length > 0 ? (median(cpus.get(mode)!) * 1000) / c.messages : undefined);
+  const baseCpu = cpuPerMsg('none');
   const label: Record<ObserveMode, string> = {
     none: 'sqlite e2e, instrumentation present, no subscriber',
     metrics: 'sqlite e2e, metrics only (prom-client, /metrics rendered every 1 s)',
@@ -134,12 +140,14 @@ export async function observabilityRows(c: ObservabilityConfig): Promise<Row[]> 
       rate,
       runs: rates,
       ...(mode === 'none' ? {} : { ratio: rate / base, ratioVs: label.none }),
+      ...(cpuPerMsg(mode) !== undefined ? { cpuUsPerMessage: cpuPerMsg(mode)!, ...(mode !== 'none' && baseCpu ? { cpuCost: cpuPerMsg(mode)! / baseCpu - 1 } : {}) } : {}),
       note:
-        mode === 'none'
+        (cpuPerMsg(mode) !== undefined ? `${cpuPerMsg(mode)!.toFixed(2)} CPU-µs per message (both processes)${mode !== 'none' && baseCpu ? `, ${(100 * (cpuPerMsg(mode)! / baseCpu - 1)).toFixed(1)} % more than no subscriber` : ''}; ` : '') +
+        (mode === 'none'
           ? `publisher.publishEnvelopes (batches of ${c.batch}) here, consumer (zod handler) in a child process; first publish → last ack; the baseline of this section`
           : mode === 'metrics'
             ? 'createMetrics in both processes (counters + handler-duration histogram per message; lag read from the file at each render)'
-            : 'BasicTracerProvider, BatchSpanProcessor to an exporter that drops spans; one producer span per batch, one consumer span per message; AsyncLocalStorage context manager',
+            : 'BasicTracerProvider, BatchSpanProcessor to an exporter that drops spans; one producer span per batch, one consumer span per message; AsyncLocalStorage context manager'),
     };
   });
   const cost = noSubscriberCostNs();

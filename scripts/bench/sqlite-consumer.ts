@@ -42,6 +42,8 @@ export interface WorkerResult {
   readonly p50Us?: number;
   readonly p99Us?: number;
   readonly maxUs?: number;
+  /** CPU time (user + system) of this process from the warm-up's end to the last message, µs. */
+  readonly cpuUs?: number;
 }
 
 function send(message: unknown): void {
@@ -73,6 +75,7 @@ const total = config.warmup + config.expected;
 const latencies = config.latency ? new Float64Array(config.expected) : undefined;
 let count = 0;
 let warmSent = config.warmup === 0;
+let cpuAtWarm = process.cpuUsage();
 let finish!: (endUs: number) => void;
 const finished = new Promise<number>((r) => (finish = r));
 
@@ -82,6 +85,7 @@ function onMessage(t: number): void {
   if (latencies && i >= config.warmup) latencies[i - config.warmup] = now - t;
   if (!warmSent && count === config.warmup) {
     warmSent = true;
+    cpuAtWarm = process.cpuUsage();
     send({ kind: 'warm' });
   }
   // setImmediate runs after the router's synchronous ack of this delivery.
@@ -98,7 +102,8 @@ send({ kind: 'ready' });
 const endUs = await finished;
 clearInterval(keepAlive);
 const stats = consumer.stats();
-let result: WorkerResult = { endUs, handled: stats.handled - config.warmup, deadLettered: stats.deadLettered, errors };
+const cpu = process.cpuUsage(cpuAtWarm);
+let result: WorkerResult = { endUs, handled: stats.handled - config.warmup, deadLettered: stats.deadLettered, errors, cpuUs: cpu.user + cpu.system };
 if (latencies) {
   latencies.sort();
   result = { ...result, p50Us: percentile(latencies, 0.5), p99Us: percentile(latencies, 0.99), maxUs: latencies[latencies.length - 1]! };

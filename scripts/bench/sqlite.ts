@@ -157,6 +157,8 @@ interface E2eResult {
   readonly p50Ms?: number;
   readonly p99Ms?: number;
   readonly maxMs?: number;
+  /** CPU time of both processes over the measured part, ms (publisher from its first measured publish, consumer from its warm-up's end). */
+  readonly cpuMs?: number;
 }
 
 /**
@@ -191,22 +193,26 @@ export async function endToEndRun(c: SqliteConfig, mode: { validate: boolean; la
     await child.next('warm');
 
     let t0Us: number;
+    let cpu0: NodeJS.CpuUsage | undefined;
     // Observability rows publish through a publisher (the herald:publish channel) with `mode.observe` subscribed here too.
     const obs = mode.observe === undefined ? undefined : await import('./observability.ts');
     const publish = obs ? obs.publisherOn(transport) : (topic: string, m: OutgoingMessage[]) => transport.publish(topic, m);
     const unobserve = obs ? await obs.observe(mode.observe!, transport) : undefined;
     if (!mode.latency) {
       t0Us = epochMicros();
+      cpu0 = process.cpuUsage();
       for (let i = 0; i < messages; i += c.batch) await publish(TOPIC, batchOf(warmup + i, Math.min(c.batch, messages - i)));
     } else {
       t0Us = await openLoop(transport, warmup, messages, c.rate);
     }
     const done = (await child.next('done')) as unknown as WorkerResult;
+    const parentCpu = cpu0 === undefined ? undefined : process.cpuUsage(cpu0);
     await unobserve?.();
     if (done.handled !== messages || done.deadLettered !== 0) throw new Error(`sqlite e2e: handled ${done.handled}/${messages}, dead-lettered ${done.deadLettered}`);
     if (done.errors > 0) progress(`  (consumer reported ${done.errors} errors through onError)`);
     return {
       ms: (done.endUs - t0Us) / 1000,
+      ...(parentCpu !== undefined && done.cpuUs !== undefined ? { cpuMs: (cpuOf(parentCpu) + done.cpuUs) / 1000 } : {}),
       ...(done.p50Us !== undefined ? { p50Ms: done.p50Us / 1000, p99Ms: done.p99Us! / 1000, maxMs: done.maxUs! / 1000 } : {}),
     };
   } finally {
@@ -326,4 +332,8 @@ export async function sqliteRows(c: SqliteConfig): Promise<Row[]> {
     r.ratioVs = raw.case;
   }
   return [raw, pubBatched, pubConcurrent, e2eOff, e2eOn, latencyRow];
+}
+
+function cpuOf(u: NodeJS.CpuUsage): number {
+  return u.user + u.system;
 }
