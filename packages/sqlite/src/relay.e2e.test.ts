@@ -37,7 +37,7 @@ test('3 relay processes, one file: SIGKILL of one mid-way publishes every row, k
   const relays: ChildHandle[] = [];
   try {
     // Relays join one after the other: clean hand-overs while rows are already flowing.
-    relays.push(await forkChild(RELAY, { name: 'r0', env: { ...env, RELAY_MEMBER: 'r0', RELAY_HOLD_MS: '50' } }));
+    relays.push(await forkChild(RELAY, { name: 'r0', env: { ...env, RELAY_MEMBER: 'r0', RELAY_HOLD_MS: '50' }, startTimeoutMs: 60_000 }));
     let written = 0;
     let othersJoined = false;
     let killed = false;
@@ -60,14 +60,14 @@ test('3 relay processes, one file: SIGKILL of one mid-way publishes every row, k
         await new Promise((r) => setTimeout(r, size === 5 ? 20 : 25));
       }
     })();
-    relays.push(await forkChild(RELAY, { name: 'r1', env: { ...env, RELAY_MEMBER: 'r1' } }));
-    relays.push(await forkChild(RELAY, { name: 'r2', env: { ...env, RELAY_MEMBER: 'r2' } }));
+    relays.push(await forkChild(RELAY, { name: 'r1', env: { ...env, RELAY_MEMBER: 'r1' }, startTimeoutMs: 60_000 }));
+    relays.push(await forkChild(RELAY, { name: 'r2', env: { ...env, RELAY_MEMBER: 'r2' }, startTimeoutMs: 60_000 }));
     othersJoined = true;
     // Kill r0 once the three share the work and r0 has published since, while rows are still being written.
     const attemptsOf = results.prepare('SELECT count(*) FROM attempted WHERE member = ?').pluck();
     const r0Before = attemptsOf.get('r0') as number;
     await waitFor(() => (attemptsOf.get('r1') as number) > 0 && (attemptsOf.get('r2') as number) > 0 && (attemptsOf.get('r0') as number) > r0Before + 50, {
-      timeoutMs: 30_000,
+      timeoutMs: 60_000,
       what: () => `the three relays to publish (attempts r0 ${String(attemptsOf.get('r0'))} (${r0Before} before the others joined), r1 ${String(attemptsOf.get('r1'))}, r2 ${String(attemptsOf.get('r2'))}; written ${written} of ${N})`,
     });
     assert.ok(written < N, 'the kill happens while rows are still being written');
