@@ -68,6 +68,9 @@ export async function runServices(config: HeraldConfig, options: RunOptions, io:
     }
   } catch (e) {
     await backend.close();
+    if ((e as { code?: unknown }).code === 'EADDRINUSE') {
+      throw Object.assign(new Error(`console port ${options.port ?? config.console.port} is in use: give another with --port <n> (0 = any free port) or console.port in ${config.file}`), { code: 'EADDRINUSE' });
+    }
     throw e;
   }
   supervisor.startAll();

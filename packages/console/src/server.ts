@@ -280,10 +280,17 @@ export async function createConsoleServer(options: ConsoleServerOptions): Promis
   app.get('*', serveStatic({ path: `${APP_DIST_DIR}index.html` }));
 
   const host = options.host ?? '127.0.0.1';
-  const server: ServerType = await new Promise((resolve, reject) => {
-    const s = serve({ fetch: app.fetch, port: options.port ?? 4000, hostname: host }, () => resolve(s));
-    s.once('error', reject);
-  });
+  let server: ServerType;
+  try {
+    server = await new Promise((resolve, reject) => {
+      const s = serve({ fetch: app.fetch, port: options.port ?? 4000, hostname: host }, () => resolve(s));
+      s.once('error', reject);
+    });
+  } catch (e) {
+    closed = true;
+    clearInterval(timer); // the port was taken: nothing may keep the process alive
+    throw e;
+  }
   const port = (server.address() as AddressInfo).port;
   let closing: Promise<void> | null = null;
   return {
