@@ -11,6 +11,7 @@
  * and `markFired` are fenced through the `LeaseStore` the unit of work was created with
  * (`leases`, default a fresh `MemoryLeaseStore`): relays and schedulers must use that store.
  */
+import { AsyncLocalStorage } from 'node:async_hooks';
 import { type Clock, systemClock } from './clock.ts';
 import { HeraldError } from './errors.ts';
 import { type LeaseFence, type LeaseStore, MemoryLeaseStore } from './lease.ts';
@@ -66,6 +67,8 @@ export class MemoryUnitOfWork implements UnitOfWork<MemoryTx>, OutboxStore, Sche
   #nextId = 1;
   #seq = 0;
   #queue: Promise<unknown> = Promise.resolve();
+  /** Set while a serialized call of this unit of work runs (nested calls would deadlock). */
+  readonly #inside = new AsyncLocalStorage<{ active: boolean }>();
 
   constructor(options: MemoryUnitOfWorkOptions = {}) {
     this.partitions = partitionCount(options.partitions ?? 8);
@@ -195,7 +198,7 @@ export class MemoryUnitOfWork implements UnitOfWork<MemoryTx>, OutboxStore, Sche
   schedule(writes: readonly ScheduledWrite[]): Promise<readonly string[]> {
     return this.#serial(async () => {
       const ids = writes.map((w) => this.#addScheduled(w));
-      if (writes.length > 0) this.#notify();
+      if (writes.length > 0) this.#inside.exit(() => this.#notify());
       return ids;
     });
   }
@@ -237,8 +240,21 @@ export class MemoryUnitOfWork implements UnitOfWork<MemoryTx>, OutboxStore, Sche
 
   // ── internals ────────────────────────────────────────────────────────────
 
+  /**
+   * Runs `fn` after every earlier call. Called from inside a transaction callback it would wait
+   * for that transaction, which waits for it: refused with a typed error instead of hanging.
+   */
   #serial<R>(fn: () => Promise<R>): Promise<R> {
-    const run = this.#queue.then(fn, fn);
+    if (this.#inside.getStore()?.active) {
+      return Promise.reject(new HeraldError('HERALD_ERR_INVALID_ARGUMENT', 'memory unit of work: called from inside one of its own transactions (nested withTransaction / withInbox, or a store call in the callback); transactions are serialized, so it would wait for itself'));
+    }
+    const inside = (): Promise<R> => {
+      const token = { active: true };
+      return this.#inside.run(token, fn).finally(() => {
+        token.active = false;
+      });
+    };
+    const run = this.#queue.then(inside, inside);
     this.#queue = run.catch(() => {});
     return run;
   }
@@ -321,14 +337,17 @@ export class MemoryUnitOfWork implements UnitOfWork<MemoryTx>, OutboxStore, Sche
       for (const w of scheduled) this.#addScheduled(w);
       for (const id of cancelled) this.#cancelScheduled(id);
       if (inbox !== undefined) this.#inbox.set(inbox, now);
-      if (outbox.length > 0 || scheduled.length > 0) this.#notify();
-      for (const fn of after) {
-        try {
-          fn();
-        } catch (e) {
-          this.#onError(e);
+      // Listeners and afterCommit callbacks start work of their own (a relay's drain): not "inside".
+      this.#inside.exit(() => {
+        if (outbox.length > 0 || scheduled.length > 0) this.#notify();
+        for (const fn of after) {
+          try {
+            fn();
+          } catch (e) {
+            this.#onError(e);
+          }
         }
-      }
+      });
     };
     return { tx, commit };
   }

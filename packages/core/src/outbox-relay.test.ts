@@ -145,3 +145,16 @@ test('a relay that loses a partition and takes it back waits for its old call be
   assert.deepEqual(fake.published, ['k-0', 'k-1', 'k-0', 'k-1'], 'the old call landed, was fenced, the new worker resent in order');
   assert.ok(relay.stats().fencedOut >= 1);
 });
+
+test('memory unit of work: a nested transaction is a typed error, not a deadlock; the outer one still commits', async () => {
+  const uow = new MemoryUnitOfWork();
+  await uow.withTransaction(async (tx) => {
+    tx.native.put('t', 'k', 1);
+    await assert.rejects(
+      uow.withTransaction(() => {}),
+      (e: unknown) => (e as { code?: string }).code === 'HERALD_ERR_INVALID_ARGUMENT' && /inside one of its own transactions/.test((e as Error).message),
+    );
+  });
+  assert.equal(uow.read('t', 'k'), 1);
+  await uow.withTransaction(() => {}); // not nested any more
+});
