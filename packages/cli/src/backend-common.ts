@@ -6,7 +6,7 @@
 import { existsSync } from 'node:fs';
 import { pathToFileURL } from 'node:url';
 import { type DeadLetterStore, HeraldError } from '@herald/core';
-import type { EventStore, RebuildOptions, RebuildResult, RecordedEvent, SagaStatus, SagaStore } from '@herald/eventsourcing';
+import type { EventStore, Projection, RebuildOptions, RebuildResult, RecordedEvent, SagaStatus, SagaStore } from '@herald/eventsourcing';
 import type { CausationNode, ConsoleSources, SagaSource, StreamView } from '@herald/console';
 import type { HeraldConfig } from './config.ts';
 
@@ -44,6 +44,16 @@ export async function loadProjectionModule(config: HeraldConfig, name: string): 
     throw new HeraldError('HERALD_ERR_INVALID_ARGUMENT', `${config.file}: projections[${i}] is named "${name}" but its module defines "${def.name}"`, { details: { file: config.file, field: `projections[${i}].name` } });
   }
   return def;
+}
+
+/** Rebuilds a projection opened for this purpose only, then closes it. */
+export async function rebuildOnce(projection: Projection | Promise<Projection>, options: RebuildOptions): Promise<RebuildResult> {
+  const p = await projection;
+  try {
+    return await p.rebuild(options);
+  } finally {
+    await p.close();
+  }
 }
 
 const TIMELINE_PAGES = 10;

@@ -18,7 +18,7 @@ import {
   PostgresDeadLetterStore,
   type PostgresProjectionDefinition,
 } from '@herald/postgres';
-import { causationNodes, type DeadLetterRow, type EventRow, loadProjectionModule, loadViews, type MessageRow, type OpenBackend, type OpenBackendOptions, recentStreams, sagaSource } from './backend-common.ts';
+import { causationNodes, type DeadLetterRow, type EventRow, loadProjectionModule, loadViews, rebuildOnce, type MessageRow, type OpenBackend, type OpenBackendOptions, recentStreams, sagaSource } from './backend-common.ts';
 import type { HeraldConfig } from './config.ts';
 
 export async function openPostgresBackend(config: HeraldConfig, url: string, schema: string | undefined, options: OpenBackendOptions): Promise<OpenBackend> {
@@ -50,12 +50,7 @@ export async function openPostgresBackend(config: HeraldConfig, url: string, sch
     },
     rebuildProjection: async (name: string, rebuild: RebuildOptions) => {
       const definition = (await loadProjectionModule(config, name)) as PostgresProjectionDefinition;
-      const projection = await createPostgresProjection(eventStore, definition, { mode: 'async' });
-      try {
-        return await projection.rebuild(rebuild);
-      } finally {
-        await projection.close();
-      }
+      return rebuildOnce(createPostgresProjection(eventStore, definition, { mode: 'async' }), rebuild);
     },
     close: async () => {
       await eventStore.close();

@@ -17,7 +17,7 @@ import {
   SqliteDeadLetterStore,
   type SqliteProjectionDefinition,
 } from '@herald/sqlite';
-import { causationNodes, type DeadLetterRow, type EventRow, loadProjectionModule, loadViews, type MessageRow, type OpenBackend, type OpenBackendOptions, recentStreams, sagaSource } from './backend-common.ts';
+import { causationNodes, type DeadLetterRow, type EventRow, loadProjectionModule, loadViews, rebuildOnce, type MessageRow, type OpenBackend, type OpenBackendOptions, recentStreams, sagaSource } from './backend-common.ts';
 import type { HeraldConfig } from './config.ts';
 
 export async function openSqliteBackend(config: HeraldConfig, path: string, options: OpenBackendOptions): Promise<OpenBackend> {
@@ -43,12 +43,7 @@ export async function openSqliteBackend(config: HeraldConfig, path: string, opti
     schemaVersions: async () => schemaVersions(database),
     rebuildProjection: async (name: string, rebuild: RebuildOptions) => {
       const definition = (await loadProjectionModule(config, name)) as SqliteProjectionDefinition;
-      const projection = createSqliteProjection(eventStore, definition, { mode: 'async' });
-      try {
-        return await projection.rebuild(rebuild);
-      } finally {
-        await projection.close();
-      }
+      return rebuildOnce(createSqliteProjection(eventStore, definition, { mode: 'async' }), rebuild);
     },
     close: async () => {
       await transport.close();
