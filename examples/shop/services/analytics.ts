@@ -2,7 +2,7 @@
 // choreography). Per order its outcome; per minute orders placed, completed, cancelled and
 // revenue; conversion = completed / placed. Inbox: each event counts once.
 import { OrderCancelled, OrderCompleted, OrderPlaced } from '../src/events.ts';
-import { inInbox, runConsumerService } from '../src/runtime.ts';
+import { inInbox, runConsumerService } from '../src/service.ts';
 
 const DDL = `CREATE TABLE IF NOT EXISTS shop_analytics_orders (
   order_id TEXT PRIMARY KEY,

@@ -4,7 +4,8 @@
 // or INVENTORY_DEFAULT_STOCK (default 1 000 000) when first seen.
 import { HeraldError } from '@herald/core';
 import { InventoryRejected, InventoryReleased, InventoryReserved, type LineItem, ReleaseInventory, ReserveInventory } from '../src/events.ts';
-import { envNumber, inInbox, runConsumerService, type Sql } from '../src/runtime.ts';
+import { envNumber, type Sql } from '../src/runtime.ts';
+import { inInbox, runConsumerService } from '../src/service.ts';
 
 const defaultStock = envNumber('INVENTORY_DEFAULT_STOCK', 1_000_000);
 let stock: Record<string, number>;

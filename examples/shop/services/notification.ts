@@ -2,7 +2,7 @@
 // 'orders' — choreography: Order does not know it exists). One message per (order, kind), in the
 // same transaction as the inbox record.
 import { OrderCancelled, OrderCompleted, OrderPlaced } from '../src/events.ts';
-import { inInbox, runConsumerService } from '../src/runtime.ts';
+import { inInbox, runConsumerService } from '../src/service.ts';
 
 const DDL = `CREATE TABLE IF NOT EXISTS shop_notifications (
   order_id TEXT NOT NULL,

@@ -15,12 +15,12 @@ import { Hono } from 'hono';
 import { z } from 'zod';
 import { createConsumer, createScheduler, HeraldError, isHeraldError, systemClock } from '@herald/core';
 import { createCommandHandler, createSagaRuntime } from '@herald/eventsourcing';
-import { attachEventStoreOutbox, createSqliteProjection, createSqliteSchedulerStore } from '@herald/sqlite';
+import { openBackend } from '../src/backend.ts';
 import { checkoutSaga, orderMessage } from '../src/checkout.ts';
 import { CancelOrder, CompleteOrder, LineItem } from '../src/events.ts';
 import { type OrderCommand, orderDecider, type OrderEvent } from '../src/order.ts';
-import { type OrderRow, orderSummary } from '../src/order-summary.ts';
-import { configuredBackend, envNumber, log, message, openBackend, untilSignal } from '../src/runtime.ts';
+import { type OrderRow, orderSummaryProjection } from '../src/order-summary.ts';
+import { configuredBackend, envNumber, log, message, untilSignal } from '../src/runtime.ts';
 
 const SERVICE = 'order';
 const SOURCE = 'shop/order';
@@ -29,16 +29,13 @@ const clock = systemClock;
 const now = (): number => clock.now();
 
 const { backend: spec, transport: transportSpec } = configuredBackend();
-if (spec.kind !== 'sqlite') throw new HeraldError('HERALD_ERR_NOT_CONFIGURED', `the order service runs its event store, read model and saga store on SQLite only so far (backend "${spec.kind}")`);
 const backend = await openBackend(spec, transportSpec);
-const store = backend.sqliteEventStore()!;
+const store = backend.eventStore();
 
-const readModel = createSqliteProjection(store, orderSummary, { mode: 'inline' });
-const detachOutbox = attachEventStoreOutbox(store, {
-  route(e) {
-    const out = orderMessage({ type: e.type, data: e.data } as OrderEvent);
-    return message(SOURCE, out.definition, out.data, { id: e.id, time: e.recordedAt, correlationid: e.correlationId, causationid: e.causationId });
-  },
+const readModel = await backend.inlineProjection(orderSummaryProjection);
+const stopOutbox = backend.routeToOutbox('order', (e) => {
+  const out = orderMessage({ type: e.type, data: e.data } as OrderEvent);
+  return message(SOURCE, out.definition, out.data, { id: e.id, time: e.recordedAt, correlationid: e.correlationId, causationid: e.causationId });
 });
 const handle = createCommandHandler(store, orderDecider);
 const decide = (orderId: string, command: OrderCommand, cause?: { id: string; correlationid?: string }) =>
@@ -46,8 +43,7 @@ const decide = (orderId: string, command: OrderCommand, cause?: { id: string; co
 
 // ── the checkout saga: runtime, store and the scheduler that sends its timers ──
 const sagas = backend.sagaStore();
-const schedulerStore = createSqliteSchedulerStore({ path: spec.path });
-const scheduler = createScheduler({ store: schedulerStore, transport: backend.transport, leases: backend.leases, name: 'shop', pollMs: 100, onError: (e) => log(SERVICE, `scheduler: ${(e as Error)?.message ?? String(e)}`) });
+const scheduler = createScheduler({ store: backend.schedulerStore(), transport: backend.transport, leases: backend.leases, name: 'shop', pollMs: 100, onError: (e) => log(SERVICE, `scheduler: ${(e as Error)?.message ?? String(e)}`) });
 const saga = createSagaRuntime({
   sagas: [checkoutSaga({ shippingTimeoutMs: envNumber('SHIPPING_TIMEOUT_MS', 120_000), graceMs: envNumber('SHIPPING_GRACE_MS', 10_000) })],
   store: sagas,
@@ -123,7 +119,7 @@ app.get('/orders', async (c) => {
   return c.json({ orders: rows, next: rows.length === limit ? rows[rows.length - 1]!.order_id : null });
 });
 app.get('/stats', async (c) => {
-  const rows = await backend.sql.all<{ status: string; n: number }>('SELECT status, count(*) AS n FROM shop_orders GROUP BY status');
+  const rows = await backend.sql.all<{ status: string; n: number | string }>('SELECT status, count(*) AS n FROM shop_orders GROUP BY status');
   return c.json(Object.fromEntries(rows.map((r) => [r.status, Number(r.n)])));
 });
 
@@ -141,8 +137,7 @@ untilSignal(SERVICE, async () => {
   });
   await Promise.all([consumer.close({ timeoutMs: 3000 }), saga.close({ timeoutMs: 3000 })]);
   await scheduler.close({ timeoutMs: 2000 });
-  detachOutbox();
+  await stopOutbox();
   await readModel.close();
-  await schedulerStore.close();
   await backend.close();
 });

@@ -5,7 +5,8 @@
 // handled in one transaction with its inbox record and its reply (outbox).
 import { HeraldError, murmur2 } from '@herald/core';
 import { ChargePayment, PaymentCharged, PaymentDeclined, PaymentRefunded, RefundPayment } from '../src/events.ts';
-import { envNumber, inInbox, runConsumerService } from '../src/runtime.ts';
+import { envNumber } from '../src/runtime.ts';
+import { inInbox, runConsumerService } from '../src/service.ts';
 
 const suffixes = (process.env.PAYMENT_DECLINE_SUFFIXES ?? '0002').split(',').map((s) => s.trim()).filter(Boolean);
 const rate = envNumber('PAYMENT_DECLINE_RATE', 0);

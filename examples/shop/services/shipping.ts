@@ -4,7 +4,8 @@
 // "shipped". SHIPPING_DELAY_MS (default 0) is the time a shipment takes.
 import { sleepWith } from '@herald/core';
 import { CancelShipment, OrderShipped, ShipmentCancelled, ShipOrder } from '../src/events.ts';
-import { envNumber, inInbox, runConsumerService } from '../src/runtime.ts';
+import { envNumber } from '../src/runtime.ts';
+import { inInbox, runConsumerService } from '../src/service.ts';
 
 const delayMs = envNumber('SHIPPING_DELAY_MS', 0);
 

@@ -185,7 +185,8 @@ export function formatReport(r: ShopReport): string {
 }
 
 if (import.meta.url === `file://${process.argv[1]}`) {
-  const { configuredBackend, openBackend } = await import('./runtime.ts');
+  const { configuredBackend } = await import('./runtime.ts');
+  const { openBackend } = await import('./backend.ts');
   const args = process.argv.slice(2);
   const opt = (name: string): string | undefined => {
     const i = args.indexOf(name);

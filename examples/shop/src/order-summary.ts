@@ -1,12 +1,27 @@
 /**
  * Order's read model: one row per order in `shop_orders`, written inline (in the same
  * transaction as the append), so `GET /orders/:id` right after `POST /orders` sees the order.
- * `herald projections rebuild order-summary` rebuilds it from the event store.
+ * One definition for both backends (`?` placeholders, portable DDL); `orderSummary` is its SQLite
+ * form, which `herald projections rebuild order-summary` rebuilds from the event store.
  */
+import type { RecordedEvent } from '@herald/eventsourcing';
 import type { SqliteProjectionDefinition } from '@herald/sqlite';
 import { type OrderEvent, STATUS_AFTER } from './order.ts';
 
-export const orderSummary: SqliteProjectionDefinition = {
+/** A projection as data: tables (DDL with `{table}` placeholders) and the statements a batch of events runs. */
+export interface ShopProjection {
+  readonly name: string;
+  readonly category: string;
+  readonly tables: Readonly<Record<string, string>>;
+  /** Statements (`?` placeholders, `{table}` names) applying `events`, in order. */
+  writes(events: readonly RecordedEvent[]): Array<readonly [sql: string, params: readonly unknown[]]>;
+}
+
+const INSERT = 'INSERT INTO {shop_orders} (order_id, customer, email, total, status, placed_at, updated_at, version) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (order_id) DO NOTHING';
+const UPDATE = `UPDATE {shop_orders} SET status = coalesce(?, status), reason = coalesce(?, reason), tracking_no = coalesce(?, tracking_no), updated_at = ?, version = ?
+  WHERE order_id = ? AND version < ?`;
+
+export const orderSummaryProjection: ShopProjection = {
   name: 'order-summary',
   category: 'order',
   tables: {
@@ -18,34 +33,36 @@ export const orderSummary: SqliteProjectionDefinition = {
       status TEXT NOT NULL,
       reason TEXT,
       tracking_no TEXT,
-      placed_at INTEGER NOT NULL,
-      updated_at INTEGER NOT NULL,
+      placed_at BIGINT NOT NULL,
+      updated_at BIGINT NOT NULL,
       version INTEGER NOT NULL
     );
     CREATE INDEX {shop_orders}_by_status ON {shop_orders} (status, order_id)`,
   },
-  handle(events, ctx) {
-    const insert = ctx.statement(
-      `INSERT INTO {shop_orders} (order_id, customer, email, total, status, placed_at, updated_at, version) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (order_id) DO NOTHING`,
-    );
-    const update = ctx.statement(
-      `UPDATE {shop_orders} SET status = coalesce(?, status), reason = coalesce(?, reason), tracking_no = coalesce(?, tracking_no), updated_at = ?, version = ?
-       WHERE order_id = ? AND version < ?`,
-    );
-    for (const r of events) {
+  writes(events) {
+    return events.map((r) => {
       const e = { type: r.type, data: r.data } as OrderEvent;
-      const id = (e.data as { orderId: string }).orderId;
-      if (e.type === 'OrderPlaced') {
-        insert.run(id, e.data.customer, e.data.email, e.data.total, STATUS_AFTER.OrderPlaced, e.data.placedAt, r.recordedAt, r.streamVersion);
-        continue;
-      }
+      if (e.type === 'OrderPlaced') return [INSERT, [e.data.orderId, e.data.customer, e.data.email, e.data.total, STATUS_AFTER.OrderPlaced, e.data.placedAt, r.recordedAt, r.streamVersion]] as const;
       const reason = e.type === 'OrderCancelled' ? e.data.reason : null;
       const tracking = e.type === 'OrderCompleted' ? e.data.trackingNo : null;
-      update.run(STATUS_AFTER[e.type] ?? null, reason, tracking, r.recordedAt, r.streamVersion, id, r.streamVersion);
-    }
+      return [UPDATE, [STATUS_AFTER[e.type] ?? null, reason, tracking, r.recordedAt, r.streamVersion, e.data.orderId, r.streamVersion]] as const;
+    });
   },
 };
 
+/** The SQLite form of a `ShopProjection`. */
+export function sqliteProjection(p: ShopProjection): SqliteProjectionDefinition {
+  return {
+    name: p.name,
+    category: p.category,
+    tables: p.tables,
+    handle(events, ctx) {
+      for (const [sql, params] of p.writes(events)) ctx.statement(sql).run(...params);
+    },
+  };
+}
+
+export const orderSummary = sqliteProjection(orderSummaryProjection);
 export default orderSummary;
 
 export interface OrderRow {

@@ -1,50 +1,15 @@
 /**
- * What every shop service opens: the backend named by configuration alone. The supervisor
- * (`herald start`) passes `HERALD_BACKEND_JSON` (and `HERALD_CONFIG`, whose `transport` entry
- * names a broker); run by hand, a service falls back to `SHOP_DB` or `.herald/shop.db`.
- *
- * - `{ "kind": "sqlite", "path": … }`: one database file holds the transport's log, the dead
- *   letters, the event store, every service's own tables, their inboxes and the outbox, so a
- *   service's writes and the messages they cause commit in one local transaction.
- * - `{ "kind": "postgres", "url": …, "schema": … }` + `"transport": { "kind": "nats", … }`:
- *   the same services on PostgreSQL and NATS JetStream (see `openBackend`).
+ * What every shop process shares: which backend the configuration names, SQL over it, building
+ * messages, logging and shutdown. The supervisor (`herald start`) passes `HERALD_BACKEND_JSON`
+ * (and `HERALD_CONFIG`, whose `transport` entry names a broker); run by hand, a service falls
+ * back to `SHOP_DB` or `.herald/shop.db`. `backend.ts` opens the stores.
  *
  * Services write their own tables through `Sql`, a four-method view over the backend's
  * connection (`?` placeholders; portable DDL), so the same handler code runs on both.
  */
 import { readFileSync } from 'node:fs';
-import { mkdirSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
-import {
-  type CloudEvent,
-  type Consumer,
-  createConsumer,
-  createEnvelope,
-  createOutboxRelay,
-  type DeadLetterStore,
-  HeraldError,
-  type LeaseStore,
-  type MessageContext,
-  type MessageDefinition,
-  type OutboxRelay,
-  type OutgoingMessage,
-  type Transaction,
-  type Transport,
-  type UnitOfWork,
-} from '@herald/core';
-import type { EventStore, SagaStore } from '@herald/eventsourcing';
-import {
-  createSqliteEventStore,
-  createSqliteOutboxStore,
-  createSqliteSagaStore,
-  createSqliteTransport,
-  createSqliteUnitOfWork,
-  openDatabase,
-  type SqliteDatabase,
-  SqliteDeadLetterStore,
-  type SqliteEventStore,
-  type SqliteSagaStore,
-} from '@herald/sqlite';
+import { type CloudEvent, createEnvelope, HeraldError, type MessageDefinition, type OutgoingMessage } from '@herald/core';
 import type Database from 'better-sqlite3';
 
 export type BackendSpec = { readonly kind: 'sqlite'; readonly path: string } | { readonly kind: 'postgres'; readonly url: string; readonly schema?: string };
@@ -105,81 +70,6 @@ export function sqliteSql(db: Database.Database): Sql {
   };
 }
 
-/** What a handler's transaction offers: the service's tables and the outbox, committed together. */
-export interface ShopTx {
-  readonly sql: Sql;
-  /** Records a message in the outbox; the relay publishes it after commit. */
-  publish<T>(definition: MessageDefinition<T>, data: T): void;
-}
-
-export interface Backend {
-  readonly spec: BackendSpec;
-  readonly transport: Transport;
-  readonly deadLetters: DeadLetterStore;
-  /** Where relays, schedulers and consumer groups lease partitions. */
-  readonly leases: LeaseStore;
-  /** The service's own writes + outbox + inbox in one local transaction. */
-  readonly unitOfWork: UnitOfWork;
-  /** Reads and migrations outside any transaction. */
-  readonly sql: Sql;
-  /** Runs DDL (several statements). */
-  exec(ddl: string): Promise<void>;
-  /** The event store (opened on first use). */
-  eventStore(): EventStore;
-  /** The SQLite event store, when the backend is SQLite. */
-  sqliteEventStore(): SqliteEventStore | undefined;
-  /** The saga store (opened on first use). */
-  sagaStore(): SagaStore;
-  /** Publishes the outbox (every service runs one; relays share the outbox's partitions by lease). */
-  readonly relay: OutboxRelay;
-  /** `Sql` over a transaction's native handle. */
-  txSql(tx: Transaction): Sql;
-  close(): Promise<void>;
-}
-
-/** Opens the configured backend: the one switch between SQLite and PostgreSQL + NATS. */
-export async function openBackend(spec: BackendSpec, transportSpec?: TransportSpec): Promise<Backend> {
-  if (spec.kind === 'sqlite') {
-    if (transportSpec) throw new HeraldError('HERALD_ERR_INVALID_ARGUMENT', `the shop on SQLite uses the SQLite log as its transport; drop "transport" (got ${transportSpec.kind})`);
-    mkdirSync(dirname(spec.path), { recursive: true });
-    const database = openDatabase({ path: spec.path });
-    const transport = createSqliteTransport({ database });
-    const deadLetters = new SqliteDeadLetterStore({ database });
-    // the unit of work holds its transactions across awaits: it gets a connection of its own
-    const unitOfWork = createSqliteUnitOfWork({ path: spec.path });
-    const outbox = createSqliteOutboxStore({ database });
-    const relay = createOutboxRelay({ store: outbox, transport, leases: transport.leases, name: 'shop', pollMs: 50, onError: (e) => log('relay', String((e as Error)?.message ?? e)) });
-    let store: SqliteEventStore | undefined;
-    const eventStore = (): SqliteEventStore => (store ??= createSqliteEventStore({ database }));
-    let sagas: SqliteSagaStore | undefined;
-    return {
-      spec,
-      transport,
-      deadLetters,
-      leases: transport.leases,
-      unitOfWork,
-      relay,
-      sql: sqliteSql(database.db),
-      exec: async (ddl) => void database.db.exec(ddl),
-      eventStore,
-      sqliteEventStore: eventStore,
-      sagaStore: () => (sagas ??= createSqliteSagaStore({ database })),
-      txSql: (tx) => sqliteSql(tx.native as Database.Database),
-      async close() {
-        await relay.close({ timeoutMs: 3000 });
-        await store?.close();
-        sagas?.close();
-        await transport.close({ timeoutMs: 3000 });
-        await unitOfWork.close?.();
-        await outbox.close();
-        await deadLetters.close();
-        database.close();
-      },
-    };
-  }
-  throw new HeraldError('HERALD_ERR_NOT_CONFIGURED', `the postgres backend needs the PostgreSQL stores of @herald/postgres, which this build does not have yet (${spec.url})`);
-}
-
 /** Builds a message for `tx.publish` (validated synchronously; the key is the definition's key field). */
 export function message<T>(
   source: string,
@@ -211,60 +101,6 @@ export function message<T>(
     options.time ?? Date.now(),
   );
   return { topic: definition.topic!, message: key === undefined ? { envelope } : { envelope, key } };
-}
-
-/**
- * Inbox: runs `fn` through `ctx.transaction` — one transaction of the consumer's unit of work
- * that also records the delivered message (group, handler, source, id); a message already
- * recorded is skipped. Answers published through `tx.publish` go to the outbox in the same
- * transaction and carry the delivered message as their cause (correlation and causation ids).
- */
-export async function inInbox(backend: Backend, source: string, ctx: MessageContext, fn: (tx: ShopTx) => Promise<void>): Promise<void> {
-  await ctx.transaction((tx) =>
-    fn({
-      sql: backend.txSql(tx),
-      publish(definition, data) {
-        const m = message(source, definition, data, { causedBy: ctx.envelope });
-        tx.publish(m.topic, m.message);
-      },
-    }),
-  );
-}
-
-export interface ConsumerService {
-  readonly name: string;
-  readonly source: string;
-  readonly backend: Backend;
-  readonly consumer: Consumer;
-}
-
-/**
- * The life of a consuming service: open the configured backend, create its tables (`ddl`,
- * idempotent), let `setup` register handlers, start the consumer (group = the service name) and
- * the outbox relay, and on SIGTERM/SIGINT drain the consumer, stop the relay, close the stores.
- */
-export async function runConsumerService(name: string, ddl: string, setup: (s: ConsumerService) => void | Promise<void>): Promise<ConsumerService> {
-  const { backend: spec, transport } = configuredBackend();
-  const backend = await openBackend(spec, transport);
-  await backend.exec(ddl);
-  const consumer = createConsumer({
-    transport: backend.transport,
-    group: name,
-    deadLetters: backend.deadLetters,
-    unitOfWork: backend.unitOfWork,
-    retry: { maxAttempts: 8, initialDelayMs: 50 },
-    onError: (e) => log(name, `consumer: ${(e as Error)?.message ?? String(e)}`),
-  });
-  const service = { name, source: `shop/${name}`, backend, consumer };
-  await setup(service);
-  await consumer.start();
-  await backend.relay.start();
-  log(name, `running (backend ${spec.kind})`);
-  untilSignal(name, async () => {
-    await consumer.close({ timeoutMs: 3000 });
-    await backend.close();
-  });
-  return service;
 }
 
 /**
