@@ -89,7 +89,7 @@ describe('postgres global order under out-of-order commits', { skip }, () => {
   it('16 concurrent appenders (own pools) and a subscriber: every event exactly once, in order', { timeout: 60_000 }, async () => {
     const APPENDERS = 16;
     const PER = Number(process.env.HERALD_PG_ORDER_EVENTS ?? 150);
-    const connection = freshConnection({ max: 2 });
+    const connection = freshConnection({ max: 1 }); // 17 pools: keep within the server's max_connections beside other suites
     const dbs = Array.from({ length: APPENDERS + 1 }, () => new PgDatabase(connection));
     cleanups.push(async () => {
       for (const d of dbs) await d.close();

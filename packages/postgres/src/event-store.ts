@@ -174,6 +174,13 @@ interface EventRow {
   recorded_at: string;
 }
 
+/**
+ * `readAll` without the visibility wait (not public API): for readers that are woken when the
+ * safe head moves anyway (Herald's async projections), so a long transaction elsewhere never
+ * blocks them inside a read.
+ */
+export const READ_ALL_NOW: unique symbol = Symbol('herald.postgres.readAllNow');
+
 /** Creates a PostgreSQL event store (the schema is created and migrated on first use). */
 export function createPostgresEventStore(options: PostgresEventStoreOptions): PostgresEventStore {
   return new PostgresEventStore(options);
@@ -783,6 +790,13 @@ export class PostgresEventStore implements EventStore {
       const position = isEnd ? (safe > from ? safe : from) : BigInt(rows[rows.length - 1]!.position);
       return { events, position, isEnd };
     }
+  }
+
+  /** See READ_ALL_NOW. */
+  async [READ_ALL_NOW](options: ReadAllOptions): Promise<ReadAllResult> {
+    this.#open();
+    await this.#enter();
+    return this.#readAll(options, 0);
   }
 
   #decode(x: EventRow): RecordedEvent | undefined {

@@ -39,7 +39,7 @@ import type { Projection, ProjectionMode, ProjectionRetryOptions, ProjectionStat
 import { categoryOf, checkCategory, checkRebuildOptions, closedError, invalidArgument, projectionFailed, resolveRetry, retryDelay, wants } from '@herald/eventsourcing/internal';
 import type pg from 'pg';
 import type { PgDatabase } from './database.ts';
-import type { PostgresEventStore } from './event-store.ts';
+import { type PostgresEventStore, READ_ALL_NOW } from './event-store.ts';
 
 export interface PostgresProjectionContext {
   /** The connection, inside Herald's transaction: do not begin, commit or roll back. */
@@ -366,7 +366,8 @@ export class PostgresProjection implements Projection {
         }
         this.#dirty = false;
         from = BigInt(row.position);
-        const page = await this.#store.readAll({ after: from, maxCount: this.#batch, ...(this.#category !== undefined ? { category: this.#category } : {}) });
+        // No visibility wait: the store wakes this runner when the safe head moves.
+        const page = await this.#store[READ_ALL_NOW]({ after: from, maxCount: this.#batch, ...(this.#category !== undefined ? { category: this.#category } : {}) });
         if (this.#closed) return;
         if (page.position > from) {
           advanced = await this.#db.tx(async (c) => {
