@@ -196,13 +196,12 @@ if (import.meta.url === `file://${process.argv[1]}`) {
   const env = { ...process.env };
   if (config) {
     const file = resolve(config);
-    const c = JSON.parse(readFileSync(file, 'utf8')) as { backend: unknown };
-    env.HERALD_CONFIG = file;
-    env.HERALD_BACKEND_JSON = JSON.stringify(c.backend);
+    const c = JSON.parse(readFileSync(file, 'utf8')) as { backend: unknown; env?: Record<string, string> };
+    Object.assign(env, c.env, { HERALD_CONFIG: file, HERALD_BACKEND_JSON: JSON.stringify(c.backend) });
   }
   const record = opt('--record');
   const { backend: spec, transport } = configuredBackend(env);
-  const backend = await openBackend(spec, transport);
+  const backend = await openBackend(spec, transport, env);
   try {
     const placed = record ? readFileSync(record, 'utf8').split('\n').filter(Boolean) : undefined;
     const report = await checkShop({ sql: backend.sql, events: backend.eventStore(), sagas: backend.sagaStore(), deadLetters: backend.deadLetters }, placed);
