@@ -1,0 +1,115 @@
+// The PostgreSQL transport beyond the contract: at most one NOTIFY per group commit; a reader
+// in another process (another pool) is woken by that NOTIFY, not by its poll; retention by age
+// never passes the slowest group, and the hard cap counts what a group loses.
+import assert from 'node:assert/strict';
+import { after, describe, it } from 'node:test';
+import type { CloudEvent, Delivery } from '@herald/core';
+import { serverSkipReason, waitFor } from '@herald/testkit';
+import pg from 'pg';
+import { PgDatabase } from './database.ts';
+import { channelName } from './notifier.ts';
+import { dropSchema, freshConnection, PG_BASE, PG_PORT } from './test-helpers.ts';
+import { createPostgresTransport } from './transport.ts';
+
+const skip = await serverSkipReason('PostgreSQL', PG_PORT);
+const schemas: string[] = [];
+after(async () => {
+  for (const s of schemas) await dropSchema(s).catch(() => {});
+});
+function connection(): ReturnType<typeof freshConnection> {
+  const c = freshConnection({ max: 2 });
+  schemas.push(c.schema!);
+  return c;
+}
+function envelope(i: number): CloudEvent {
+  return { specversion: '1.0', id: `m-${i}`, source: 'test', type: 'test.msg', datacontenttype: 'application/json', data: { i } } as CloudEvent;
+}
+
+describe('postgres transport', { skip }, () => {
+  it('sends at most one NOTIFY per group commit, and a reader on another pool is woken by it (its poll is 30 s)', { timeout: 30_000 }, async () => {
+    const c = connection();
+    const pubDb = new PgDatabase(c);
+    const subDb = new PgDatabase(c);
+    const pub = createPostgresTransport({ database: pubDb });
+    const con = createPostgresTransport({ database: subDb, pollMs: 30_000 });
+    const listener = new pg.Client({ host: PG_BASE.host, port: PG_BASE.port, user: PG_BASE.user, database: PG_BASE.database });
+    try {
+      await pub.ensureTopic('wake', { partitions: 4 });
+      await listener.connect();
+      let notifications = 0;
+      listener.on('notification', () => notifications++);
+      await listener.query(`LISTEN "${channelName('log', c.schema!)}"`);
+      const got: string[] = [];
+      const sub = con.subscribe('wake', { group: 'g' });
+      const reading = (async () => {
+        for await (const d of sub as AsyncIterable<Delivery>) {
+          got.push(d.envelope!.id);
+          d.ack();
+        }
+      })();
+      await waitFor(() => sub.assignment().length === 4, { timeoutMs: 10_000 });
+      await new Promise((r) => setTimeout(r, 300)); // the reader's first fetches are done: from now on only a wake-up brings news
+      const t0 = Date.now();
+      await Promise.all(Array.from({ length: 200 }, (_, i) => pub.publish('wake', [{ key: `k${i % 16}`, envelope: envelope(i) }])));
+      await waitFor(() => got.length === 200, { timeoutMs: 10_000 });
+      const elapsed = Date.now() - t0;
+      const stats = pub.stats();
+      await waitFor(() => notifications >= stats.publishTransactions, { timeoutMs: 5000 });
+      await new Promise((r) => setTimeout(r, 200));
+      assert.equal(notifications, stats.publishTransactions, `one NOTIFY per group commit (${notifications} notifications, ${stats.publishTransactions} commits)`);
+      assert.ok(stats.publishTransactions < stats.publishCalls, `publishes were group-committed (${stats.publishTransactions} commits for ${stats.publishCalls} calls)`);
+      assert.ok(elapsed < 10_000, `delivered in ${elapsed} ms, long before the 30 s poll`);
+      await sub.close({ timeoutMs: 1000 });
+      await reading;
+    } finally {
+      await listener.end().catch(() => {});
+      await pub.close({ timeoutMs: 500 });
+      await con.close({ timeoutMs: 500 });
+      await pubDb.close();
+      await subDb.close();
+    }
+  });
+
+  it('retention: age never passes the slowest group; the hard cap drops and counts what a group had not read', { timeout: 30_000 }, async () => {
+    const c = connection();
+    const database = new PgDatabase(c);
+    const t = createPostgresTransport({ database, retention: { maxAgeMs: 300, intervalMs: 3_600_000 } });
+    try {
+      await t.ensureTopic('ret', { partitions: 1 });
+      const fast = t.subscribe('ret', { group: 'fast' });
+      const slow = t.subscribe('ret', { group: 'slow' });
+      await waitFor(() => fast.assignment().length === 1 && slow.assignment().length === 1, { timeoutMs: 10_000 });
+      await t.publish('ret', Array.from({ length: 10 }, (_, i) => ({ envelope: envelope(i) })));
+      // fast reads and acks everything; slow acks the first 4 only.
+      const it1 = (fast as AsyncIterable<Delivery>)[Symbol.asyncIterator]();
+      for (let i = 0; i < 10; i++) (await it1.next()).value!.ack();
+      const it2 = (slow as AsyncIterable<Delivery>)[Symbol.asyncIterator]();
+      for (let i = 0; i < 4; i++) (await it2.next()).value!.ack();
+      const committed = async (g: string): Promise<number> =>
+        Number((await database.query<{ c: string }>(`SELECT committed AS c FROM herald_offsets WHERE grp = $1`, [g])).rows[0]!.c);
+      await waitFor(async () => (await committed('fast')) === 9 && (await committed('slow')) === 3, { timeoutMs: 5000, intervalMs: 20 });
+      await new Promise((r) => setTimeout(r, 400)); // every record is older than maxAgeMs now
+      const r = await t.runRetention();
+      assert.equal(r.deleted, 4, 'old records deleted only up to the slowest group (slow committed offset 3)');
+      const left = await database.query<{ o: string }>(`SELECT "offset" AS o FROM herald_log ORDER BY "offset"`);
+      assert.deepEqual(left.rows.map((x) => Number(x.o)), [4, 5, 6, 7, 8, 9]);
+      assert.equal(await t.retentionDropped('ret'), 0);
+      await fast.close({ timeoutMs: 500 });
+      await slow.close({ timeoutMs: 500 });
+    } finally {
+      await t.close({ timeoutMs: 500 });
+    }
+    // The hard cap: a transport with maxRecordsPerPartition 2 on the same schema.
+    const capped = createPostgresTransport({ database, retention: { maxRecordsPerPartition: 2, intervalMs: 3_600_000 } });
+    try {
+      await capped.runRetention();
+      const left = await database.query<{ o: string }>(`SELECT "offset" AS o FROM herald_log ORDER BY "offset"`);
+      assert.deepEqual(left.rows.map((x) => Number(x.o)), [8, 9], 'the cap keeps the newest 2');
+      assert.equal(await capped.retentionDropped('ret', 'slow'), 4, 'slow lost offsets 4–7, unread: counted');
+      assert.equal(await capped.retentionDropped('ret', 'fast'), 0, 'fast had read them: nothing lost');
+    } finally {
+      await capped.close({ timeoutMs: 500 });
+      await database.close();
+    }
+  });
+});
