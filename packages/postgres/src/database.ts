@@ -63,6 +63,7 @@ export class PgDatabase {
   #closed = false;
   #closing: Promise<void> | undefined;
   #idleErrors = 0;
+  readonly #onClose: Array<() => void> = [];
 
   constructor(options: PgConnectionOptions = {}) {
     const schema = options.schema ?? 'herald';
@@ -153,10 +154,16 @@ export class PgDatabase {
     if (this.#closed) throw new HeraldError('HERALD_ERR_CLOSED', `PostgreSQL database (schema "${this.schema}") is closed`);
   }
 
-  /** Ends the pool (waits for checked-out connections). Idempotent. */
+  /** Runs `fn` when the database closes (the LISTEN connection of notifier.ts closes with it). */
+  onClose(fn: () => void): void {
+    this.#onClose.push(fn);
+  }
+
+  /** Ends the pool (waits for checked-out connections) and whatever registered `onClose`. Idempotent. */
   close(): Promise<void> {
     this.#closing ??= (async () => {
       this.#closed = true;
+      for (const fn of this.#onClose.splice(0)) fn();
       await this.pool.end().catch(() => {});
     })();
     return this.#closing;

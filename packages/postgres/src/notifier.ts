@@ -17,7 +17,11 @@ const notifiers = new WeakMap<PgDatabase, PgNotifier>();
 /** The notifier of `db` (created on first use). */
 export function notifierOf(db: PgDatabase): PgNotifier {
   let n = notifiers.get(db);
-  if (!n) notifiers.set(db, (n = new PgNotifier(db)));
+  if (!n) {
+    const created = new PgNotifier(db);
+    notifiers.set(db, (n = created));
+    db.onClose(() => created.close());
+  }
   return n;
 }
 
@@ -91,6 +95,8 @@ export class PgNotifier {
     }
     this.#client = client;
     this.#backoff = 50;
+    // Channels added while connecting: LISTEN is idempotent, so listen to every one again.
+    for (const ch of this.#listeners.keys()) void client.query(`LISTEN "${ch}"`).catch(() => this.#drop(client));
     this.connects++;
     // Whatever was sent while no connection listened is lost: wake everyone once.
     for (const set of this.#listeners.values()) for (const fn of [...set]) fn('');
