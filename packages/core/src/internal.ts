@@ -6,5 +6,5 @@ export { positiveInt, nonNegativeInt, positiveNumber, nonNegativeNumber, partiti
 export { DeferredSubscription } from './deferred-subscription.ts';
 export { traced, traceHandle, notify, instrumentPublisher } from './instrumentation.ts';
 export type { HandleFields, InstrumentedPublisher } from './instrumentation.ts';
-export { checkOutboxTopic, encodeOutgoing, storedOutgoing } from './outbox-encoding.ts';
+export { checkInboxKey, checkOutboxTopic, encodeOutgoing, storedOutgoing } from './outbox-encoding.ts';
 export type { EncodedOutgoing } from './outbox-encoding.ts';

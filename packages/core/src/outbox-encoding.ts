@@ -1,6 +1,6 @@
 /**
- * Checking, encoding and reading back outbox and scheduled rows: shared by the backends that
- * store them (SQLite, PostgreSQL). A message is checked when the caller records it, inside its
+ * Checking, encoding and reading back outbox and scheduled rows, and checking inbox keys:
+ * shared by the backends that store them (SQLite, PostgreSQL). A message is checked when the caller records it, inside its
  * transaction, so a refusal rolls the transaction back: the topic name (`TOPIC_NAME_RE`), the
  * envelope (`HERALD_ERR_ENVELOPE_INVALID`), the key (a string), the encoded size
  * (`maxPayloadBytes`: `HERALD_ERR_PAYLOAD_TOO_LARGE`), so a relay never meets a row the
@@ -10,6 +10,7 @@ import { type CloudEvent, decodeStoredEnvelope, encodedSize, encodeEnvelope, ens
 import { HeraldError } from './errors.ts';
 import { tooLarge } from './memory-transport.ts';
 import { type OutgoingMessage, TOPIC_NAME_RE } from './transport.ts';
+import type { InboxKey } from './unit-of-work.ts';
 
 export interface EncodedOutgoing {
   readonly key: string | null;
@@ -49,4 +50,13 @@ export function storedOutgoing(body: string, key: string | null, what: string, d
     throw new HeraldError('HERALD_ERR_CORRUPT_RECORD', `${what} does not hold a readable envelope`, { cause, details });
   }
   return key === null ? { envelope } : { envelope, key };
+}
+
+/** An inbox key `{ group, handler, source, id }` of non-empty strings; else `HERALD_ERR_INVALID_ARGUMENT` naming the field. */
+export function checkInboxKey(key: InboxKey): InboxKey {
+  if (typeof key !== 'object' || key === null) throw new HeraldError('HERALD_ERR_INVALID_ARGUMENT', 'an inbox key is { group, handler, source, id }');
+  for (const f of ['group', 'handler', 'source', 'id'] as const) {
+    if (typeof key[f] !== 'string' || key[f] === '') throw new HeraldError('HERALD_ERR_INVALID_ARGUMENT', `inbox key ${f} must be a non-empty string (got ${JSON.stringify(key[f])})`);
+  }
+  return key;
 }

@@ -33,7 +33,7 @@
  * transaction is stored. After `close()` calls reject with `HERALD_ERR_CLOSED`.
  */
 import { type Clock, HeraldError, type InboxKey, type InboxResult, isHeraldError, type OutgoingMessage, partitionForKey, type ScheduledWrite, systemClock, type Transaction, type UnitOfWork } from '@herald/core';
-import { partitionCount, RoundRobin } from '@herald/core/internal';
+import { checkInboxKey, partitionCount, RoundRobin } from '@herald/core/internal';
 import type pg from 'pg';
 import { type PgDatabase, type PgDatabaseSource, resolveDatabase, storageError } from './database.ts';
 import {
@@ -368,12 +368,4 @@ class PgTransaction implements Transaction<pg.PoolClient> {
   #check(): void {
     if (this.#finished) throw new HeraldError('HERALD_ERR_CLOSED', 'this transaction has ended: use tx only inside its withTransaction callback');
   }
-}
-
-export function checkInboxKey(key: InboxKey): InboxKey {
-  if (typeof key !== 'object' || key === null) throw new HeraldError('HERALD_ERR_INVALID_ARGUMENT', 'an inbox key is { group, handler, source, id }');
-  for (const f of ['group', 'handler', 'source', 'id'] as const) {
-    if (typeof key[f] !== 'string' || key[f] === '') throw new HeraldError('HERALD_ERR_INVALID_ARGUMENT', `inbox key ${f} must be a non-empty string (got ${JSON.stringify(key[f])})`);
-  }
-  return key;
 }

@@ -29,7 +29,7 @@
  * message serialize; the second sees the first's committed record and does not run `fn`.
  */
 import { type Clock, HeraldError, type InboxKey, type InboxResult, isHeraldError, type OutgoingMessage, type ScheduledWrite, systemClock, type Transaction, type UnitOfWork } from '@herald/core';
-import { positiveInt } from '@herald/core/internal';
+import { checkInboxKey, positiveInt } from '@herald/core/internal';
 import type Database from 'better-sqlite3';
 import { BUSY, type DatabaseSource, resolveDatabase, type SqliteDatabase, storageError } from './database.ts';
 import { fileOf, notifyWrite, OutboxWriter, outboxPartitions } from './outbox-writer.ts';
@@ -356,13 +356,6 @@ class SqliteTransaction implements Transaction<Database.Database> {
   }
 }
 
-function checkInboxKey(key: InboxKey): InboxKey {
-  if (typeof key !== 'object' || key === null) throw new HeraldError('HERALD_ERR_INVALID_ARGUMENT', 'an inbox key is { group, handler, source, id }');
-  for (const f of ['group', 'handler', 'source', 'id'] as const) {
-    if (typeof key[f] !== 'string' || key[f] === '') throw new HeraldError('HERALD_ERR_INVALID_ARGUMENT', `inbox key ${f} must be a non-empty string (got ${JSON.stringify(key[f])})`);
-  }
-  return key;
-}
 
 function isThenable(v: unknown): v is PromiseLike<unknown> {
   return typeof v === 'object' && v !== null && typeof (v as { then?: unknown }).then === 'function';
