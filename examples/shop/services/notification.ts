@@ -1,6 +1,7 @@
 // Notification: writes the messages a customer would get (consumer group 'notification' on
 // 'orders' — choreography: Order does not know it exists). One message per (order, kind), in the
 // same transaction as the inbox record.
+import type { MessageContext } from '@herald/core';
 import { OrderCancelled, OrderCompleted, OrderPlaced } from '../src/events.ts';
 import { inInbox, runConsumerService } from '../src/service.ts';
 
@@ -23,40 +24,10 @@ const REASONS: Record<string, string> = {
 const INSERT = 'INSERT INTO shop_notifications (order_id, kind, email, message, created_at) VALUES (?, ?, ?, ?, ?) ON CONFLICT (order_id, kind) DO NOTHING';
 
 await runConsumerService('notification', DDL, ({ backend, consumer, source }) => {
-  consumer.handle(OrderPlaced, (o, ctx) =>
-    inInbox(backend, source, ctx, async (tx) => {
-      await tx.sql.run(
-        INSERT,
-        o.orderId,
-        'placed',
-        o.email,
-        `Hello ${o.customer}, we received your order ${o.orderId} (${money(o.total)}).`,
-        ctx.clock.now(),
-      );
-    }),
-  );
-  consumer.handle(OrderCompleted, (o, ctx) =>
-    inInbox(backend, source, ctx, async (tx) => {
-      await tx.sql.run(
-        INSERT,
-        o.orderId,
-        'completed',
-        o.email,
-        `Your order ${o.orderId} is on its way: tracking number ${o.trackingNo}.`,
-        ctx.clock.now(),
-      );
-    }),
-  );
-  consumer.handle(OrderCancelled, (o, ctx) =>
-    inInbox(backend, source, ctx, async (tx) => {
-      await tx.sql.run(
-        INSERT,
-        o.orderId,
-        'cancelled',
-        o.email,
-        `Your order ${o.orderId} was cancelled: ${REASONS[o.reason] ?? o.reason}.`,
-        ctx.clock.now(),
-      );
-    }),
-  );
+  /** Writes the customer's message about an order, once per (order, kind). */
+  const notify = (ctx: MessageContext, orderId: string, kind: string, email: string, text: string): Promise<void> =>
+    inInbox(backend, source, ctx, async (tx) => void (await tx.sql.run(INSERT, orderId, kind, email, text, ctx.clock.now())));
+  consumer.handle(OrderPlaced, (o, ctx) => notify(ctx, o.orderId, 'placed', o.email, `Hello ${o.customer}, we received your order ${o.orderId} (${money(o.total)}).`));
+  consumer.handle(OrderCompleted, (o, ctx) => notify(ctx, o.orderId, 'completed', o.email, `Your order ${o.orderId} is on its way: tracking number ${o.trackingNo}.`));
+  consumer.handle(OrderCancelled, (o, ctx) => notify(ctx, o.orderId, 'cancelled', o.email, `Your order ${o.orderId} was cancelled: ${REASONS[o.reason] ?? o.reason}.`));
 });
