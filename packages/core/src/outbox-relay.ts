@@ -329,6 +329,7 @@ class Relay extends LeasedLoop implements OutboxRelay {
 
 function required(o: OutboxRelayOptions): OutboxRelayOptions {
   if (!o?.store || !o.transport || !o.leases) throw new HeraldError('HERALD_ERR_INVALID_ARGUMENT', 'createOutboxRelay needs store, transport and leases');
+  positiveInt('store.partitions', o.store.partitions);
   return o;
 }
 
