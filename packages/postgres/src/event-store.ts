@@ -9,20 +9,22 @@
  * metadata — the row every append to the stream checks and moves (the per-row version check).
  *
  * Group commit. Appends are checked and encoded by the caller, then queued; everything queued
- * while the previous transaction ran is written by ONE transaction of four round trips:
- * 1. read the streams' rows (and, when callers gave their own event ids, look those ids up) —
- *    a plain read, so the transaction has no id yet;
+ * while earlier batches are written goes into one batch of TWO statements (no explicit
+ * transaction):
+ * 1. read the streams' rows (and, when callers gave their own event ids, look those ids up);
  * 2. decide each append in order against those versions (expected version, tombstone, exact
  *    retry, partial overlap): a refused append is answered alone, the others go on;
- * 3. `herald_es_reserve(n)`: the transaction id and exactly n positions for the appends that
- *    passed, in one critical section (see below);
- * 4. one statement inserts every event (`unnest` arrays), moves every stream row only if it
- *    still has the version read in step 1 (the per-row check), and sends ONE `NOTIFY`.
+ * 3. one statement reserves the positions (`herald_es_reserve(n)`: the transaction id and
+ *    exactly n positions, in one critical section — see below), inserts every event (`unnest`
+ *    arrays), moves every stream row only if it still has the version read in step 1 (the
+ *    per-row check) and sends ONE `NOTIFY`.
  * If another process moved one of the streams in between (the guard or a unique index does not
- * match), the transaction is rolled back and the batch decided again from step 1 — such a race
- * leaves unused positions behind (holes), never a lost or duplicated event. With inline
- * projections each append runs in its own SAVEPOINT so a projection that throws fails that
- * append only.
+ * match), the statement aborts itself and the batch is decided again from step 1 — such a race
+ * leaves unused positions behind (holes), never a lost or duplicated event. Queues of 512+
+ * events are shared by up to `maxConcurrentBatches` batches written side by side (never two on
+ * one stream); smaller queues wait for the running batch. With inline projections a batch is
+ * one transaction in which each append runs in its own SAVEPOINT, so a projection that throws
+ * fails that append only.
  *
  * Global order. A sequence hands out positions at insert time, but transactions commit out of
  * order: reading "after the last position seen" would skip an event committed late. Readers of
