@@ -51,6 +51,9 @@ export async function observe(mode: ObserveMode, lag?: LagSource): Promise<() =>
   return async () => {
     untrace();
     await provider.shutdown();
+    // Turn AsyncLocalStorage off again: its promise hooks would slow the next "none" run here.
+    context.disable();
+    contextManagerSet = false;
   };
 }
 

@@ -20,7 +20,8 @@ import {
   type RetryMessage,
   type AppendMessage,
 } from '@herald/core';
-import { Counter, Gauge, Histogram, Registry } from 'prom-client';
+import { Gauge, Registry } from 'prom-client';
+import { FastCounter, FastHistogram } from './series.ts';
 
 /** What the saga gauge reads (a `SagaStore` of @herald/eventsourcing has it). */
 export interface SagaCountSource {
@@ -68,17 +69,18 @@ export function createMetrics(options: MetricsOptions = {}): HeraldMetrics {
   const registers = [registry];
   const buckets = [...(options.durationBuckets ?? [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10])];
 
-  const published = new Counter({ name: `${p}published_total`, help: 'Messages published (confirmed by the transport), by topic and event type', labelNames: ['topic', 'type'] as const, registers });
-  const publishFailed = new Counter({ name: `${p}publish_failed_total`, help: 'Publish calls that failed, by topic', labelNames: ['topic'] as const, registers });
-  const delivered = new Counter({ name: `${p}delivered_total`, help: 'Deliveries received by a consumer group', labelNames: ['group', 'topic'] as const, registers });
-  const handled = new Counter({ name: `${p}handled_total`, help: 'Messages handled successfully', labelNames: ['group', 'topic', 'handler', 'type'] as const, registers });
-  const failed = new Counter({ name: `${p}handler_failed_total`, help: 'Handler attempts that failed', labelNames: ['group', 'topic', 'handler', 'type'] as const, registers });
-  const retried = new Counter({ name: `${p}retried_total`, help: 'Failed attempts scheduled for a retry', labelNames: ['group', 'topic', 'handler'] as const, registers });
-  const deadLettered = new Counter({ name: `${p}dead_lettered_total`, help: 'Messages stored as dead letters', labelNames: ['group', 'topic', 'handler'] as const, registers });
-  const duration = new Histogram({ name: `${p}handler_duration_seconds`, help: 'Handler attempt duration', labelNames: ['group', 'topic', 'handler', 'outcome'] as const, buckets, registers });
-  const appendDuration = new Histogram({ name: `${p}event_store_append_duration_seconds`, help: 'Event-store append latency (queue + group commit)', labelNames: ['store', 'outcome'] as const, buckets, registers });
-  const appendSize = new Histogram({ name: `${p}event_store_append_batch_size`, help: 'Events per append', labelNames: ['store'] as const, buckets: [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000], registers });
-  const relayed = new Counter({ name: `${p}outbox_relayed_total`, help: 'Outbox rows published by a relay', labelNames: ['topic'] as const, registers });
+  // Channel-driven series (updated on the per-message paths, see series.ts).
+  const published = new FastCounter(`${p}published_total`, 'Messages published (confirmed by the transport), by topic and event type', registry);
+  const publishFailed = new FastCounter(`${p}publish_failed_total`, 'Publish calls that failed, by topic', registry);
+  const delivered = new FastCounter(`${p}delivered_total`, 'Deliveries received by a consumer group', registry);
+  const handled = new FastCounter(`${p}handled_total`, 'Messages handled successfully', registry);
+  const failed = new FastCounter(`${p}handler_failed_total`, 'Handler attempts that failed', registry);
+  const retried = new FastCounter(`${p}retried_total`, 'Failed attempts scheduled for a retry', registry);
+  const deadLettered = new FastCounter(`${p}dead_lettered_total`, 'Messages stored as dead letters', registry);
+  const duration = new FastHistogram(`${p}handler_duration_seconds`, 'Handler attempt duration', registry, buckets);
+  const appendDuration = new FastHistogram(`${p}event_store_append_duration_seconds`, 'Event-store append latency (queue + group commit)', registry, buckets);
+  const appendSize = new FastHistogram(`${p}event_store_append_batch_size`, 'Events per append', registry, [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000]);
+  const relayed = new FastCounter(`${p}outbox_relayed_total`, 'Outbox rows published by a relay', registry);
 
   // One lag read per scrape: the messages gauge (collected first) reads, the seconds gauge
   // takes that reading (or reads again when collected alone).
@@ -166,42 +168,19 @@ export function createMetrics(options: MetricsOptions = {}): HeraldMetrics {
 
   // ── channel subscribers (inline on hot paths: small and never throwing) ──
   type Timed = { [START]?: number };
-  // Labelled children cached per (group, topic, handler[, type]): prom-client hashes a label
-  // object on every call otherwise, which is most of the per-message cost.
-  interface HandleSeries {
-    ok: { observe(v: number): void };
-    error: { observe(v: number): void };
-    handled: Map<string, { inc(): void }>;
-    failed: Map<string, { inc(): void }>;
-  }
-  const handleSeries = new Map<string, HandleSeries>();
-  const seriesFor = (m: HandleMessage): HandleSeries => {
-    const key = `${m.group}\u0000${m.topic}\u0000${m.handler}`;
-    let s = handleSeries.get(key);
-    if (!s) {
-      s = {
-        ok: duration.labels(m.group, m.topic, m.handler, 'ok'),
-        error: duration.labels(m.group, m.topic, m.handler, 'error'),
-        handled: new Map(),
-        failed: new Map(),
-      };
-      handleSeries.set(key, s);
-    }
-    return s;
-  };
-  const countOf = (map: Map<string, { inc(): void }>, counter: typeof handled, m: HandleMessage): { inc(): void } => {
-    let c = map.get(m.envelope.type);
-    if (!c) map.set(m.envelope.type, (c = counter.labels(m.group, m.topic, m.handler, m.envelope.type)));
-    return c;
-  };
-  const deliveredSeries = new Map<string, { inc(): void }>();
+  const SEP = '\u0000';
   const publishSub = {
     asyncEnd(m: PublishMessage) {
       if (m.operation !== 'send' || m.error !== undefined || !m.messages) return;
-      for (const msg of m.messages) published.inc({ topic: m.topic ?? '', type: msg.envelope.type });
+      for (const msg of m.messages) {
+        const topic = m.topic ?? '';
+        const type = msg.envelope.type;
+        published.of(topic + SEP + type, () => ({ topic, type })).value++;
+      }
     },
     error(m: PublishMessage) {
-      publishFailed.inc({ topic: m.topic ?? '' });
+      const topic = m.topic ?? '';
+      publishFailed.of(topic, () => ({ topic })).value++;
     },
   };
   const handleSub = {
@@ -210,9 +189,15 @@ export function createMetrics(options: MetricsOptions = {}): HeraldMetrics {
     },
     asyncEnd(m: HandleMessage & Timed) {
       const ok = m.error === undefined;
-      const s = seriesFor(m);
-      (ok ? s.ok : s.error).observe((mono() - (m[START] ?? mono())) / 1000);
-      (ok ? countOf(s.handled, handled, m) : countOf(s.failed, failed, m)).inc();
+      const { group, topic, handler } = m;
+      const type = m.envelope.type;
+      const key = group + SEP + topic + SEP + handler;
+      const outcome = ok ? 'ok' : 'error';
+      duration.observe(
+        duration.of(key + SEP + outcome, () => ({ group, topic, handler, outcome })),
+        (mono() - (m[START] ?? mono())) / 1000,
+      );
+      (ok ? handled : failed).of(key + SEP + type, () => ({ group, topic, handler, type })).value++;
     },
   };
   const appendSub = {
@@ -220,29 +205,36 @@ export function createMetrics(options: MetricsOptions = {}): HeraldMetrics {
       m[START] = mono();
     },
     asyncEnd(m: AppendMessage & Timed) {
-      appendDuration.observe({ store: m.store, outcome: m.error === undefined ? 'ok' : 'error' }, (mono() - (m[START] ?? mono())) / 1000);
-      appendSize.observe({ store: m.store }, m.count);
+      const { store } = m;
+      const outcome = m.error === undefined ? 'ok' : 'error';
+      appendDuration.observe(
+        appendDuration.of(store + SEP + outcome, () => ({ store, outcome })),
+        (mono() - (m[START] ?? mono())) / 1000,
+      );
+      appendSize.observe(
+        appendSize.of(store, () => ({ store })),
+        m.count,
+      );
     },
   };
   const relaySub = {
     asyncEnd(m: { topic: string; messages: readonly unknown[]; error?: unknown }) {
-      if (m.error === undefined) relayed.inc({ topic: m.topic }, m.messages.length);
+      const { topic } = m;
+      if (m.error === undefined) relayed.of(topic, () => ({ topic })).value += m.messages.length;
     },
   };
   const onDeliver = (m: unknown) => {
-    const d = m as DeliverMessage;
-    const key = `${d.group}\u0000${d.delivery.topic}`;
-    let c = deliveredSeries.get(key);
-    if (!c) deliveredSeries.set(key, (c = delivered.labels(d.group, d.delivery.topic)));
-    c.inc();
+    const { group, delivery } = m as DeliverMessage;
+    const topic = delivery.topic;
+    delivered.of(group + SEP + topic, () => ({ group, topic })).value++;
   };
   const onRetry = (m: unknown) => {
-    const r = m as RetryMessage;
-    retried.inc({ group: r.group, topic: r.topic, handler: r.handler });
+    const { group, topic, handler } = m as RetryMessage;
+    retried.of(group + SEP + topic + SEP + handler, () => ({ group, topic, handler })).value++;
   };
   const onDeadLetter = (m: unknown) => {
-    const r = m as DeadLetterMessage;
-    deadLettered.inc({ group: r.group, topic: r.topic, handler: r.handler });
+    const { group, topic, handler } = m as DeadLetterMessage;
+    deadLettered.of(group + SEP + topic + SEP + handler, () => ({ group, topic, handler })).value++;
   };
   channels.publish.subscribe(publishSub as never);
   channels.handle.subscribe(handleSub as never);

@@ -180,3 +180,32 @@ test('a permanent failure is recorded with its error type; the trace context in 
   assert.equal(processed.attributes['error.type'], 'HERALD_ERR_PERMANENT');
   assert.equal(trace.getActiveSpan(), undefined);
 });
+
+test('a message whose traceparent is not sampled gets no span; what its handler publishes stays in that unsampled trace', async () => {
+  const topic = uniqueName('unsampled');
+  const next = uniqueName('unsampled-next');
+  const In = defineEvent('unsampled.in', z.object({ n: z.number() }), { topic });
+  const Out = defineEvent('unsampled.out', z.object({ n: z.number() }), { topic: next });
+  const transport = createMemoryTransport();
+  const publisher = createPublisher({ transport, source: 'svc' });
+  const consumer = createConsumer({ transport, group: 'g', deadLetters: new MemoryDeadLetterStore() });
+  consumer.handle(In, async (d, ctx) => {
+    await publisher.publish(Out, d, { causedBy: ctx.envelope });
+  });
+  const seen: string[] = [];
+  const downstream = createConsumer({ transport, group: 'g2', deadLetters: new MemoryDeadLetterStore() });
+  downstream.handle(Out, (_d, ctx) => {
+    seen.push(ctx.envelope.traceparent!);
+  });
+  await consumer.start();
+  await downstream.start();
+  const traceId = '4bf92f3577b34da6a3ce929d0e0e4736';
+  await publisher.publishEnvelopes(topic, [
+    { envelope: (await publisher.envelope(In, { n: 1 }, { traceparent: `00-${traceId}-00f067aa0ba902b7-00` })).message.envelope },
+  ]);
+  await waitFor(() => seen.length === 1);
+  await consumer.close();
+  await downstream.close();
+  assert.equal(spansOf(traceId).length, 0, 'nothing recorded in an unsampled trace');
+  assert.match(seen[0]!, new RegExp(`^00-${traceId}-[0-9a-f]{16}-00$`), 'the next hop carries the same unsampled trace');
+});

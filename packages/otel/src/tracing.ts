@@ -33,12 +33,14 @@ import {
   type Span,
   SpanKind,
   SpanStatusCode,
+  type SpanContext,
+  TraceFlags,
   type Tracer,
   type TracerProvider,
   trace,
   type TextMapGetter,
 } from '@opentelemetry/api';
-import { W3CTraceContextPropagator } from '@opentelemetry/core';
+import { TraceState, W3CTraceContextPropagator } from '@opentelemetry/core';
 import { type AppendMessage, type CloudEvent, channels, type HandleMessage, type PublishMessage, type RelayMessage, type SagaStepMessage } from '@herald/core';
 import type { Channel, TracingChannel } from 'node:diagnostics_channel';
 
@@ -49,6 +51,14 @@ export interface TracingOptions {
   readonly system?: string;
   /** The AsyncLocalStorage the context manager keeps the active context in; default: found on the global context manager. */
   readonly contextStorage?: AsyncLocalStorage<Context>;
+  /**
+   * A message whose `traceparent` says "not sampled" gets no consumer span of its own: its
+   * producer context is made active as it is, so what the handler publishes carries the same
+   * unsampled trace (default true). That is what a ParentBased sampler (the default, and
+   * `parentbased_*` from OTEL_TRACES_SAMPLER) decides anyway, without the cost of a span per
+   * message; set false with a sampler that samples under an unsampled remote parent.
+   */
+  readonly unsampledPassThrough?: boolean;
 }
 
 export const ATTR = {
@@ -92,6 +102,21 @@ export function envelopeContext(envelope: CloudEvent, base: Context = context.ac
   return trace.getSpanContext(ctx) === undefined ? undefined : ctx;
 }
 
+/** The remote span context of an envelope whose W3C `traceparent` (version 00) is not sampled; undefined otherwise. */
+function unsampledParent(envelope: CloudEvent): SpanContext | undefined {
+  const tp = envelope.traceparent;
+  if (tp === undefined || tp.length !== 55 || tp.charCodeAt(0) !== 48 || tp.charCodeAt(1) !== 48) return undefined;
+  if ((Number.parseInt(tp[54]!, 16) & 1) !== 0) return undefined;
+  const sc: SpanContext = {
+    traceId: tp.slice(3, 35),
+    spanId: tp.slice(36, 52),
+    traceFlags: TraceFlags.NONE,
+    isRemote: true,
+    ...(envelope.tracestate ? { traceState: new TraceState(envelope.tracestate) } : {}),
+  };
+  return trace.isSpanContextValid(sc) ? sc : undefined;
+}
+
 /** The active context manager's AsyncLocalStorage, when it has one. */
 function globalContextStorage(): AsyncLocalStorage<Context> | undefined {
   const manager = (context as unknown as { _getContextManager?: () => unknown })._getContextManager?.();
@@ -106,6 +131,7 @@ export function instrumentTracing(options: TracingOptions = {}): () => void {
   const tracer: Tracer = (options.tracerProvider ?? trace.getTracerProvider()).getTracer('@herald/otel', '0.1.0');
   const system = options.system ?? 'herald';
   const storage = options.contextStorage ?? globalContextStorage();
+  const passThrough = options.unsampledPassThrough ?? true;
   const undo: (() => void)[] = [];
 
   function wire<M extends Message>(ch: TracingChannel<M, M>, start: (m: M, active: Context) => { span: Span; ctx: Context }, end?: (m: M, span: Span) => void): void {
@@ -178,6 +204,13 @@ export function instrumentTracing(options: TracingOptions = {}): () => void {
   );
 
   wire<HandleMessage>(channels.handle, (m, active) => {
+    if (passThrough && !m.redrive) {
+      const unsampled = unsampledParent(m.envelope);
+      if (unsampled) {
+        const span = trace.wrapSpanContext(unsampled);
+        return { span, ctx: trace.setSpan(active, span) };
+      }
+    }
     const producer = envelopeContext(m.envelope, active);
     const links: Link[] = [];
     const producerSpan = producer ? trace.getSpanContext(producer) : undefined;
