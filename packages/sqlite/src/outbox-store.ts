@@ -25,8 +25,8 @@
  */
 import { type Clock, HeraldError, type LeaseFence, type OutboxBacklog, type OutboxRecord, type OutboxStore, systemClock } from '@herald/core';
 import { positiveInt, nonNegativeInt } from '@herald/core/internal';
-import { type DatabaseSource, resolveDatabase, type SqliteDatabase } from './database.ts';
-import { fileOf, onFileWrite, outboxPartitions, storedMessage, fenceHolds } from './outbox-writer.ts';
+import type { DatabaseSource } from './database.ts';
+import { fenceHolds, FileStore, outboxPartitions, storedMessage } from './outbox-writer.ts';
 
 export type SqliteOutboxStoreOptions = DatabaseSource & {
   /** Outbox partitions; must match the file's if it has one (default: the file's, else 8). */
@@ -42,31 +42,22 @@ export function createSqliteOutboxStore(options: SqliteOutboxStoreOptions): Sqli
   return new SqliteOutboxStore(options);
 }
 
-export class SqliteOutboxStore implements OutboxStore {
-  readonly database: SqliteDatabase;
+export class SqliteOutboxStore extends FileStore implements OutboxStore {
   readonly partitions: number;
-  readonly file: string;
-  readonly #owned: boolean;
   readonly #clock: Clock;
   readonly #marks: Array<{ partition: number; id: number; fence: LeaseFence; resolve: (ok: boolean) => void; reject: (e: unknown) => void }> = [];
-  #closed = false;
 
   constructor(options: SqliteOutboxStoreOptions) {
-    const { database, owned } = resolveDatabase(options);
-    try {
-      this.database = database;
-      this.#owned = owned;
-      this.#clock = options.clock ?? systemClock;
-      this.partitions = outboxPartitions(database, options.partitions);
-      this.file = fileOf(database);
-    } catch (e) {
-      if (owned) database.close();
-      throw e;
-    }
+    let partitions = 0;
+    super(options, 'outbox', 'SQLite outbox store', (database) => {
+      partitions = outboxPartitions(database, options.partitions);
+    });
+    this.partitions = partitions;
+    this.#clock = options.clock ?? systemClock;
   }
 
   async pending(partition: number, limit: number, after?: string): Promise<readonly OutboxRecord[]> {
-    this.#open();
+    this.assertOpen();
     this.#partition(partition);
     positiveInt('limit', limit);
     const from = after === undefined ? 0 : parseId(after);
@@ -92,7 +83,7 @@ export class SqliteOutboxStore implements OutboxStore {
   }
 
   async markSent(partition: number, upTo: string, fence: LeaseFence): Promise<boolean> {
-    this.#open();
+    this.assertOpen();
     this.#partition(partition);
     const id = parseId(upTo);
     return new Promise<boolean>((resolve, reject) => {
@@ -128,7 +119,7 @@ export class SqliteOutboxStore implements OutboxStore {
   }
 
   async backlog(): Promise<OutboxBacklog> {
-    this.#open();
+    this.assertOpen();
     const db = this.database;
     return db.read(() => {
       let count = 0;
@@ -144,7 +135,7 @@ export class SqliteOutboxStore implements OutboxStore {
   }
 
   async purgeSent(sentBefore: number, limit: number): Promise<number> {
-    this.#open();
+    this.assertOpen();
     if (typeof sentBefore !== 'number' || !Number.isFinite(sentBefore)) throw new HeraldError('HERALD_ERR_INVALID_ARGUMENT', `sentBefore must be epoch ms (got ${String(sentBefore)})`);
     nonNegativeInt('limit', limit);
     const db = this.database;
@@ -164,29 +155,8 @@ export class SqliteOutboxStore implements OutboxStore {
     });
   }
 
-  onWrite(listener: () => void): () => void {
-    this.#open();
-    return onFileWrite(this.file, 'outbox', listener);
-  }
-
-  /** Idempotent. Closes the database only when this store opened it from a path. */
-  async close(): Promise<void> {
-    if (this.#closed) return;
-    this.#closed = true;
-    if (this.#owned) this.database.close();
-  }
-
-  async [Symbol.asyncDispose](): Promise<void> {
-    await this.close();
-  }
-
   #partition(p: number): void {
     if (!Number.isInteger(p) || p < 0 || p >= this.partitions) throw new HeraldError('HERALD_ERR_INVALID_ARGUMENT', `partition must be an integer from 0 to ${this.partitions - 1} (got ${p})`);
-  }
-
-  #open(): void {
-    if (this.#closed) throw new HeraldError('HERALD_ERR_CLOSED', 'SQLite outbox store is closed');
-    this.database.assertOpen();
   }
 }
 

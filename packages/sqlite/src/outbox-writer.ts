@@ -13,7 +13,7 @@
  */
 import { HeraldError, isHeraldError, type LeaseFence, type OutgoingMessage, partitionForKey, type ScheduledWrite } from '@herald/core';
 import { checkOutboxTopic, type EncodedOutgoing, encodeOutgoing, nonNegativeInt, partitionCount, RoundRobin, storedOutgoing } from '@herald/core/internal';
-import type { SqliteDatabase } from './database.ts';
+import { type DatabaseSource, resolveDatabase, type SqliteDatabase } from './database.ts';
 import { assertFence } from './lease-store.ts';
 
 /** Default outbox partition count (fixed in the file when the first store or unit of work opens it). */
@@ -140,5 +140,57 @@ export function fenceHolds(database: SqliteDatabase, fence: LeaseFence): boolean
   } catch (e) {
     if (isHeraldError(e, 'HERALD_ERR_LEASE_LOST')) return false;
     throw e;
+  }
+}
+
+/**
+ * What the outbox and scheduler stores share: the database (opened from a path, or shared and
+ * then not closed), the file their in-process wake-ups are keyed by, `onWrite`, an idempotent
+ * `close()`, and the closed check (`HERALD_ERR_CLOSED`).
+ */
+export abstract class FileStore {
+  readonly database: SqliteDatabase;
+  /** Absolute path of the file (the key of in-process wake-ups). */
+  readonly file: string;
+  readonly #owned: boolean;
+  readonly #kind: WriteKind;
+  readonly #label: string;
+  #closed = false;
+
+  protected constructor(source: DatabaseSource, kind: WriteKind, label: string, init: (database: SqliteDatabase) => void) {
+    const { database, owned } = resolveDatabase(source);
+    try {
+      this.database = database;
+      this.#owned = owned;
+      this.#kind = kind;
+      this.#label = label;
+      this.file = fileOf(database);
+      init(database);
+    } catch (e) {
+      if (owned) database.close();
+      throw e;
+    }
+  }
+
+  /** Calls `listener` after each commit in this process that wrote rows of this kind to the file. Returns the remover. */
+  onWrite(listener: () => void): () => void {
+    this.assertOpen();
+    return onFileWrite(this.file, this.#kind, listener);
+  }
+
+  /** Idempotent. Closes the database only when this store opened it from a path. */
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    if (this.#owned) this.database.close();
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.close();
+  }
+
+  protected assertOpen(): void {
+    if (this.#closed) throw new HeraldError('HERALD_ERR_CLOSED', `${this.#label} is closed`);
+    this.database.assertOpen();
   }
 }

@@ -10,8 +10,8 @@
  */
 import { type Clock, HeraldError, type LeaseFence, type ScheduledRecord, type ScheduledWrite, type SchedulerStore, systemClock } from '@herald/core';
 import { positiveInt } from '@herald/core/internal';
-import { type DatabaseSource, resolveDatabase, type SqliteDatabase } from './database.ts';
-import { fileOf, notifyWrite, onFileWrite, OutboxWriter, outboxPartitions, storedMessage, fenceHolds } from './outbox-writer.ts';
+import type { DatabaseSource } from './database.ts';
+import { fenceHolds, FileStore, notifyWrite, OutboxWriter, outboxPartitions, storedMessage } from './outbox-writer.ts';
 
 export type SqliteSchedulerStoreOptions = DatabaseSource & {
   /** created_at of rows. Default the system clock. */
@@ -29,32 +29,23 @@ export function createSqliteSchedulerStore(options: SqliteSchedulerStoreOptions)
   return new SqliteSchedulerStore(options);
 }
 
-export class SqliteSchedulerStore implements SchedulerStore {
-  readonly database: SqliteDatabase;
-  readonly file: string;
-  readonly #owned: boolean;
+export class SqliteSchedulerStore extends FileStore implements SchedulerStore {
   readonly #clock: Clock;
   readonly #writer: OutboxWriter;
   readonly #onError: (e: unknown) => void;
-  #closed = false;
 
   constructor(options: SqliteSchedulerStoreOptions) {
-    const { database, owned } = resolveDatabase(options);
-    try {
-      this.database = database;
-      this.#owned = owned;
-      this.#clock = options.clock ?? systemClock;
-      this.#writer = new OutboxWriter(outboxPartitions(database), options.maxPayloadBytes);
-      this.#onError = options.onError ?? ((e) => process.emitWarning(`scheduler store: ${e instanceof Error ? e.message : String(e)}`, 'HeraldWarning'));
-      this.file = fileOf(database);
-    } catch (e) {
-      if (owned) database.close();
-      throw e;
-    }
+    let partitions = 0;
+    super(options, 'scheduled', 'SQLite scheduler store', (database) => {
+      partitions = outboxPartitions(database);
+    });
+    this.#clock = options.clock ?? systemClock;
+    this.#writer = new OutboxWriter(partitions, options.maxPayloadBytes);
+    this.#onError = options.onError ?? ((e) => process.emitWarning(`scheduler store: ${e instanceof Error ? e.message : String(e)}`, 'HeraldWarning'));
   }
 
   async schedule(writes: readonly ScheduledWrite[]): Promise<readonly string[]> {
-    this.#open();
+    this.assertOpen();
     if (!Array.isArray(writes)) throw new HeraldError('HERALD_ERR_INVALID_ARGUMENT', 'schedule takes an array of scheduled writes');
     if (writes.length === 0) return [];
     const db = this.database;
@@ -67,14 +58,14 @@ export class SqliteSchedulerStore implements SchedulerStore {
   }
 
   async cancel(id: string): Promise<boolean> {
-    this.#open();
+    this.assertOpen();
     if (typeof id !== 'string' || id === '') throw new HeraldError('HERALD_ERR_INVALID_ARGUMENT', `cancel takes a non-empty id (got ${String(id)})`);
     const db = this.database;
     return db.immediateAsync(() => db.statement('DELETE FROM herald_scheduled WHERE id = ?').run(id).changes === 1);
   }
 
   async due(now: number, limit: number): Promise<readonly ScheduledRecord[]> {
-    this.#open();
+    this.assertOpen();
     if (typeof now !== 'number' || !Number.isFinite(now)) throw new HeraldError('HERALD_ERR_INVALID_ARGUMENT', `now must be epoch ms (got ${String(now)})`);
     positiveInt('limit', limit);
     const db = this.database;
@@ -85,7 +76,7 @@ export class SqliteSchedulerStore implements SchedulerStore {
   }
 
   async markFired(ids: readonly string[], fence: LeaseFence): Promise<boolean> {
-    this.#open();
+    this.assertOpen();
     if (!Array.isArray(ids)) throw new HeraldError('HERALD_ERR_INVALID_ARGUMENT', 'markFired takes an array of ids');
     const db = this.database;
     return db.immediateAsync(() => {
@@ -97,36 +88,15 @@ export class SqliteSchedulerStore implements SchedulerStore {
   }
 
   async nextDue(): Promise<number | undefined> {
-    this.#open();
+    this.assertOpen();
     const db = this.database;
     const v = db.read(() => db.statement('SELECT min(deliver_at) FROM herald_scheduled').pluck().get() as number | null);
     return v ?? undefined;
   }
 
   async pendingCount(): Promise<number> {
-    this.#open();
+    this.assertOpen();
     const db = this.database;
     return db.read(() => db.statement('SELECT count(*) FROM herald_scheduled').pluck().get() as number);
-  }
-
-  onWrite(listener: () => void): () => void {
-    this.#open();
-    return onFileWrite(this.file, 'scheduled', listener);
-  }
-
-  /** Idempotent. Closes the database only when this store opened it from a path. */
-  async close(): Promise<void> {
-    if (this.#closed) return;
-    this.#closed = true;
-    if (this.#owned) this.database.close();
-  }
-
-  async [Symbol.asyncDispose](): Promise<void> {
-    await this.close();
-  }
-
-  #open(): void {
-    if (this.#closed) throw new HeraldError('HERALD_ERR_CLOSED', 'SQLite scheduler store is closed');
-    this.database.assertOpen();
   }
 }
