@@ -45,7 +45,7 @@ const decide = (orderId: string, command: OrderCommand, cause?: { id: string; co
 const sagas = backend.sagaStore();
 const scheduler = createScheduler({ store: backend.schedulerStore(), transport: backend.transport, leases: backend.leases, name: 'shop', pollMs: 100, onError: (e) => log(SERVICE, `scheduler: ${(e as Error)?.message ?? String(e)}`) });
 const saga = createSagaRuntime({
-  sagas: [checkoutSaga({ shippingTimeoutMs: envNumber('SHIPPING_TIMEOUT_MS', 120_000), graceMs: envNumber('SHIPPING_GRACE_MS', 10_000) })],
+  sagas: [checkoutSaga({ shippingTimeoutMs: envNumber('SHIPPING_TIMEOUT_MS', 120_000) })],
   store: sagas,
   unitOfWork: backend.unitOfWork as never,
   transport: backend.transport,

