@@ -101,7 +101,7 @@ export class SqliteUnitOfWork implements UnitOfWork<Database.Database> {
         release: db.prepare('RELEASE herald_uow'),
         rollbackTo: db.prepare('ROLLBACK TO herald_uow'),
         inboxGet: db.prepare('SELECT 1 FROM herald_inbox WHERE grp = ? AND handler = ? AND source = ? AND id = ?'),
-        inboxPut: db.prepare('INSERT INTO herald_inbox (grp, handler, source, id, handled_at) VALUES (?, ?, ?, ?, ?)'),
+        inboxPut: db.prepare('INSERT INTO herald_inbox (grp, handler, source, id, handled_at) VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING'),
       };
     } catch (e) {
       if (owned) database.close();
@@ -196,15 +196,12 @@ export class SqliteUnitOfWork implements UnitOfWork<Database.Database> {
         try {
           let value: unknown;
           const k = call.inbox;
-          if (k && this.#s.inboxGet.get(k.group, k.handler, k.source, k.id) !== undefined) value = { duplicate: true };
+          // The inbox record first (one statement: inserted, or already there); the handler's failure rolls it back with the savepoint.
+          if (k && this.#s.inboxPut.run(k.group, k.handler, k.source, k.id, this.#clock.now()).changes === 0) value = { duplicate: true };
           else {
             let r = call.fn(tx);
             if (isThenable(r)) r = await r;
-            if (k) {
-              this.#s.inboxPut.run(k.group, k.handler, k.source, k.id, this.#clock.now());
-              r = { duplicate: false, value: r };
-            }
-            value = r;
+            value = k ? { duplicate: false, value: r } : r;
           }
           tx.finish();
           this.#s.release.run();
