@@ -97,10 +97,16 @@ export class PgDatabase {
   /** One statement on a pooled connection. */
   async query<R extends pg.QueryResultRow = pg.QueryResultRow>(text: string, values?: readonly unknown[]): Promise<pg.QueryResult<R>> {
     this.assertOpen();
-    try {
-      return await this.pool.query<R>(text, values as unknown[]);
-    } catch (e) {
-      throw storageError(`query failed`, e);
+    for (let attempt = 0; ; attempt++) {
+      try {
+        return await this.pool.query<R>(text, values as unknown[]);
+      } catch (e) {
+        if (refusedAtConnect(e) && attempt < CONNECT_RETRIES && !this.#closed) {
+          await new Promise((r) => setTimeout(r, 25 * 2 ** attempt));
+          continue;
+        }
+        throw storageError(`query failed`, e);
+      }
     }
   }
 
@@ -110,11 +116,14 @@ export class PgDatabase {
    */
   async tx<T>(fn: (client: pg.PoolClient) => Promise<T>): Promise<T> {
     this.assertOpen();
-    let client: pg.PoolClient;
-    try {
-      client = await this.pool.connect();
-    } catch (e) {
-      throw storageError('could not connect', e);
+    let client: pg.PoolClient | undefined;
+    for (let attempt = 0; !client; attempt++) {
+      try {
+        client = await this.pool.connect();
+      } catch (e) {
+        if (!(refusedAtConnect(e) && attempt < CONNECT_RETRIES && !this.#closed)) throw storageError('could not connect', e);
+        await new Promise((r) => setTimeout(r, 25 * 2 ** attempt));
+      }
     }
     let broken: unknown;
     try {
@@ -197,6 +206,14 @@ export function resolveDatabase(source: PgDatabaseSource): { database: PgDatabas
   if ('connection' in source && source.connection) return { database: new PgDatabase(source.connection), owned: true };
   throw new HeraldError('HERALD_ERR_INVALID_ARGUMENT', 'give `database` (a PgDatabase) or `connection` (connection options)');
 }
+
+/** Refusals that happen only while opening a connection (nothing was sent): too many connections, the server starting up. */
+function refusedAtConnect(e: unknown): boolean {
+  const code = (e as { code?: unknown })?.code;
+  return code === '53300' || code === '57P03';
+}
+/** How often a refused connection is tried again (25 ms doubling: about 0.8 s in all). */
+const CONNECT_RETRIES = 5;
 
 /** SQLSTATE classes and codes that mean "try again": connection, resources, shutdown, timeouts, serialization. */
 export function isTransientPgError(e: unknown): boolean {

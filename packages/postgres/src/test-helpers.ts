@@ -14,7 +14,7 @@ export function schemaName(prefix = 'ht'): string {
 
 /** Connection options on a fresh schema. */
 export function freshConnection(extra: Partial<PgConnectionOptions> = {}): PgConnectionOptions {
-  return { ...PG_BASE, schema: schemaName(), max: 4, ...extra };
+  return { ...PG_BASE, schema: schemaName(), max: 2, ...extra }; // small pools: many suites share the server's max_connections
 }
 
 /** Drops `schema` on the shared server (its own short-lived connection). */
