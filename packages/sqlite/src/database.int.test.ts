@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { after, describe, it } from 'node:test';
 import { isHeraldError } from '@herald/core';
-import { openDatabase, SCHEMA_VERSION } from './database.ts';
+import { BUSY, openDatabase, SCHEMA_VERSION } from './database.ts';
 import { tempDbPath } from './test-helpers.ts';
 
 const cleanups: Array<() => void> = [];
@@ -87,6 +87,23 @@ describe('openDatabase', () => {
     a.db.exec('ROLLBACK');
     assert.equal(await c.immediateAsync(() => 2), 2);
     for (const d of [a, b, c]) d.close();
+  });
+
+  it('tryImmediate answers BUSY at once while another connection holds the write lock (it never waits out busy_timeout)', () => {
+    const { path, cleanup } = tempDbPath();
+    cleanups.push(cleanup);
+    const a = openDatabase({ path });
+    const b = openDatabase({ path, busyTimeoutMs: 5000 }); // opens an already-migrated file: the usual second process
+    a.db.exec('BEGIN IMMEDIATE');
+    const t0 = performance.now();
+    assert.equal(b.tryImmediate(() => 1), BUSY);
+    const waited = performance.now() - t0;
+    assert.ok(waited < 2500, `tryImmediate blocked ${Math.round(waited)} ms: busy_timeout was not lifted`);
+    assert.equal(b.db.pragma('busy_timeout', { simple: true }), 5000, 'the timeout is restored afterwards');
+    a.db.exec('ROLLBACK');
+    assert.equal(b.tryImmediate(() => 2), 2);
+    a.close();
+    b.close();
   });
 
   it('rejects bad options', () => {

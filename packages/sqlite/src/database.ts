@@ -281,8 +281,6 @@ export class SqliteDatabase {
   readonly busyTimeoutMs: number;
   readonly #runner: Database.Transaction<(fn: () => unknown) => unknown>;
   readonly #statements = new Map<string, Database.Statement>();
-  readonly #noWait: Database.Statement;
-  readonly #wait: Database.Statement;
   #writeTransactions = 0;
   #closed = false;
 
@@ -321,8 +319,6 @@ export class SqliteDatabase {
         typeof haystack === 'string' && typeof needle === 'string' && haystack.toLowerCase().includes(needle.toLowerCase()) ? 1 : 0,
       );
       this.#runner = db.transaction((fn: () => unknown) => fn());
-      this.#noWait = db.prepare('PRAGMA busy_timeout = 0');
-      this.#wait = db.prepare(`PRAGMA busy_timeout = ${busyTimeoutMs}`);
       this.#migrate();
     } catch (e) {
       db.close();
@@ -394,7 +390,9 @@ export class SqliteDatabase {
   tryImmediate<T>(fn: () => T): T | typeof BUSY {
     this.assertOpen();
     if (this.db.inTransaction) return this.immediate(fn);
-    this.#noWait.run();
+    // PRAGMA busy_timeout takes effect when the statement is prepared, not when it runs: a
+    // cached prepared statement would be a no-op (and BEGIN would block for the full timeout).
+    this.db.pragma('busy_timeout = 0');
     let began = false;
     try {
       const value = this.#runner.immediate(() => {
@@ -409,7 +407,7 @@ export class SqliteDatabase {
       if (!began && (e as { code?: unknown })?.code === 'SQLITE_BUSY') return BUSY;
       throw storageError('SQLite write transaction failed', e);
     } finally {
-      if (this.db.open) this.#wait.run();
+      if (this.db.open) this.db.pragma(`busy_timeout = ${this.busyTimeoutMs}`);
     }
   }
 
