@@ -70,17 +70,17 @@ export function createMetrics(options: MetricsOptions = {}): HeraldMetrics {
   const buckets = [...(options.durationBuckets ?? [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10])];
 
   // Channel-driven series (updated on the per-message paths, see series.ts).
-  const published = new FastCounter(`${p}published_total`, 'Messages published (confirmed by the transport), by topic and event type', registry);
-  const publishFailed = new FastCounter(`${p}publish_failed_total`, 'Publish calls that failed, by topic', registry);
-  const delivered = new FastCounter(`${p}delivered_total`, 'Deliveries received by a consumer group', registry);
-  const handled = new FastCounter(`${p}handled_total`, 'Messages handled successfully', registry);
-  const failed = new FastCounter(`${p}handler_failed_total`, 'Handler attempts that failed', registry);
-  const retried = new FastCounter(`${p}retried_total`, 'Failed attempts scheduled for a retry', registry);
-  const deadLettered = new FastCounter(`${p}dead_lettered_total`, 'Messages stored as dead letters', registry);
-  const duration = new FastHistogram(`${p}handler_duration_seconds`, 'Handler attempt duration', registry, buckets);
-  const appendDuration = new FastHistogram(`${p}event_store_append_duration_seconds`, 'Event-store append latency (queue + group commit)', registry, buckets);
-  const appendSize = new FastHistogram(`${p}event_store_append_batch_size`, 'Events per append', registry, [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000]);
-  const relayed = new FastCounter(`${p}outbox_relayed_total`, 'Outbox rows published by a relay', registry);
+  const published = new FastCounter(`${p}published_total`, 'Messages published (confirmed by the transport), by topic and event type', registry, ['topic', 'type']);
+  const publishFailed = new FastCounter(`${p}publish_failed_total`, 'Publish calls that failed, by topic', registry, ['topic']);
+  const delivered = new FastCounter(`${p}delivered_total`, 'Deliveries received by a consumer group', registry, ['group', 'topic']);
+  const handled = new FastCounter(`${p}handled_total`, 'Messages handled successfully', registry, ['group', 'topic', 'handler', 'type']);
+  const failed = new FastCounter(`${p}handler_failed_total`, 'Handler attempts that failed', registry, ['group', 'topic', 'handler', 'type']);
+  const retried = new FastCounter(`${p}retried_total`, 'Failed attempts scheduled for a retry', registry, ['group', 'topic', 'handler']);
+  const deadLettered = new FastCounter(`${p}dead_lettered_total`, 'Messages stored as dead letters', registry, ['group', 'topic', 'handler']);
+  const duration = new FastHistogram(`${p}handler_duration_seconds`, 'Handler attempt duration', registry, ['group', 'topic', 'handler', 'outcome'], buckets);
+  const appendDuration = new FastHistogram(`${p}event_store_append_duration_seconds`, 'Event-store append latency (queue + group commit)', registry, ['store', 'outcome'], buckets);
+  const appendSize = new FastHistogram(`${p}event_store_append_batch_size`, 'Events per append', registry, ['store'], [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000]);
+  const relayed = new FastCounter(`${p}outbox_relayed_total`, 'Outbox rows published by a relay', registry, ['topic']);
 
   // One lag read per scrape: the messages gauge (collected first) reads, the seconds gauge
   // takes that reading (or reads again when collected alone).
@@ -168,19 +168,18 @@ export function createMetrics(options: MetricsOptions = {}): HeraldMetrics {
 
   // ── channel subscribers (inline on hot paths: small and never throwing) ──
   type Timed = { [START]?: number };
-  const SEP = '\u0000';
   const publishSub = {
     asyncEnd(m: PublishMessage) {
       if (m.operation !== 'send' || m.error !== undefined || !m.messages) return;
       for (const msg of m.messages) {
         const topic = m.topic ?? '';
         const type = msg.envelope.type;
-        published.of(topic + SEP + type, () => ({ topic, type })).value++;
+        published.of(topic, type).value++;
       }
     },
     error(m: PublishMessage) {
       const topic = m.topic ?? '';
-      publishFailed.of(topic, () => ({ topic })).value++;
+      publishFailed.of(topic).value++;
     },
   };
   const handleSub = {
@@ -189,15 +188,8 @@ export function createMetrics(options: MetricsOptions = {}): HeraldMetrics {
     },
     asyncEnd(m: HandleMessage & Timed) {
       const ok = m.error === undefined;
-      const { group, topic, handler } = m;
-      const type = m.envelope.type;
-      const key = group + SEP + topic + SEP + handler;
-      const outcome = ok ? 'ok' : 'error';
-      duration.observe(
-        duration.of(key + SEP + outcome, () => ({ group, topic, handler, outcome })),
-        (mono() - (m[START] ?? mono())) / 1000,
-      );
-      (ok ? handled : failed).of(key + SEP + type, () => ({ group, topic, handler, type })).value++;
+      duration.observe(duration.of(m.group, m.topic, m.handler, ok ? 'ok' : 'error'), (mono() - (m[START] ?? mono())) / 1000);
+      (ok ? handled : failed).of(m.group, m.topic, m.handler, m.envelope.type).value++;
     },
   };
   const appendSub = {
@@ -205,36 +197,26 @@ export function createMetrics(options: MetricsOptions = {}): HeraldMetrics {
       m[START] = mono();
     },
     asyncEnd(m: AppendMessage & Timed) {
-      const { store } = m;
-      const outcome = m.error === undefined ? 'ok' : 'error';
-      appendDuration.observe(
-        appendDuration.of(store + SEP + outcome, () => ({ store, outcome })),
-        (mono() - (m[START] ?? mono())) / 1000,
-      );
-      appendSize.observe(
-        appendSize.of(store, () => ({ store })),
-        m.count,
-      );
+      appendDuration.observe(appendDuration.of(m.store, m.error === undefined ? 'ok' : 'error'), (mono() - (m[START] ?? mono())) / 1000);
+      appendSize.observe(appendSize.of(m.store), m.count);
     },
   };
   const relaySub = {
     asyncEnd(m: { topic: string; messages: readonly unknown[]; error?: unknown }) {
-      const { topic } = m;
-      if (m.error === undefined) relayed.of(topic, () => ({ topic })).value += m.messages.length;
+      if (m.error === undefined) relayed.of(m.topic).value += m.messages.length;
     },
   };
   const onDeliver = (m: unknown) => {
-    const { group, delivery } = m as DeliverMessage;
-    const topic = delivery.topic;
-    delivered.of(group + SEP + topic, () => ({ group, topic })).value++;
+    const d = m as DeliverMessage;
+    delivered.of(d.group, d.delivery.topic).value++;
   };
   const onRetry = (m: unknown) => {
-    const { group, topic, handler } = m as RetryMessage;
-    retried.of(group + SEP + topic + SEP + handler, () => ({ group, topic, handler })).value++;
+    const r = m as RetryMessage;
+    retried.of(r.group, r.topic, r.handler).value++;
   };
   const onDeadLetter = (m: unknown) => {
-    const { group, topic, handler } = m as DeadLetterMessage;
-    deadLettered.of(group + SEP + topic + SEP + handler, () => ({ group, topic, handler })).value++;
+    const r = m as DeadLetterMessage;
+    deadLettered.of(r.group, r.topic, r.handler).value++;
   };
   channels.publish.subscribe(publishSub as never);
   channels.handle.subscribe(handleSub as never);

@@ -19,24 +19,46 @@ export interface HistogramSeries {
   count: number;
 }
 
+type Tree<S> = Map<string, Tree<S> | S>;
+
 abstract class FastMetric<S> {
   readonly aggregator = 'sum';
-  protected readonly series = new Map<string, { labels: Labels; s: S }>();
+  protected readonly series: { labels: Labels; s: S }[] = [];
+  #tree: Tree<S> = new Map();
   constructor(
     readonly name: string,
     readonly help: string,
     registry: Registry,
+    readonly labelNames: readonly string[],
   ) {
     registry.registerMetric(this as never);
   }
-  /** The series of one label set; `labels` is called only the first time `key` is seen. */
-  of(key: string, labels: () => Labels): S {
-    let e = this.series.get(key);
-    if (!e) this.series.set(key, (e = { labels: labels(), s: this.make() }));
-    return e.s;
+  /**
+   * The series of one label set, values in `labelNames` order (as many as there are names).
+   * One Map lookup per label on strings whose hashes V8 has cached: no key string is built.
+   */
+  of(a: string, b?: string, c?: string, d?: string): S {
+    const n = this.labelNames.length;
+    let node: Tree<S> = this.#tree;
+    for (let i = 0; i < n - 1; i++) {
+      const v = (i === 0 ? a : i === 1 ? b : c)!;
+      let next = node.get(v) as Tree<S> | undefined;
+      if (!next) node.set(v, (next = new Map()));
+      node = next;
+    }
+    const last = (n === 1 ? a : n === 2 ? b : n === 3 ? c : d)!;
+    let s = node.get(last) as S | undefined;
+    if (s === undefined) {
+      s = this.make();
+      node.set(last, s);
+      const values = [a, b, c, d];
+      this.series.push({ labels: Object.fromEntries(this.labelNames.map((name, i) => [name, values[i]!])), s });
+    }
+    return s;
   }
   reset(): void {
-    this.series.clear();
+    this.series.length = 0;
+    this.#tree = new Map();
   }
   protected abstract make(): S;
 }
@@ -47,15 +69,15 @@ export class FastCounter extends FastMetric<CounterSeries> {
     return { value: 0 };
   }
   get(): { name: string; help: string; type: string; aggregator: string; values: { labels: Labels; value: number }[] } {
-    return { name: this.name, help: this.help, type: this.type, aggregator: this.aggregator, values: [...this.series.values()].map((e) => ({ labels: e.labels, value: e.s.value })) };
+    return { name: this.name, help: this.help, type: this.type, aggregator: this.aggregator, values: this.series.map((e) => ({ labels: e.labels, value: e.s.value })) };
   }
 }
 
 export class FastHistogram extends FastMetric<HistogramSeries> {
   readonly type = 'histogram';
   readonly #bounds: readonly number[];
-  constructor(name: string, help: string, registry: Registry, bounds: readonly number[]) {
-    super(name, help, registry);
+  constructor(name: string, help: string, registry: Registry, labelNames: readonly string[], bounds: readonly number[]) {
+    super(name, help, registry, labelNames);
     this.#bounds = [...bounds].sort((a, b) => a - b);
   }
   protected make(): HistogramSeries {
@@ -71,7 +93,7 @@ export class FastHistogram extends FastMetric<HistogramSeries> {
   }
   get(): { name: string; help: string; type: string; aggregator: string; values: { labels: Labels; value: number; metricName: string }[] } {
     const values: { labels: Labels; value: number; metricName: string }[] = [];
-    for (const { labels, s } of this.series.values()) {
+    for (const { labels, s } of this.series) {
       let cumulative = 0;
       this.#bounds.forEach((le, i) => {
         cumulative += s.counts[i]!;
