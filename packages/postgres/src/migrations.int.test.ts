@@ -31,14 +31,16 @@ describe('postgres migrations and connection settings', { skip }, () => {
       const applied = results.flatMap((r) => r.components.filter((c) => c.from < c.to));
       assert.equal(applied.length, 2, `each component migrated by exactly one runner (got ${JSON.stringify(applied)})`);
       const again = await migrate({ database: first, components: [LOG_COMPONENT, EVENT_STORE_COMPONENT] });
+      const log = LOG_COMPONENT.migrations.length;
+      const es = EVENT_STORE_COMPONENT.migrations.length;
       assert.deepEqual(again.components.map((c) => [c.name, c.from, c.to]), [
-        ['herald_log', 1, 1],
-        ['herald_eventstore', 1, 1],
+        ['herald_log', log, log],
+        ['herald_eventstore', es, es],
       ]);
       const meta = await first.query<{ component: string; version: number }>('SELECT component, version FROM herald_meta ORDER BY component');
       assert.deepEqual(meta.rows.map((r) => [r.component, r.version]), [
-        ['herald_eventstore', 1],
-        ['herald_log', 1],
+        ['herald_eventstore', es],
+        ['herald_log', log],
       ]);
     } finally {
       for (const d of dbs) await d.close();

@@ -204,6 +204,34 @@ export const EVENT_STORE_COMPONENT: PgComponent = registerComponent({
     END
     $fn$;
     `,
+    // 2: the reservation also releases its session lock when the statement is cancelled (statement_timeout)
+    // between taking and releasing it: WHEN OTHERS does not catch query_canceled.
+    `
+    CREATE OR REPLACE FUNCTION herald_es_reserve(n integer) RETURNS bigint LANGUAGE plpgsql AS $fn$
+    DECLARE
+      k bigint := hashtext('herald.es.reserve:' || current_schema());
+      first bigint;
+    BEGIN
+      IF pg_current_xact_id_if_assigned() IS NOT NULL THEN
+        RAISE EXCEPTION 'herald: event-store positions must be reserved before the transaction''s first write (its transaction id is already assigned)'
+          USING ERRCODE = 'HRE01';
+      END IF;
+      PERFORM pg_advisory_lock(k);
+      BEGIN
+        PERFORM pg_current_xact_id();
+        first := nextval('herald_es_position_seq');
+        IF n > 1 THEN
+          PERFORM setval('herald_es_position_seq', first + n - 1);
+        END IF;
+      EXCEPTION WHEN query_canceled OR others THEN
+        PERFORM pg_advisory_unlock(k);
+        RAISE;
+      END;
+      PERFORM pg_advisory_unlock(k);
+      RETURN first;
+    END
+    $fn$;
+    `,
   ],
 });
 
