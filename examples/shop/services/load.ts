@@ -1,6 +1,6 @@
 // The load generator: places orders on Order's HTTP API at LOAD_RATE orders per second (default
-// 20), a fraction LOAD_DECLINE_RATE (default 0.1) with a card Payment declines, now and then an
-// item of the scarce "sku-rare". Stops after LOAD_ORDERS orders or LOAD_SECONDS seconds when set
+// 20), a fraction LOAD_DECLINE_RATE (default 0.1) with a card Payment declines, a fraction
+// LOAD_RARE_RATE (default 0.05) with an item of the scarce "sku-rare". Stops after LOAD_ORDERS orders or LOAD_SECONDS seconds when set
 // (exit 0), or on SIGTERM/SIGINT. Progress on stderr every 2 s. With LOAD_RECORD=<file> it
 // appends the id of every order Order accepted (201/200), one per line, for `check.ts`.
 import { appendFileSync } from 'node:fs';
@@ -10,6 +10,7 @@ import { envNumber, log } from '../src/runtime.ts';
 const url = (process.env.ORDER_URL ?? `http://127.0.0.1:${process.env.ORDER_PORT ?? 4100}`).replace(/\/$/, '');
 const rate = envNumber('LOAD_RATE', 20);
 const declineRate = envNumber('LOAD_DECLINE_RATE', 0.1);
+const rareRate = envNumber('LOAD_RARE_RATE', 0.05);
 const maxOrders = envNumber('LOAD_ORDERS', Infinity);
 const maxSeconds = envNumber('LOAD_SECONDS', Infinity);
 const record = process.env.LOAD_RECORD;
@@ -29,7 +30,7 @@ let stopping = false;
 
 function order(n: number): Record<string, unknown> {
   const items = [{ ...pick(SKUS), qty: 1 + Math.floor(random.next() * 3) }];
-  if (random.next() < 0.05) items.push({ sku: 'sku-rare', price: 9900, qty: 1 + Math.floor(random.next() * 2) });
+  if (random.next() < rareRate) items.push({ sku: 'sku-rare', price: 9900, qty: 1 + Math.floor(random.next() * 2) });
   const customer = `customer-${Math.floor(random.next() * 500)}`;
   return {
     orderId: `o-${run}-${n}`,

@@ -153,7 +153,8 @@ export async function runShopScenario(o: ShopScenario): Promise<void> {
   const config = loadConfig(file);
   const backend = await openBackend(o.backend, o.transport, { ...process.env, ...o.env });
 
-  let run = start(config, { LOAD_RATE: String(rate), LOAD_SECONDS: String(seconds), LOAD_RECORD: record });
+  // a fifth of the orders want the scarce SKU, of which there is 1: some run out for sure
+  let run = start(config, { LOAD_RATE: String(rate), LOAD_SECONDS: String(seconds), LOAD_RECORD: record, LOAD_RARE_RATE: '0.2' });
   const dump = (r: Run): void => void process.stderr.write(`--- service output (last 80 lines) ---\n${r.output.slice(-80).join('\n')}\n`);
   try {
     await waitFor(() => fetch(`${url}/stats`).then((r) => r.ok).catch(() => false), { timeoutMs: 30_000, intervalMs: 100, what: 'the order service answers' });
