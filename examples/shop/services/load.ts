@@ -1,8 +1,9 @@
 // The load generator: places orders on Order's HTTP API at LOAD_RATE orders per second (default
 // 20), a fraction LOAD_DECLINE_RATE (default 0.1) with a card Payment declines, a fraction
-// LOAD_RARE_RATE (default 0.05) with an item of the scarce "sku-rare". Stops after LOAD_ORDERS orders or LOAD_SECONDS seconds when set
-// (exit 0), or on SIGTERM/SIGINT. Progress on stderr every 2 s. With LOAD_RECORD=<file> it
-// appends the id of every order Order accepted (201/200), one per line, for `check.ts`.
+// LOAD_RARE_RATE (default 0.05) with an item of the scarce "sku-rare". Stops after LOAD_ORDERS
+// orders or LOAD_SECONDS seconds when set (exit 0), or on SIGTERM/SIGINT. Progress on stderr
+// every 2 s. With LOAD_RECORD=<file> it appends the id of every order Order accepted (201/200),
+// one per line, for `check.ts`. A failed request is retried with the same order id.
 import { appendFileSync } from 'node:fs';
 import { systemClock, systemRandom } from '@herald/core';
 import { envNumber, log } from '../src/runtime.ts';
