@@ -878,15 +878,7 @@ export class PostgresEventStore implements EventStore {
     );
     const row = r.rows[0];
     const metadata: StreamMetadata = row?.metadata ? (JSON.parse(row.metadata) as StreamMetadata) : {};
-    const state: StreamState = !row
-      ? 'none'
-      : row.state === STATE_TOMB
-        ? 'tombstoned'
-        : row.state === STATE_SOFT
-          ? 'soft_deleted'
-          : row.version > 0 || row.metadata !== null
-            ? 'live'
-            : 'none';
+    const state: StreamState = row?.state === STATE_TOMB ? 'tombstoned' : streamState(row);
     return { streamId, state, streamVersion: state === 'tombstoned' ? 0 : (row?.version ?? 0), metadata };
   }
 
@@ -894,10 +886,7 @@ export class PostgresEventStore implements EventStore {
     this.#open();
     checkStreamId(streamId);
     const meta = checkMetadata(metadata);
-    await this.#enter();
-    await this.database.tx(async (c) => {
-      const row = await lockStream(c, streamId);
-      if (row?.state === STATE_TOMB) throw streamDeleted(streamId);
+    await this.#lockedStreamWrite(streamId, async (c) => {
       await c.query(
         'INSERT INTO herald_es_streams (stream_id, metadata) VALUES ($1, $2) ON CONFLICT (stream_id) DO UPDATE SET metadata = excluded.metadata',
         [streamId, JSON.stringify(meta)],
@@ -909,10 +898,7 @@ export class PostgresEventStore implements EventStore {
     this.#open();
     checkStreamId(streamId);
     const expected = checkExpectedVersion(options.expectedVersion);
-    await this.#enter();
-    await this.database.tx(async (c) => {
-      const row = await lockStream(c, streamId);
-      if (row?.state === STATE_TOMB) throw streamDeleted(streamId);
+    await this.#lockedStreamWrite(streamId, async (c, row) => {
       const version = row?.version ?? 0;
       checkExpected(streamId, expected, version, streamState(row));
       if (version === 0) return;
@@ -924,10 +910,7 @@ export class PostgresEventStore implements EventStore {
     this.#open();
     checkStreamId(streamId);
     const expected = checkExpectedVersion(options.expectedVersion);
-    await this.#enter();
-    await this.database.tx(async (c) => {
-      const row = await lockStream(c, streamId);
-      if (row?.state === STATE_TOMB) throw streamDeleted(streamId);
+    await this.#lockedStreamWrite(streamId, async (c, row) => {
       checkExpected(streamId, expected, row?.version ?? 0, streamState(row));
       // The head never goes back: remember the highest safe position deleted.
       await c.query(
@@ -940,6 +923,16 @@ export class PostgresEventStore implements EventStore {
         `INSERT INTO herald_es_streams (stream_id, state) VALUES ($1, $2) ON CONFLICT (stream_id) DO UPDATE SET state = excluded.state`,
         [streamId, STATE_TOMB],
       );
+    });
+  }
+
+  /** Runs `fn` in a transaction holding the stream's row lock (a tombstoned stream is refused first). Arguments are checked by the caller. */
+  async #lockedStreamWrite(streamId: string, fn: (c: pg.PoolClient, row: StreamRowLocked | undefined) => Promise<void>): Promise<void> {
+    await this.#enter();
+    await this.database.tx(async (c) => {
+      const row = await lockStream(c, streamId);
+      if (row?.state === STATE_TOMB) throw streamDeleted(streamId);
+      await fn(c, row);
     });
   }
 
@@ -1076,15 +1069,17 @@ function lastWriteTo(writes: readonly Write[], streamId: string): Write | undefi
   return undefined;
 }
 
-async function lockStream(c: pg.PoolClient, streamId: string): Promise<{ version: number; state: number; metadata: string | null } | undefined> {
-  const r = await c.query<{ version: number; state: number; metadata: string | null }>(
+type StreamRowLocked = { version: number; state: number; metadata: string | null };
+
+async function lockStream(c: pg.PoolClient, streamId: string): Promise<StreamRowLocked | undefined> {
+  const r = await c.query<StreamRowLocked>(
     'SELECT version, state, metadata FROM herald_es_streams WHERE stream_id = $1 FOR UPDATE',
     [streamId],
   );
   return r.rows[0];
 }
 
-function streamState(row: { version: number; state: number; metadata: string | null } | undefined): StreamState {
+function streamState(row: StreamRowLocked | undefined): StreamState {
   if (!row) return 'none';
   if (row.state === STATE_SOFT) return 'soft_deleted';
   return row.version > 0 || row.metadata !== null ? 'live' : 'none';
