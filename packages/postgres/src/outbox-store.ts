@@ -102,18 +102,26 @@ export class PostgresOutboxStore implements OutboxStore {
     positiveInt('limit', limit);
     const from = after === undefined ? '-1' : parseOutboxId(after);
     const deadline = performance.now() + this.#visibilityWaitMs;
+    // The newest row already committed (visible) when the call started but still held back by an
+    // older transaction in flight: wait (bounded) until it is readable, so a call made after a
+    // commit returns that commit's rows — later commits do not prolong the wait.
+    let target: bigint | undefined;
     for (let delay = 1; ; delay = Math.min(delay * 2, 50)) {
-      const r = await this.database.query<Row & { waiting: boolean }>(
+      const r = await this.database.query<Row & { safe: string; held: string | null }>(
         `WITH b AS MATERIALIZED (SELECT ${SAFE_BOUND} AS safe, ${WATERMARK} AS mark)
-         SELECT EXISTS (SELECT 1 FROM herald_outbox o WHERE o.partition = $1 AND o.id >= b.safe) AS waiting, r.*
+         SELECT b.safe::text AS safe, (SELECT max(o.id) FROM herald_outbox o WHERE o.partition = $1 AND o.id >= b.safe)::text AS held,
+                r.nid::text AS id, r.topic, r.key, r.envelope, r.created_at
            FROM b LEFT JOIN LATERAL (
-             SELECT id::text AS id, topic, key, envelope, created_at FROM herald_outbox
-              WHERE partition = $1 AND id > greatest($2::numeric, b.mark) AND id < b.safe
-              ORDER BY id LIMIT $3) r ON true`,
+             SELECT o.id AS nid, o.topic, o.key, o.envelope, o.created_at FROM herald_outbox o
+              WHERE o.partition = $1 AND o.id > greatest($2::numeric, b.mark) AND o.id < b.safe
+              ORDER BY o.id LIMIT $3) r ON true
+          ORDER BY r.nid`,
         [partition, from, limit],
       );
       const rows = r.rows.filter((x) => x.id !== null);
-      if (rows.length === 0 && r.rows[0]!.waiting) {
+      const first = r.rows[0]!;
+      if (target === undefined && first.held !== null) target = BigInt(first.held);
+      if (target !== undefined && rows.length < limit && BigInt(first.safe) <= target) {
         // Committed rows wait behind a transaction still in flight (see the module doc).
         if (performance.now() < deadline) {
           await new Promise((res) => setTimeout(res, delay));

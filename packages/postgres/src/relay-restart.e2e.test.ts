@@ -128,11 +128,25 @@ describe('postgres outbox relay across a server restart (private cluster)', { sk
     );
     const byKey = new Map<string, string[]>();
     for (const a of acked) byKey.set(a.key, [...(byKey.get(a.key) ?? []), a.id]);
-    assertOrderPerKey(
-      byKey,
-      log.entries.filter((e) => e.by === 'relay' && ackedIds.has(e.id)),
-      { allowDuplicates: true, label: 'relay across a crash restart' },
-    );
+    try {
+      assertOrderPerKey(
+        byKey,
+        log.entries.filter((e) => e.by === 'relay' && ackedIds.has(e.id)),
+        { allowDuplicates: true, label: 'relay across a crash restart' },
+      );
+    } catch (e) {
+      // Diagnostics: the stored ids of the first key out of order.
+      const key = /key "([^"]+)"/.exec((e as Error).message)?.[1];
+      if (key) {
+        const rows = await relayDb.query<{ id: string; partition: number; eid: string }>(
+          `SELECT id::text AS id, partition, (envelope::json)->>'id' AS eid FROM herald_outbox WHERE key = $1 ORDER BY id`,
+          [key],
+        );
+        console.log(`outbox rows of ${key} by id: ${rows.rows.map((r) => `${r.eid}@${r.id}/p${r.partition}`).join(' ')}`);
+        console.log(`relay log of ${key}: ${log.entries.filter((x) => x.key === key && x.by === 'relay').map((x) => x.id).join(' ')}`);
+      }
+      throw e;
+    }
     assert.ok(log.ids('relay').length > publishedBefore, 'the relay published after the restart by itself');
     assert.ok(failures > 0 || stats.failures > 0, 'the restart was felt (failed commits or relay calls): the test really crossed it');
     console.log(

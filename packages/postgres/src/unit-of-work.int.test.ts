@@ -90,6 +90,29 @@ describe('postgres unit of work', { skip }, () => {
     assert.deepEqual(log.ids(), ['A-1', 'B-1', 'B-2'], 'A (whose transaction started writing first) before B');
   });
 
+  it('pending orders ids numerically, also across a power of ten (ids are numeric, not text)', async () => {
+    const { database } = await setup(1);
+    const outbox = await createPostgresOutboxStore({ database, visibilityWaitMs: 0 });
+    // Ids as transactions around txid 1000 would get them (txid * 10^6 + n), committed long ago.
+    const ids = ['999000000', '999000001', '1000000000', '1001000000', '10000000000'];
+    for (const [i, id] of [...ids].reverse().entries()) {
+      await database.query(`INSERT INTO herald_outbox (id, partition, topic, key, envelope, created_at) VALUES ($1, 0, 't', 'k', $2, 0)`, [
+        id,
+        JSON.stringify(message(`row-${ids.length - 1 - i}`, 'k').envelope),
+      ]);
+    }
+    const rows = await outbox.pending(0, 10);
+    assert.deepEqual(
+      rows.map((r) => r.id),
+      ids,
+      'numeric order (as text, "1000000000" would sort before "999000000")',
+    );
+    assert.deepEqual(
+      (await outbox.pending(0, 2, '999000001')).map((r) => r.id),
+      ['1000000000', '1001000000'],
+    );
+  });
+
   it('sends one NOTIFY per commit, however many publish calls it made; a rollback sends none', async () => {
     const { database, uow } = await setup(4);
     const listener = await rawClient();
