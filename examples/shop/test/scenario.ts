@@ -181,7 +181,7 @@ export async function runShopScenario(o: ShopScenario): Promise<void> {
     const placed = readFileSync(record, 'utf8').split('\n').filter(Boolean);
     const report = await settle(backend, url, 90_000, placed);
     const backlogAfter = await shippingBacklog(backend);
-    process.stderr.write(`${o.backend.kind}${o.transport ? ` + ${o.transport.kind}` : ''}: ${seconds} s at ${rate}/s; Shipping's backlog ${backlogBefore} → ${backlogDuring} (down ${outageMs / 1000} s) → ${backlogAfter}\n${formatReport(report)}\n`);
+    process.stderr.write(`${o.backend.kind}${o.transport ? ` + ${o.transport.kind}` : ''}: ${seconds} s at ${rate}/s; Shipping's backlog ${backlogBefore} → ${backlogDuring} (down ${(outageMs / 1000).toFixed(1)} s) → ${backlogAfter}\n${formatReport(report)}\n`);
     assert.equal(backlogAfter, 0, "Shipping's backlog returns to zero");
     assert.ok(placed.length >= rate * seconds * 0.5, `the load generator placed orders (${placed.length})`);
     assert.deepEqual(report.problems, []);
