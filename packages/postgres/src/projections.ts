@@ -34,6 +34,7 @@
  * appended meanwhile up to the safe head, drops the live tables, renames the shadow ones and
  * sets the checkpoint to that head. Readers see the old tables or the new ones, never neither.
  */
+import { createHash } from 'node:crypto';
 import { type Clock, HeraldError, isHeraldError, systemClock } from '@herald/core';
 import type { Projection, ProjectionMode, ProjectionRetryOptions, ProjectionStatus, RebuildOptions, RebuildResult, RecordedEvent, WaitOptions } from '@herald/eventsourcing';
 import { categoryOf, checkCategory, checkRebuildOptions, closedError, invalidArgument, projectionFailed, resolveRetry, retryDelay, wants } from '@herald/eventsourcing/internal';
@@ -80,6 +81,17 @@ interface ProjectionRow {
 }
 
 const TABLE_RE = /^[a-z_][a-z0-9_]{0,50}$/;
+const statementNames = new Map<string, string>();
+
+function statementName(text: string): string {
+  let n = statementNames.get(text);
+  if (!n) {
+    n = `herald_p_${createHash('sha1').update(text).digest('hex').slice(0, 20)}`;
+    if (statementNames.size > 10_000) statementNames.clear();
+    statementNames.set(text, n);
+  }
+  return n;
+}
 
 class Names {
   readonly #names: ReadonlyMap<string, string>;
@@ -96,8 +108,20 @@ class Names {
   resolve(sql: string): string {
     return sql.replace(this.#re, (_, n: string) => this.#names.get(n)!);
   }
+  /**
+   * Statements run through `query` are prepared once per connection and SQL text (a named
+   * statement): a projection runs the same few statements for every event, and the server then
+   * skips parsing and planning them each time. DDL (a rebuild's swap) makes the server re-plan them.
+   */
   context(client: pg.PoolClient): PostgresProjectionContext {
-    return { client, table: (n) => this.table(n), query: (sql, values) => client.query(this.resolve(sql), values as unknown[]) };
+    return {
+      client,
+      table: (n) => this.table(n),
+      query: (sql, values) => {
+        const text = this.resolve(sql);
+        return client.query({ name: statementName(text), text, values: values as unknown[] });
+      },
+    };
   }
 }
 
