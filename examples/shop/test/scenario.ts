@@ -158,6 +158,11 @@ export async function runShopScenario(o: ShopScenario): Promise<void> {
   const dump = (r: Run): void => void process.stderr.write(`--- service output (last 80 lines) ---\n${r.output.slice(-80).join('\n')}\n`);
   try {
     await waitFor(() => fetch(`${url}/stats`).then((r) => r.ok).catch(() => false), { timeoutMs: 30_000, intervalMs: 100, what: 'the order service answers' });
+    // bad input: a 400 naming the field, and no order
+    const bad = await fetch(`${url}/orders`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ orderId: 'bad-1', customer: 'X', email: 'x@example.com', address: 'A', card: '12', items: [] }) });
+    assert.equal(bad.status, 400);
+    assert.match(((await bad.json()) as { message: string }).message, /card: 12 to 19 digits; items: /);
+    assert.equal((await fetch(`${url}/orders/bad-1`)).status, 404);
 
     // Shipping down for the middle third: orders and payments go on, nothing ships, its backlog grows
     await new Promise((r) => setTimeout(r, outageMs));
