@@ -12,7 +12,7 @@ const skip = await serverSkipReason('PostgreSQL', PG_PORT);
 
 describe('postgres projections', { skip }, () => {
   describeProjectionContract('postgres', async () => {
-    const connection = freshConnection({ max: 4 });
+    const connection = freshConnection({ max: 6 });
     const database = new PgDatabase(connection);
     const store = createPostgresEventStore({ database });
     await store.ready();
