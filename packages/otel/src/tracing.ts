@@ -52,6 +52,13 @@ export interface TracingOptions {
   /** The AsyncLocalStorage the context manager keeps the active context in; default: found on the global context manager. */
   readonly contextStorage?: AsyncLocalStorage<Context>;
   /**
+   * Make each span active while its operation runs (default true). False: spans are still made
+   * and parented from envelopes, but a handler's own spans and publishes do not see its span —
+   * and no AsyncLocalStorage is entered per message, whose promise hooks slow every promise of
+   * the process on Node 20.
+   */
+  readonly bindContext?: boolean;
+  /**
    * A message whose `traceparent` says "not sampled" gets no consumer span of its own: its
    * producer context is made active as it is, so what the handler publishes carries the same
    * unsampled trace (default true). That is what a ParentBased sampler (the default, and
@@ -130,7 +137,7 @@ type Message = { error?: unknown; [SPAN]?: Span | undefined };
 export function instrumentTracing(options: TracingOptions = {}): () => void {
   const tracer: Tracer = (options.tracerProvider ?? trace.getTracerProvider()).getTracer('@herald/otel', '0.1.0');
   const system = options.system ?? 'herald';
-  const storage = options.contextStorage ?? globalContextStorage();
+  const storage = options.bindContext === false ? undefined : (options.contextStorage ?? globalContextStorage());
   const passThrough = options.unsampledPassThrough ?? true;
   const undo: (() => void)[] = [];
 
