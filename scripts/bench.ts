@@ -142,7 +142,7 @@ for (const section of selected) {
       else got = await sqlite.sqliteRows({ messages: sqliteMessages, runs, batch, concurrency, rate, latencySeconds, ...(pollMs !== undefined ? { pollMs } : {}) });
     } else if (section === 'observability') {
       const obsRuns = Math.max(1, envInt('BENCH_OBS_RUNS', 5));
-      progress(`  ${sqliteMessages} messages × ${obsRuns} rounds × 4 modes`);
+      progress(`  ${sqliteMessages} messages × ${obsRuns} rounds × 5 modes`);
       const [sqlite, obs] = await Promise.all([import('./bench/sqlite.ts'), import('./bench/observability.ts')]);
       const c = { messages: sqliteMessages, runs: obsRuns, batch, concurrency, rate, latencySeconds };
       got = await obs.observabilityRows({ runs: obsRuns, messages: sqliteMessages, batch, run: (mode) => sqlite.endToEndRun(c, { validate: true, latency: false, observe: mode }) });
@@ -258,6 +258,7 @@ function evaluateGoals(all: readonly Row[]): Goal[] {
     obsGoal('sqlite e2e, metrics only', 'metrics only: ≤ 5 % throughput cost', 0.95);
     obsGoal('sqlite e2e, tracing ParentBased 1 %', 'tracing at ParentBased 1 % sampling: ≤ 15 % throughput cost', 0.85);
     obsGoal('sqlite e2e, tracing 100 %', 'tracing at 100 % sampling', undefined);
+    obsGoal('sqlite e2e, tracing ParentBased 1 % sampled, bindContext false', 'tracing at 1 % without binding the context', undefined);
   }
   if (ran('memory')) {
     const pub = find('memory publish, batches');

@@ -7,6 +7,7 @@
  *     rendering /metrics once a second, lag read from the file),
  *   - with tracing at ParentBased(TraceIdRatio 1 %) and at 100 % (BasicTracerProvider, a batch
  *     processor, an exporter that drops the spans: instrumentation and SDK cost, no network),
+ *     and at 1 % with `bindContext: false` and no context manager (no AsyncLocalStorage),
  *
  * run interleaved (mode order rotated each round) and reported as medians. The instrumentation
  * cannot be compiled out, so "present, no subscriber" against "absent" is estimated from a
@@ -21,7 +22,7 @@ import { notify, traceHandle } from '@herald/core/internal';
 import { createMetrics, instrumentTracing } from '@herald/otel';
 import { median, progress, rateOf, type Row } from './common.ts';
 
-export const OBSERVE_MODES = ['none', 'metrics', 'trace-1%', 'trace-100%'] as const;
+export const OBSERVE_MODES = ['none', 'metrics', 'trace-1%', 'trace-1%-unbound', 'trace-100%'] as const;
 export type ObserveMode = (typeof OBSERVE_MODES)[number];
 
 let contextManagerSet = false;
@@ -38,7 +39,8 @@ export async function observe(mode: ObserveMode, lag?: LagSource): Promise<() =>
       metrics.close();
     };
   }
-  if (!contextManagerSet) {
+  const bindContext = mode !== 'trace-1%-unbound';
+  if (bindContext && !contextManagerSet) {
     context.setGlobalContextManager(new AsyncLocalStorageContextManager());
     contextManagerSet = true;
   }
@@ -47,12 +49,12 @@ export async function observe(mode: ObserveMode, lag?: LagSource): Promise<() =>
     sampler: new ParentBasedSampler({ root: new TraceIdRatioBasedSampler(ratio) }),
     spanProcessors: [new BatchSpanProcessor(dropSpans)],
   });
-  const untrace = instrumentTracing({ tracerProvider: provider });
+  const untrace = instrumentTracing({ tracerProvider: provider, bindContext });
   return async () => {
     untrace();
     await provider.shutdown();
     // Turn AsyncLocalStorage off again: its promise hooks would slow the next "none" run here.
-    context.disable();
+    if (contextManagerSet) context.disable();
     contextManagerSet = false;
   };
 }
@@ -131,6 +133,7 @@ export async function observabilityRows(c: ObservabilityConfig): Promise<Row[]> 
     none: 'sqlite e2e, instrumentation present, no subscriber',
     metrics: 'sqlite e2e, metrics only (prom-client, /metrics rendered every 1 s)',
     'trace-1%': 'sqlite e2e, tracing ParentBased 1 % sampled',
+    'trace-1%-unbound': 'sqlite e2e, tracing ParentBased 1 % sampled, bindContext false',
     'trace-100%': 'sqlite e2e, tracing 100 % sampled',
   };
   const rows: Row[] = OBSERVE_MODES.map((mode) => {
@@ -150,7 +153,9 @@ export async function observabilityRows(c: ObservabilityConfig): Promise<Row[]> 
           ? `publisher.publishEnvelopes (batches of ${c.batch}) here, consumer (zod handler) in a child process; first publish → last ack; the baseline of this section`
           : mode === 'metrics'
             ? 'createMetrics in both processes (counters + handler-duration histogram per message; lag read from the file at each render)'
-            : 'BasicTracerProvider, BatchSpanProcessor to an exporter that drops spans; one producer span per batch, one consumer span per message; AsyncLocalStorage context manager'),
+            : mode === 'trace-1%-unbound'
+              ? 'as the row above, without a context manager and with instrumentTracing({ bindContext: false }): no AsyncLocalStorage entered per message (handlers do not see their span)'
+              : 'BasicTracerProvider, BatchSpanProcessor to an exporter that drops spans; one producer span per batch, one consumer span per message; AsyncLocalStorage context manager'),
     };
   });
   const cost = noSubscriberCostNs();
