@@ -126,6 +126,12 @@ export class PgDatabase {
       }
     }
     let broken: unknown;
+    // A checked-out client has no listener of the pool's: a connection dropped between two
+    // statements (a server restart) would emit an unhandled 'error' and end the process.
+    const onError = (e: Error): void => {
+      broken = e;
+    };
+    client.on('error', onError);
     try {
       await client.query('BEGIN');
       const out = await fn(client);
@@ -140,6 +146,7 @@ export class PgDatabase {
       // Errors of the server or the connection become HERALD_ERR_STORAGE; errors thrown by `fn` itself pass through.
       throw isHeraldError(e) || !isPgError(e) ? e : storageError('transaction failed', e);
     } finally {
+      client.removeListener('error', onError);
       client.release(broken instanceof Error ? broken : undefined);
     }
   }
