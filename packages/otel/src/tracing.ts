@@ -139,6 +139,11 @@ export function instrumentTracing(options: TracingOptions = {}): () => void {
   const system = options.system ?? 'herald';
   const storage = options.bindContext === false ? undefined : (options.contextStorage ?? globalContextStorage());
   const passThrough = options.unsampledPassThrough ?? true;
+  let lastUnsampled: { traceparent: string | undefined; tracestate: string | undefined; active: Context | undefined; span?: Span; ctx?: Context } = {
+    traceparent: undefined,
+    tracestate: undefined,
+    active: undefined,
+  };
   const undo: (() => void)[] = [];
 
   function wire<M extends Message>(ch: TracingChannel<M, M>, start: (m: M, active: Context) => { span: Span; ctx: Context }, end?: (m: M, span: Span) => void): void {
@@ -212,10 +217,17 @@ export function instrumentTracing(options: TracingOptions = {}): () => void {
 
   wire<HandleMessage>(channels.handle, (m, active) => {
     if (passThrough && !m.redrive) {
+      // One-entry cache: a batch's messages share their producer's traceparent.
+      const tp = m.envelope.traceparent;
+      if (tp !== undefined && tp === lastUnsampled.traceparent && m.envelope.tracestate === lastUnsampled.tracestate && active === lastUnsampled.active) {
+        return { span: lastUnsampled.span!, ctx: lastUnsampled.ctx! };
+      }
       const unsampled = unsampledParent(m.envelope);
       if (unsampled) {
         const span = trace.wrapSpanContext(unsampled);
-        return { span, ctx: trace.setSpan(active, span) };
+        const ctx = trace.setSpan(active, span);
+        lastUnsampled = { traceparent: tp, tracestate: m.envelope.tracestate, active, span, ctx };
+        return { span, ctx };
       }
     }
     const producer = envelopeContext(m.envelope, active);
