@@ -1,9 +1,9 @@
 // The shop (examples/shop) under `herald start`, seen through the console in headless Chromium:
 // orders appear; a declined payment's checkout saga shows its failed step and compensation in
 // its timeline, and its order ends cancelled; stopping Shipping makes its lag rise on the chart
-// while orders and payments go on; sagas whose shipping deadline passes meanwhile compensate
-// (refund + release, visible in their timeline);
-// starting Shipping brings its lag back to zero. Screenshots: test-artifacts/console/shop-*.png.
+// while orders and payments go on; starting Shipping brings its lag back to zero, and the sagas
+// whose shipping deadline passed meanwhile compensate (Shipping refuses them; refund + release,
+// visible in their timeline). Screenshots: test-artifacts/console/shop-*.png.
 import assert from 'node:assert/strict';
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -152,15 +152,18 @@ describe('console on the shop', { skip }, () => {
       intervalMs: 200,
       what: 'payments to go on while Shipping is stopped',
     });
-    // the shipping deadline passes for the orders waiting on Shipping: their sagas compensate (refund, release)
-    const late = await waitFor(() => findSaga('shipping'), { timeoutMs: WAIT_MS, intervalMs: 500, what: 'a checkout saga compensated after its shipping deadline' }).catch((e: unknown) =>
-      fail('shipping compensation', e),
-    );
+    // the shipping deadline passes for the orders waiting on Shipping
+    await new Promise((r) => setTimeout(r, SHIPPING_TIMEOUT_MS + 1000));
     await shot('04-shipping-stopped-lag-rising');
     await page.getByTestId('service-start-shipping').click();
     await page.getByTestId('service-state-shipping').filter({ hasText: 'running' }).waitFor();
     await number('lag-shipping-commands-shipping', (n) => n === 0, 'Shipping lag back to zero after start');
     await shot('05-shipping-started-lag-zero');
+    // Shipping alone enforces the deadline (it refuses a ship command past it), so the late orders'
+    // sagas compensate (refund, release) once it is back and answers them.
+    const late = await waitFor(() => findSaga('shipping'), { timeoutMs: WAIT_MS, intervalMs: 500, what: 'a checkout saga compensated after its shipping deadline' }).catch((e: unknown) =>
+      fail('shipping compensation', e),
+    );
     const lines = await openSaga(late);
     assert.ok((await page.getByTestId('saga-timeline').locator('li[data-kind="compensation-completed"]').count()) >= 1, `compensations ran: ${lines.join(' | ')}`);
     await shot('06-late-order-compensated');
