@@ -26,10 +26,11 @@ function run(file: string, env: Record<string, string> = {}): { child: ChildProc
   return { child, exited, out };
 }
 
-test('two services: every order is invoiced exactly once, across a crash of billing', { timeout: 120_000 }, async () => {
+test('two services: every order is invoiced exactly once, across a crash of billing', { timeout: 240_000 }, async () => {
   let billing = run('billing.ts');
   const orders = run('orders.ts', { TUTORIAL_ORDERS: String(ORDERS) });
-  await waitFor(() => billing.out.join('').includes('waiting for orders'), { timeoutMs: 30_000, intervalMs: 50, what: 'billing is up' });
+  // A cold start (tsx compiling on a fresh clone, two cores shared with other suites) can take a while.
+  await waitFor(() => billing.out.join('').includes('waiting for orders'), { timeoutMs: 90_000, intervalMs: 50, what: () => `billing is up (its output so far: ${JSON.stringify(billing.out.join('').slice(-2000))})` });
   const db = openDatabase({ path });
   try {
     const invoiced = (): number => (db.db.prepare("SELECT count(*) AS n FROM sqlite_master WHERE name = 'invoices'").get() as { n: number }).n === 0 ? 0 : (db.db.prepare('SELECT count(*) AS n FROM invoices').get() as { n: number }).n;
