@@ -268,6 +268,7 @@ export async function runSagaCrashLoop(options: SagaCrashLoopOptions): Promise<S
     early += r.killedNotReady;
     outages += r.shippingTimedOutByOutage;
     resent += r.resent;
+    if (runs > 3) process.stderr.write(`saga crash loop: run ${run + 1}/${runs} ok (${kills} SIGKILLs so far)\n`); // progress of long soaks
   }
   const text = `saga crash loop: seed ${seed}, ${runs} runs, ${runs * o.orders} orders, ${kills} SIGKILLs (${early} before the restarted process was ready), ${kills} recoveries; ${outages} happy-path orders compensated because an outage outlasted their shipping timeout; ${resent} step commands resent after their reply timed out (answered from the services' records)`;
   return { seed, runs, orders: runs * o.orders, kills, killedBeforeReady: early, recoveries: kills, shippingTimedOutByOutage: outages, resentAfterTimeout: resent, text };
