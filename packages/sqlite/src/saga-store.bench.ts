@@ -129,8 +129,8 @@ function raw(instances: number, perTxn: number): number {
     else if (s.update.run('completed', cur!.revision + 1, body, now, 'bench', key, cur!.revision).changes !== 1) throw new Error('conflict');
     for (let e = 0; e < (start ? 3 : 5); e++) s.timeline.run('bench', key, key, entry);
     s.outbox.run(i % 8, 'bench.work', key, envelope, now);
-    if (start) s.schedule.run(`${key}/work/action/1`, 'saga.bench', key, envelope, now + 60_000, now);
-    else s.cancel.run(`${key}/work/action/1`);
+    if (start) s.schedule.run(`${key}:work:action:1`, 'saga.bench', key, envelope, now + 60_000, now);
+    else s.cancel.run(`${key}:work:action:1`);
   };
   const total = instances * 2;
   const tx = db.transaction((from: number, to: number) => {
