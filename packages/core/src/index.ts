@@ -12,6 +12,7 @@ export { DEFAULT_MAX_IN_FLIGHT, DEFAULT_MAX_UNCOMMITTED_PER_PARTITION, DEFAULT_P
 export type {
   Transport,
   TransportCapabilities,
+  LogTransportTuning,
   OutgoingMessage,
   PublishReceipt,
   TopicInfo,

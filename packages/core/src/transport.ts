@@ -131,6 +131,29 @@ export interface Subscription extends AsyncIterable<Delivery> {
   [Symbol.asyncDispose](): Promise<void>;
 }
 
+/**
+ * Tuning shared by the table-backed log transports (SQLite, PostgreSQL): partitions of implicit
+ * topics, payload bound, partition leases, fetching, commits and the group-commit publish queue.
+ */
+export interface LogTransportTuning {
+  /** Partitions for topics created implicitly (default 8). */
+  readonly defaultPartitions?: number;
+  /** Largest encoded envelope in bytes (default 1 MiB); 0 disables the check. */
+  readonly maxPayloadBytes?: number;
+  /** Partition lease time to live, ms (default 10 000). */
+  readonly leaseMs?: number;
+  /** Lease renewal / rebalance period, ms (default leaseMs / 3). */
+  readonly heartbeatMs?: number;
+  /** Records read per fetch (default 256). */
+  readonly fetchBatch?: number;
+  /** Delay before a moved watermark is committed, ms (default 10). */
+  readonly commitIntervalMs?: number;
+  /** Most messages written by one group commit (default 4096). */
+  readonly maxBatchMessages?: number;
+  /** Bound of the publish queue in messages (default 65 536); publishers wait beyond it. */
+  readonly maxQueuedMessages?: number;
+}
+
 export interface Transport {
   readonly name: string;
   readonly capabilities: TransportCapabilities;

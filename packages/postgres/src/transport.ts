@@ -41,6 +41,7 @@ import {
   isHeraldError,
   type LeaseFence,
   type LogRecord,
+  type LogTransportTuning,
   type LogSource,
   LogSubscription,
   type OutgoingMessage,
@@ -71,25 +72,9 @@ export interface PostgresRetentionOptions {
   readonly intervalMs?: number;
 }
 
-export type PostgresTransportOptions = PgDatabaseSource & {
-  /** Partitions for topics created implicitly (default 8). */
-  readonly defaultPartitions?: number;
-  /** Largest encoded envelope in bytes (default 1 MiB); 0 disables the check. */
-  readonly maxPayloadBytes?: number;
-  /** Partition lease time to live, ms (default 10 000). */
-  readonly leaseMs?: number;
-  /** Lease renewal / rebalance period, ms (default leaseMs / 3). */
-  readonly heartbeatMs?: number;
+export type PostgresTransportOptions = PgDatabaseSource & LogTransportTuning & {
   /** Safety-net poll for records of other processes when a NOTIFY was missed, ms (default 250). */
   readonly pollMs?: number;
-  /** Records read per fetch (default 256). */
-  readonly fetchBatch?: number;
-  /** Delay before a moved watermark is committed, ms (default 10). */
-  readonly commitIntervalMs?: number;
-  /** Most messages written by one group commit (default 4096). */
-  readonly maxBatchMessages?: number;
-  /** Bound of the publish queue in messages (default 65 536); publishers wait beyond it. */
-  readonly maxQueuedMessages?: number;
   readonly retention?: PostgresRetentionOptions;
   readonly clock?: Clock;
 };

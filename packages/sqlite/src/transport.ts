@@ -39,6 +39,7 @@ import {
   isHeraldError,
   type LeaseFence,
   type LogRecord,
+  type LogTransportTuning,
   type LogSource,
   LogSubscription,
   type OutgoingMessage,
@@ -69,7 +70,7 @@ export interface SqliteRetentionOptions {
   readonly intervalMs?: number;
 }
 
-export interface SqliteTransportOptions {
+export interface SqliteTransportOptions extends LogTransportTuning {
   /** Database file (created if missing). Give `path` or `database`. */
   readonly path?: string;
   /** An already open database (shared with stores in this process); the transport does not close it. */
@@ -78,28 +79,12 @@ export interface SqliteTransportOptions {
   readonly synchronous?: SqliteSynchronous;
   /** With `path`: how long a writer waits for another process's write lock, ms (default 5000). */
   readonly busyTimeoutMs?: number;
-  /** Partitions for topics created implicitly (default 8). */
-  readonly defaultPartitions?: number;
-  /** Largest encoded envelope in bytes (default 1 MiB); 0 disables the check. */
-  readonly maxPayloadBytes?: number;
-  /** Partition lease time to live, ms (default 10 000). */
-  readonly leaseMs?: number;
-  /** Lease renewal / rebalance period, ms (default leaseMs / 3). */
-  readonly heartbeatMs?: number;
   /**
    * How often the transport looks for records appended by other processes (other connections),
    * ms (default 5). Each look is one `PRAGMA data_version` read, plus one small query per
    * subscribed topic when another connection committed. In-process appends wake readers at once.
    */
   readonly pollMs?: number;
-  /** Records read per fetch (default 256). */
-  readonly fetchBatch?: number;
-  /** Delay before a moved watermark is committed, ms (default 10). */
-  readonly commitIntervalMs?: number;
-  /** Most messages written by one group-commit transaction (default 4096). */
-  readonly maxBatchMessages?: number;
-  /** Bound of the publish queue in messages (default 65 536); publishers wait beyond it. */
-  readonly maxQueuedMessages?: number;
   readonly retention?: SqliteRetentionOptions;
   readonly clock?: Clock;
 }
