@@ -10,7 +10,8 @@ import { OrderPlaced } from './events.ts';
 export async function startBilling(path: string) {
   const transport = createSqliteTransport({ path });
   const unitOfWork = createSqliteUnitOfWork({ path });
-  unitOfWork.database.db.exec('CREATE TABLE IF NOT EXISTS invoices (order_id TEXT NOT NULL, amount INTEGER NOT NULL)'); // no unique key: the inbox alone keeps it exact
+  // In a unit-of-work transaction: it waits its turn for the file's write lock (the other service may be migrating it).
+  await unitOfWork.withTransaction((tx: Transaction<Database.Database>) => tx.native.exec('CREATE TABLE IF NOT EXISTS invoices (order_id TEXT NOT NULL, amount INTEGER NOT NULL)')); // no unique key: the inbox alone keeps it exact
   const deadLetters = new SqliteDeadLetterStore({ database: transport.database });
   const consumer = createConsumer({ transport, group: 'billing', deadLetters, unitOfWork });
 

@@ -10,7 +10,8 @@ import { OrderPlaced } from './events.ts';
 export async function startOrders(path: string) {
   const transport = createSqliteTransport({ path });
   const unitOfWork = createSqliteUnitOfWork({ path }); // its own connection: transactions span awaits
-  unitOfWork.database.db.exec('CREATE TABLE IF NOT EXISTS orders (id TEXT PRIMARY KEY, customer TEXT NOT NULL, amount INTEGER NOT NULL)');
+  // In a unit-of-work transaction: it waits its turn for the file's write lock (the other service may be migrating it).
+  await unitOfWork.withTransaction((tx: Transaction<Database.Database>) => tx.native.exec('CREATE TABLE IF NOT EXISTS orders (id TEXT PRIMARY KEY, customer TEXT NOT NULL, amount INTEGER NOT NULL)'));
   const publisher = createPublisher({ transport, source: 'tutorial/orders' });
   const outbox = createSqliteOutboxStore({ database: transport.database });
   const relay = createOutboxRelay({ store: outbox, transport, leases: transport.leases });
