@@ -30,7 +30,7 @@
  */
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { type CloudEvent, createEnvelope, decodeEnvelope, encodeEnvelope, encodedSize, isHeraldError, type PartitionChange, partitionForKey, type PublishReceipt, type Subscription } from '@herald/core';
+import { type CloudEvent, createEnvelope, decodeEnvelope, encodeEnvelope, encodedSize, isHeraldError, isLagSource, type PartitionChange, type PartitionLag, partitionForKey, type PublishReceipt, type Subscription } from '@herald/core';
 import { assertDelivered, assertOrderPerKey, sleep, stressCount, waitFor } from './helpers.ts';
 import { routerScenarios } from './router-scenarios.ts';
 import { idOf, idsOf, MESSAGE_TYPE, preview, rejectsWith, SETTLE_MS, type TransportContractOptions, type TransportScenario, within, withTransport } from './transport-harness.ts';
@@ -546,6 +546,83 @@ export const reconnectAfterBrokerRestart: TransportScenario = (t, options) =>
     assertDelivered([...idsOf(before), ...idsOf(after)], c.ids(), { allowDuplicates: true, label: 'across a broker restart (duplicates allowed: at-least-once)' });
   });
 
+/**
+ * Consumer lag (`LagSource`; skipped for a transport without `lag()`): zero once everything is
+ * acked; with the group's only member gone, N published messages show as N messages of lag on
+ * the partitions their receipts name, each such partition's oldest unhandled message dated
+ * within the publish (± 2 s: broker clocks on one machine), the others at zero with no age;
+ * filters by group and topic; back to zero once a new member handles the backlog.
+ */
+export const consumerLag: TransportScenario = (t, options) =>
+  withTransport(t, options, [], async (h) => {
+    const transport = h.transport;
+    if (!isLagSource(transport)) {
+      t.skip('the transport does not report consumer lag (no lag(): it is not a LagSource)');
+      return;
+    }
+    const group = h.group();
+    const P = await h.partitions();
+    const lagOf = (): Promise<readonly PartitionLag[]> => transport.lag({ group, topic: h.topic });
+    const show = (ls: readonly PartitionLag[]): string => ls.map((l) => `p${l.partition}: ${l.messages} msgs head ${l.head} committed ${l.committed} oldest ${l.oldestUnhandledAt ?? '-'}`).join('; ') || '(none)';
+    let last: readonly PartitionLag[] = [];
+    const zero = async (what: string): Promise<void> => {
+      await waitFor(
+        async () => {
+          last = await lagOf();
+          return last.every((l) => l.messages === 0 && l.oldestUnhandledAt === undefined);
+        },
+        { timeoutMs: h.groupWaitMs, what: () => `${what}: lag should be 0 on every partition, is ${show(last)}` },
+      );
+    };
+
+    const s1 = h.subscribe(transport, { group });
+    const c1 = h.consume(s1, 'first');
+    await h.waitAssigned([s1], P, 'the member owns every partition');
+    const handled = h.messages(0, 6, (i) => `key-${i % 3}`);
+    await transport.publish(h.topic, handled);
+    await h.waitIds([c1], idsOf(handled), 'phase 1 (acked)');
+    await zero('after every message was acked');
+    for (const l of last) {
+      assert.equal(l.group, group, 'lag({ group }) reports only that group');
+      assert.equal(l.topic, h.topic, 'lag({ topic }) reports only that topic');
+    }
+    await within(s1.close({ timeoutMs: 200 }), 1500, 'close the only member');
+
+    const before = Date.now();
+    const backlog = h.messages(100, 10, (i) => `key-${i % 5}`);
+    const receipts = await transport.publish(h.topic, backlog);
+    const after = Date.now();
+    const expected = new Map<number, number>();
+    for (const r of receipts) expected.set(r.partition, (expected.get(r.partition) ?? 0) + 1);
+    await waitFor(
+      async () => {
+        last = await lagOf();
+        return last.reduce((n, l) => n + l.messages, 0) === backlog.length;
+      },
+      { timeoutMs: h.groupWaitMs, what: () => `with no member, ${backlog.length} published messages should show as lag, got ${show(last)}` },
+    );
+    for (const [partition, n] of expected) {
+      const l = last.find((x) => x.partition === partition);
+      assert.ok(l, `partition ${partition} holds ${n} of the backlog but has no lag entry: ${show(last)}`);
+      assert.equal(l.messages, n, `partition ${partition}: lag in messages (${show(last)})`);
+      assert.ok(l.oldestUnhandledAt !== undefined, `partition ${partition}: the oldest unhandled message has an age (${show(last)})`);
+      assert.ok(
+        l.oldestUnhandledAt >= before - 2000 && l.oldestUnhandledAt <= after + 2000,
+        `partition ${partition}: the oldest unhandled message was appended at ${l.oldestUnhandledAt}, the publish ran ${before}–${after}`,
+      );
+    }
+    for (const l of last) {
+      if (!expected.has(l.partition)) assert.ok(l.messages === 0 && l.oldestUnhandledAt === undefined, `partition ${l.partition} got none of the backlog, so no lag: ${show(last)}`);
+    }
+    assert.deepEqual(await transport.lag({ group: h.group(), topic: h.topic }), [], 'a group that never subscribed has no lag entries');
+    assert.ok((await transport.lag()).some((l) => l.group === group && l.topic === h.topic && l.messages > 0), 'lag() without a filter includes this group and topic');
+
+    const s2 = h.subscribe(transport, { group });
+    const c2 = h.consume(s2, 'resumed');
+    await h.waitIds([c2], idsOf(backlog), 'a new member handles the backlog', h.groupWaitMs);
+    await zero('after the backlog was handled');
+  });
+
 /** Transport-level scenarios, by name, in the order the suite runs them. */
 export const transportScenarios: Readonly<Record<string, TransportScenario>> = Object.freeze({
   'publish/subscribe: envelopes arrive unchanged with topic, key, partition, position, attempt': publishSubscribe,
@@ -564,6 +641,7 @@ export const transportScenarios: Readonly<Record<string, TransportScenario>> = O
   'maxInFlight bounds unsettled deliveries': maxInFlightBoundsUnsettled,
   'ensureTopic fixes the partition count': ensureTopicPartitions,
   'a closed transport refuses publish and subscribe with HERALD_ERR_CLOSED': closedTransportRefuses,
+  'consumer lag: messages and age per partition rise with no member, zero once handled': consumerLag,
   'reconnect after a broker restart': reconnectAfterBrokerRestart,
 });
 
