@@ -27,6 +27,9 @@
  * same periodic run, which may delete records a group has not read: counted per group
  * (`retentionDropped`). A group is registered on its first `subscribe()`.
  *
+ * Lag (`LagSource`): `lag()` reads every registered group's committed offsets against the
+ * partition heads in one read-only statement (lag.ts).
+ *
  * `close()` is idempotent and draining: queued publishes are written, subscriptions closed
  * (draining and committing, up to `timeoutMs`), then the pool is closed if the transport opened it.
  */
@@ -39,12 +42,14 @@ import {
   ensureEnvelope,
   HeraldError,
   isHeraldError,
+  type LagSource,
   type LeaseFence,
   type LogRecord,
   type LogTransportTuning,
   type LogSource,
   LogSubscription,
   type OutgoingMessage,
+  type PartitionLag,
   partitionForKey,
   type PublishReceipt,
   type SubscribeOptions,
@@ -59,6 +64,7 @@ import { DeferredSubscription, nonNegativeInt, partitionCount, positiveInt, posi
 import { type PgDatabase, type PgDatabaseSource, resolveDatabase } from './database.ts';
 import { leaseLost, PostgresLeaseStore } from './lease-store.ts';
 import { Admission } from './admission.ts';
+import { type LagFilter, readPostgresLag } from './lag.ts';
 import { ensureMigrated } from './migrations.ts';
 import { channelName, notifierOf } from './notifier.ts';
 import { LOG_COMPONENT } from './schema.ts';
@@ -113,7 +119,7 @@ export function createPostgresTransport(options: PostgresTransportOptions): Post
   return new PostgresTransport(options);
 }
 
-export class PostgresTransport implements Transport {
+export class PostgresTransport implements Transport, LagSource {
   readonly name = 'postgres';
   readonly capabilities: TransportCapabilities;
   readonly database: PgDatabase;
@@ -566,6 +572,17 @@ export class PostgresTransport implements Transport {
       await c.query(`DELETE FROM herald_retention_dropped WHERE topic_id = $1 AND grp = $2`, [t.id, group]);
       return n > 0;
     });
+  }
+
+  /**
+   * Consumer lag per (topic, group, partition) of every group registered in the schema (every
+   * process's, members or not): `LagSource`. One read-only statement (see lag.ts); safe to call
+   * concurrently. Rejects with HERALD_ERR_STORAGE when the server fails, HERALD_ERR_CLOSED once closed.
+   */
+  async lag(filter?: LagFilter): Promise<readonly PartitionLag[]> {
+    this.#open();
+    await this.#ready;
+    return readPostgresLag(this.database, filter);
   }
 
   /**
