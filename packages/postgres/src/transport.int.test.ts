@@ -1,10 +1,11 @@
 // The PostgreSQL transport beyond the contract: at most one NOTIFY per group commit; a reader
 // in another process (another pool) is woken by that NOTIFY, not by its poll; retention by age
-// never passes the slowest group, and the hard cap counts what a group loses.
+// never passes the slowest group, and the hard cap counts what a group loses; lag() of several
+// groups read from a process that consumes nothing, delivered-but-unacked messages counting.
 import assert from 'node:assert/strict';
 import { after, describe, it } from 'node:test';
-import type { CloudEvent, Delivery } from '@herald/core';
-import { serverSkipReason, waitFor } from '@herald/testkit';
+import { type CloudEvent, type Delivery, isHeraldError, type PartitionLag } from '@herald/core';
+import { ManualClock, serverSkipReason, waitFor } from '@herald/testkit';
 import pg from 'pg';
 import { PgDatabase } from './database.ts';
 import { channelName } from './notifier.ts';
@@ -145,6 +146,111 @@ describe('postgres transport', { skip }, () => {
     } finally {
       await capped.close({ timeoutMs: 500 });
       await database.close();
+    }
+  });
+
+  it('lag(): several groups and topics seen from a process that consumes nothing; delivered-but-unacked messages are lag; a read only', { timeout: 30_000 }, async () => {
+    const c = connection();
+    const obsDb = new PgDatabase(c);
+    const conDb = new PgDatabase(c);
+    const T0 = Date.UTC(2025, 0, 1);
+    const clock = new ManualClock({ now: T0 }); // the publisher's clock dates the records (appended_at)
+    const obs = createPostgresTransport({ database: obsDb, clock }); // publishes and reads lag, never subscribes
+    const con = createPostgresTransport({ database: conDb, leaseMs: 600, heartbeatMs: 100, pollMs: 100, commitIntervalMs: 20 });
+    try {
+      await obs.ensureTopic('orders', { partitions: 1 });
+      await obs.ensureTopic('payments', { partitions: 1 });
+      const billing = con.subscribe('orders', { group: 'billing' });
+      const audit = con.subscribe('orders', { group: 'audit' });
+      const auditPay = con.subscribe('payments', { group: 'audit' });
+      await waitFor(() => [billing, audit, auditPay].every((s) => s.assignment().length === 1), { timeoutMs: 10_000 });
+      const entry = (topic: string, group: string, head: string, committed: string, messages: number, oldestUnhandledAt: number | undefined): PartitionLag => ({
+        topic,
+        group,
+        partition: 0,
+        head,
+        committed,
+        messages,
+        oldestUnhandledAt,
+      });
+      assert.deepEqual(
+        await obs.lag(),
+        [entry('orders', 'audit', '-1', '-1', 0, undefined), entry('orders', 'billing', '-1', '-1', 0, undefined), entry('payments', 'audit', '-1', '-1', 0, undefined)],
+        'every group registered by the other process, before any message',
+      );
+
+      await obs.publish('orders', [0, 1, 2].map((i) => ({ envelope: envelope(i) })));
+      clock.advanceSync(5000);
+      await obs.publish('orders', [3, 4].map((i) => ({ envelope: envelope(i) })));
+      await obs.publish('payments', [{ envelope: envelope(5) }]);
+
+      const b = (billing as AsyncIterable<Delivery>)[Symbol.asyncIterator]();
+      for (let i = 0; i < 5; i++) (await b.next()).value!.ack();
+      const a = (audit as AsyncIterable<Delivery>)[Symbol.asyncIterator]();
+      const held: Delivery[] = [];
+      for (let i = 0; i < 5; i++) {
+        const d = (await a.next()).value!;
+        if (i < 3) d.ack();
+        else held.push(d); // delivered, not acked
+      }
+      const heldPay = (await (auditPay as AsyncIterable<Delivery>)[Symbol.asyncIterator]().next()).value!;
+
+      let last: readonly PartitionLag[] = [];
+      await waitFor(
+        async () => {
+          last = await obs.lag({ topic: 'orders' });
+          return last.map((l) => l.committed).join() === '2,4';
+        },
+        { timeoutMs: 5000, intervalMs: 20, what: () => `audit to commit offset 2 and billing 4 on orders, got ${JSON.stringify(last)}` },
+      );
+      assert.deepEqual(last, [entry('orders', 'audit', '4', '2', 2, T0 + 5000), entry('orders', 'billing', '4', '4', 0, undefined)], 'the 2 delivered-but-unacked messages are audit’s lag, dated by the second publish');
+      assert.deepEqual(
+        await obs.lag({ group: 'audit' }),
+        [entry('orders', 'audit', '4', '2', 2, T0 + 5000), entry('payments', 'audit', '0', '-1', 1, T0 + 5000)],
+        '{ group } spans the group’s topics',
+      );
+      assert.deepEqual(await obs.lag({ group: 'audit', topic: 'payments' }), [entry('payments', 'audit', '0', '-1', 1, T0 + 5000)]);
+      assert.deepEqual(await obs.lag({ group: 'nobody' }), [], 'an unknown group has no entries');
+      assert.deepEqual(await obs.lag({ topic: 'nope' }), [], 'an unknown topic has no entries');
+
+      // A read only: no group registered, no offset moved, the held deliveries not redelivered.
+      for (let i = 0; i < 20; i++) await obs.lag();
+      const offsets = await obsDb.query<{ grp: string; committed: string }>(`SELECT grp, committed FROM herald_offsets ORDER BY topic_id, grp`);
+      assert.deepEqual(
+        offsets.rows.map((r) => `${r.grp}:${r.committed}`),
+        ['audit:2', 'billing:4', 'audit:-1'],
+        'lag() registered nothing and moved no offset',
+      );
+      const next = await Promise.race([a.next().then(() => 'delivered'), new Promise((r) => setTimeout(r, 300, 'nothing'))]);
+      assert.equal(next, 'nothing', 'no redelivery while the held messages are unsettled');
+
+      for (const d of held) d.ack();
+      heldPay.ack();
+      await waitFor(
+        async () => {
+          last = await obs.lag({ group: 'audit' });
+          return last.every((l) => l.messages === 0 && l.oldestUnhandledAt === undefined);
+        },
+        { timeoutMs: 5000, intervalMs: 20, what: () => `audit's lag to drop to 0 once acked, got ${JSON.stringify(last)}` },
+      );
+
+      await assert.rejects(obs.lag({ group: 42 as unknown as string }), (e) => isHeraldError(e, 'HERALD_ERR_INVALID_ARGUMENT') && /group/.test(e.message));
+      await con.close({ timeoutMs: 500 });
+      assert.equal((await obs.lag()).length, 3, 'groups stay known after every member closed');
+    } finally {
+      await con.close({ timeoutMs: 500 });
+      await obs.close({ timeoutMs: 500 });
+      await obsDb.close();
+      await conDb.close();
+    }
+    await assert.rejects(obs.lag(), (e) => isHeraldError(e, 'HERALD_ERR_CLOSED'), 'a closed transport refuses lag()');
+    const down = new PgDatabase({ ...PG_BASE, port: 1, schema: 'lag_down', connectTimeoutMs: 500 });
+    const unreachable = createPostgresTransport({ database: down });
+    try {
+      await assert.rejects(unreachable.lag(), (e) => isHeraldError(e, 'HERALD_ERR_STORAGE') && e.retryable, 'a server failure rejects with HERALD_ERR_STORAGE (retryable)');
+    } finally {
+      await unreachable.close();
+      await down.close();
     }
   });
 });
