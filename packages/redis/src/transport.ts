@@ -6,7 +6,8 @@
  * entry is written with the id `0-*`, so Redis numbers a partition's entries 0-1, 0-2, … and
  * the stream id's sequence IS the offset: the delivery `position` and the publish receipt's
  * `position` are that number as a decimal string. Fields: `e` (the envelope, JSON structured
- * format) and `k` (the partition key, when there is one).
+ * format), `k` (the partition key, when there is one) and `t` (the publisher's wall clock in epoch ms
+ * when the entry was sent: the append time consumer lag reports, lag.ts).
  *
  * Consuming (ackModel 'offset'): a group's position is one committed offset per partition, in
  * `herald:<topic>:groups:<p>`. Members of a group divide partitions through fenced leases (the
@@ -83,7 +84,9 @@ import {
   type LogRecord,
   type LogSource,
   LogSubscription,
+  type LagSource,
   type OutgoingMessage,
+  type PartitionLag,
   partitionForKey,
   type PublishReceipt,
   type SubscribeOptions,
@@ -98,6 +101,7 @@ import { DeferredSubscription, nonNegativeInt, nonNegativeNumber, partitionCount
 import type { Redis } from 'ioredis';
 import { connect, disconnect, type RedisConnection, storageError } from './connection.ts';
 import { DEFAULT_PREFIX, entryId, type KeySpace, keySpace, leaseToken, logScope, offsetOf } from './keys.ts';
+import { readLag } from './lag.ts';
 import { RedisLeaseStore } from './lease-store.ts';
 import { COMMIT, ENSURE_TOPIC, HEAD, REGISTER, RETENTION } from './scripts.ts';
 
@@ -205,7 +209,7 @@ export function createRedisTransport(options: RedisTransportOptions = {}): Redis
   return new RedisTransport(options);
 }
 
-export class RedisTransport implements Transport {
+export class RedisTransport implements Transport, LagSource {
   readonly name = 'redis';
   readonly capabilities: TransportCapabilities;
   /** The command connection (publish, read, commit, leases). */
@@ -444,6 +448,28 @@ export class RedisTransport implements Transport {
     return (res ?? []).slice(0, t.partitions).some(([, n]) => Number(n) > 0);
   }
 
+  /**
+   * Consumer lag (`LagSource`) per (topic, group, partition) of every group registered under
+   * the prefix — every process's, including groups with no member left — narrowed by `group`
+   * and `topic`; an unknown group or topic gives []. `messages` counts the entries after the
+   * group's committed offset (delivered but unacked ones too), `oldestUnhandledAt` is the oldest
+   * one's `t` field (its publisher's clock, lag.ts). A read only: one Lua script per topic, all
+   * in flight together (plus SMEMBERS of the topic set without a `topic` filter). Rejects with
+   * `HERALD_ERR_STORAGE` when Redis fails, `HERALD_ERR_CLOSED` once closed,
+   * `HERALD_ERR_INVALID_ARGUMENT` for a malformed filter. Safe to call concurrently.
+   */
+  async lag(filter: { readonly group?: string; readonly topic?: string } = {}): Promise<readonly PartitionLag[]> {
+    this.#open();
+    if (typeof filter !== 'object' || filter === null) throw new HeraldError('HERALD_ERR_INVALID_ARGUMENT', 'lag takes an optional filter object { group?, topic? }');
+    const { group, topic } = filter;
+    if (group !== undefined && (typeof group !== 'string' || group.length === 0)) {
+      throw new HeraldError('HERALD_ERR_INVALID_ARGUMENT', `lag filter: group must be a non-empty string (got ${JSON.stringify(group)})`);
+    }
+    if (topic !== undefined) checkTopicName(topic);
+    const topics = topic !== undefined ? [topic] : await this.#call(() => this.redis.smembers(this.keys.topics()), 'read consumer lag');
+    return this.#call(() => readLag(this.redis, this.keys, topics, group), 'read consumer lag');
+  }
+
   /** Counters for tests, benchmarks and metrics. */
   stats(): RedisTransportStats {
     return { ...this.#stats, queuedMessages: this.#queued };
@@ -500,13 +526,15 @@ export class RedisTransport implements Transport {
     }
     const batch = this.#queue.splice(0, take);
     const pipe = this.redis.pipeline();
+    // The append time lag() reports: an explicit `0-*` id holds no time, so the entry carries it.
+    const at = String(this.#clock.now());
     for (const b of batch) {
       const streams = b.topic.streams;
       for (let i = 0; i < b.bodies.length; i++) {
         const key = b.keys[i];
         const stream = streams[b.partitions[i]!]!;
-        if (key === undefined) pipe.xadd(stream, '0-*', 'e', b.bodies[i]!);
-        else pipe.xadd(stream, '0-*', 'k', key, 'e', b.bodies[i]!);
+        if (key === undefined) pipe.xadd(stream, '0-*', 'e', b.bodies[i]!, 't', at);
+        else pipe.xadd(stream, '0-*', 'k', key, 'e', b.bodies[i]!, 't', at);
       }
     }
     this.#stats.publishPipelines++;
