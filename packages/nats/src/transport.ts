@@ -59,12 +59,14 @@ import {
   ensureEnvelope,
   HeraldError,
   isHeraldError,
+  type LagSource,
   type LeaseFence,
   type LeaseGrant,
   type LogRecord,
   type LogSource,
   LogSubscription,
   type OutgoingMessage,
+  type PartitionLag,
   partitionForKey,
   type PublishReceipt,
   type SubscribeOptions,
@@ -93,6 +95,7 @@ import {
   StorageType,
 } from '@nats-io/jetstream';
 import { connect, type ConnectionOptions, headers, type NatsConnection } from '@nats-io/transport-node';
+import { readLag } from './lag.ts';
 import { NatsLeaseStore, openLeaseBucket } from './lease-store.ts';
 import { consumerPrefix, parseConsumerName, streamName, subjectOf, subjectsOf } from './names.ts';
 
@@ -209,7 +212,7 @@ export async function createNatsTransport(options: NatsTransportOptions = {}): P
   }
 }
 
-export class NatsTransport implements Transport {
+export class NatsTransport implements Transport, LagSource {
   readonly name = 'nats';
   readonly capabilities: TransportCapabilities;
   /** The lease store the transport's subscriptions divide partitions with. */
@@ -369,6 +372,25 @@ export class NatsTransport implements Transport {
     this.#subs.add(sub);
     void sub.closed.finally(() => this.#subs.delete(sub)).catch(() => {});
     return sub;
+  }
+
+  /**
+   * Consumer lag per (topic, group, partition) (`LagSource`), read from JetStream: every Herald
+   * stream under this transport's prefix and every group's durable consumers on it (other
+   * processes' too, and groups with no member left). `messages` is the group's consumer's
+   * `num_pending` + `num_ack_pending`, the age the stored time of the first message after its
+   * ack floor (see lag.ts). A read only, safe to call concurrently: nothing is created, pulled
+   * or acked. A backend failure rejects with `HERALD_ERR_STORAGE`; a closed transport with
+   * `HERALD_ERR_CLOSED`; a bad filter with `HERALD_ERR_INVALID_ARGUMENT`.
+   */
+  async lag(filter: { readonly group?: string; readonly topic?: string } = {}): Promise<readonly PartitionLag[]> {
+    this.#open();
+    try {
+      return await readLag(this.#ctx.jsm, this.#ctx.prefix, filter);
+    } catch (e) {
+      if (this.#closed && !isHeraldError(e)) throw new HeraldError('HERALD_ERR_CLOSED', 'NATS transport closed while reading consumer lag', { cause: e });
+      throw storageError('reading consumer lag', e);
+    }
   }
 
   /**
