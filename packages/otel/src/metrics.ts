@@ -6,47 +6,28 @@
  * Label sets are bounded by what a service declares (topics, groups, handlers, event types,
  * partitions); no label carries an id.
  */
-import {
-  type DeadLetterMessage,
-  type DeadLetterStatus,
-  type DeadLetterStore,
-  type DeliverMessage,
-  channels,
-  type HandleMessage,
-  type LagSource,
-  type OutboxStore,
-  type PartitionLag,
-  type PublishMessage,
-  type RetryMessage,
-  type AppendMessage,
-} from '@herald/core';
 import { Gauge, Registry } from 'prom-client';
+import {
+  ageSeconds,
+  BATCH_SIZE_BUCKETS,
+  type ChannelSink,
+  DURATION_BUCKETS,
+  type MetricSources,
+  readDeadLetters,
+  readLag,
+  readOutboxes,
+  subscribeChannels,
+} from './channel-metrics.ts';
+import type { PartitionLag } from '@herald/core';
 import { FastCounter, FastHistogram } from './series.ts';
 
-/** What the saga gauge reads (a `SagaStore` of @herald/eventsourcing has it). */
-export interface SagaCountSource {
-  countByStatus(): Promise<readonly { readonly saga: string; readonly status: string; readonly count: number }[]>;
-}
+export type { SagaCountSource } from './channel-metrics.ts';
 
-export interface MetricsOptions {
+export interface MetricsOptions extends MetricSources {
   /** Registry to register in (default: a new one). */
   readonly registry?: Registry;
   /** Metric name prefix (default 'herald_'). */
   readonly prefix?: string;
-  /** Transports (or anything) reporting consumer lag, read at each scrape. */
-  readonly lagSources?: readonly LagSource[];
-  /** Dead-letter stores whose depth (entries by group and status) is read at each scrape. */
-  readonly deadLetters?: readonly { readonly store: DeadLetterStore; readonly groups: readonly string[] }[];
-  /** Outbox stores (backlog and oldest age) read at each scrape, by name. */
-  readonly outboxes?: Readonly<Record<string, OutboxStore>>;
-  /** Saga stores whose instances by saga and status are read at each scrape. */
-  readonly sagaStores?: readonly SagaCountSource[];
-  /** Wall clock for ages, epoch ms (default Date.now). */
-  readonly now?: () => number;
-  /** Monotonic clock for durations, ms (default performance.now). */
-  readonly monotonic?: () => number;
-  /** Histogram buckets for handler duration, seconds. */
-  readonly durationBuckets?: readonly number[];
 }
 
 export interface HeraldMetrics {
@@ -57,17 +38,13 @@ export interface HeraldMetrics {
   close(): void;
 }
 
-const START = Symbol('herald.metrics.start');
-const DEAD_LETTER_STATUSES: readonly DeadLetterStatus[] = ['dead', 'parked', 'redrive'];
-
 /** Subscribes metrics to the channels and registers the scrape-time gauges. */
 export function createMetrics(options: MetricsOptions = {}): HeraldMetrics {
   const registry = options.registry ?? new Registry();
   const p = options.prefix ?? 'herald_';
   const now = options.now ?? Date.now;
-  const mono = options.monotonic ?? (() => performance.now());
   const registers = [registry];
-  const buckets = [...(options.durationBuckets ?? [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10])];
+  const buckets = [...(options.durationBuckets ?? DURATION_BUCKETS)];
 
   // Channel-driven series (updated on the per-message paths, see series.ts).
   const published = new FastCounter(`${p}published_total`, 'Messages published (confirmed by the transport), by topic and event type', registry, ['topic', 'type']);
@@ -79,13 +56,13 @@ export function createMetrics(options: MetricsOptions = {}): HeraldMetrics {
   const deadLettered = new FastCounter(`${p}dead_lettered_total`, 'Messages stored as dead letters', registry, ['group', 'topic', 'handler']);
   const duration = new FastHistogram(`${p}handler_duration_seconds`, 'Handler attempt duration', registry, ['group', 'topic', 'handler', 'outcome'], buckets);
   const appendDuration = new FastHistogram(`${p}event_store_append_duration_seconds`, 'Event-store append latency (queue + group commit)', registry, ['store', 'outcome'], buckets);
-  const appendSize = new FastHistogram(`${p}event_store_append_batch_size`, 'Events per append', registry, ['store'], [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000]);
+  const appendSize = new FastHistogram(`${p}event_store_append_batch_size`, 'Events per append', registry, ['store'], BATCH_SIZE_BUCKETS);
   const relayed = new FastCounter(`${p}outbox_relayed_total`, 'Outbox rows published by a relay', registry, ['topic']);
 
   // One lag read per scrape: the messages gauge (collected first) reads, the seconds gauge
   // takes that reading (or reads again when collected alone).
   let lagReading: Promise<PartitionLag[]> | undefined;
-  const readLag = (): Promise<PartitionLag[]> => Promise.all((options.lagSources ?? []).map((s) => s.lag())).then((all) => all.flat());
+  const readAll = (): Promise<PartitionLag[]> => readLag(options.lagSources);
   new Gauge({
     name: `${p}consumer_lag_messages`,
     help: 'Messages after the group’s committed position',
@@ -93,7 +70,7 @@ export function createMetrics(options: MetricsOptions = {}): HeraldMetrics {
     registers,
     async collect() {
       this.reset();
-      lagReading = readLag();
+      lagReading = readAll();
       for (const l of await lagReading) this.set({ group: l.group, topic: l.topic, partition: String(l.partition) }, l.messages);
     },
   });
@@ -104,11 +81,11 @@ export function createMetrics(options: MetricsOptions = {}): HeraldMetrics {
     registers,
     async collect() {
       this.reset();
-      const reading = lagReading ?? readLag();
+      const reading = lagReading ?? readAll();
       lagReading = undefined;
       const t = now();
       for (const l of await reading) {
-        this.set({ group: l.group, topic: l.topic, partition: String(l.partition) }, l.oldestUnhandledAt === undefined ? 0 : Math.max(0, (t - l.oldestUnhandledAt) / 1000));
+        this.set({ group: l.group, topic: l.topic, partition: String(l.partition) }, ageSeconds(l.oldestUnhandledAt, t));
       }
     },
   });
@@ -120,16 +97,12 @@ export function createMetrics(options: MetricsOptions = {}): HeraldMetrics {
       registers,
       async collect() {
         this.reset();
-        for (const { store, groups } of options.deadLetters!) {
-          for (const group of groups) {
-            for (const status of DEAD_LETTER_STATUSES) this.set({ group, status }, await store.count({ group, status }));
-          }
-        }
+        for (const { group, status, count } of await readDeadLetters(options.deadLetters)) this.set({ group, status }, count);
       },
     });
   }
   if (options.outboxes && Object.keys(options.outboxes).length > 0) {
-    const backlogs = async () => Promise.all(Object.entries(options.outboxes!).map(async ([name, store]) => ({ name, backlog: await store.backlog() })));
+    const backlogs = () => readOutboxes(options.outboxes, now());
     new Gauge({
       name: `${p}outbox_backlog_messages`,
       help: 'Unsent outbox rows',
@@ -137,7 +110,7 @@ export function createMetrics(options: MetricsOptions = {}): HeraldMetrics {
       registers,
       async collect() {
         this.reset();
-        for (const { name, backlog } of await backlogs()) this.set({ outbox: name }, backlog.count);
+        for (const { name, count } of await backlogs()) this.set({ outbox: name }, count);
       },
     });
     new Gauge({
@@ -147,8 +120,7 @@ export function createMetrics(options: MetricsOptions = {}): HeraldMetrics {
       registers,
       async collect() {
         this.reset();
-        const t = now();
-        for (const { name, backlog } of await backlogs()) this.set({ outbox: name }, backlog.oldestCreatedAt === undefined ? 0 : Math.max(0, (t - backlog.oldestCreatedAt) / 1000));
+        for (const { name, oldestSeconds } of await backlogs()) this.set({ outbox: name }, oldestSeconds);
       },
     });
   }
@@ -166,79 +138,40 @@ export function createMetrics(options: MetricsOptions = {}): HeraldMetrics {
     });
   }
 
-  // ── channel subscribers (inline on hot paths: small and never throwing) ──
-  type Timed = { [START]?: number };
-  const publishSub = {
-    asyncEnd(m: PublishMessage) {
-      if (m.operation !== 'send' || m.error !== undefined || !m.messages) return;
-      for (const msg of m.messages) {
-        const topic = m.topic ?? '';
-        const type = msg.envelope.type;
-        published.of(topic, type).value++;
-      }
+  // ── the channel events (inline on hot paths: small and never throwing) ──
+  const sink: ChannelSink = {
+    sent(topic, type) {
+      published.of(topic, type).value++;
     },
-    error(m: PublishMessage) {
-      const topic = m.topic ?? '';
+    publishFailed(topic) {
       publishFailed.of(topic).value++;
     },
-  };
-  const handleSub = {
-    start(m: HandleMessage & Timed) {
-      m[START] = mono();
+    delivered(group, topic) {
+      delivered.of(group, topic).value++;
     },
-    asyncEnd(m: HandleMessage & Timed) {
-      const ok = m.error === undefined;
-      duration.observe(duration.of(m.group, m.topic, m.handler, ok ? 'ok' : 'error'), (mono() - (m[START] ?? mono())) / 1000);
-      (ok ? handled : failed).of(m.group, m.topic, m.handler, m.envelope.type).value++;
+    handled(group, topic, handler, type, seconds, error) {
+      const ok = error === undefined;
+      duration.observe(duration.of(group, topic, handler, ok ? 'ok' : 'error'), seconds);
+      (ok ? handled : failed).of(group, topic, handler, type).value++;
     },
-  };
-  const appendSub = {
-    start(m: AppendMessage & Timed) {
-      m[START] = mono();
+    retried(group, topic, handler) {
+      retried.of(group, topic, handler).value++;
     },
-    asyncEnd(m: AppendMessage & Timed) {
-      appendDuration.observe(appendDuration.of(m.store, m.error === undefined ? 'ok' : 'error'), (mono() - (m[START] ?? mono())) / 1000);
-      appendSize.observe(appendSize.of(m.store), m.count);
+    deadLettered(group, topic, handler) {
+      deadLettered.of(group, topic, handler).value++;
     },
-  };
-  const relaySub = {
-    asyncEnd(m: { topic: string; messages: readonly unknown[]; error?: unknown }) {
-      if (m.error === undefined) relayed.of(m.topic).value += m.messages.length;
+    appended(store, seconds, count, error) {
+      appendDuration.observe(appendDuration.of(store, error === undefined ? 'ok' : 'error'), seconds);
+      appendSize.observe(appendSize.of(store), count);
+    },
+    relayed(topic, count) {
+      relayed.of(topic).value += count;
     },
   };
-  const onDeliver = (m: unknown) => {
-    const d = m as DeliverMessage;
-    delivered.of(d.group, d.delivery.topic).value++;
-  };
-  const onRetry = (m: unknown) => {
-    const r = m as RetryMessage;
-    retried.of(r.group, r.topic, r.handler).value++;
-  };
-  const onDeadLetter = (m: unknown) => {
-    const r = m as DeadLetterMessage;
-    deadLettered.of(r.group, r.topic, r.handler).value++;
-  };
-  channels.publish.subscribe(publishSub as never);
-  channels.handle.subscribe(handleSub as never);
-  channels.append.subscribe(appendSub as never);
-  channels.relay.subscribe(relaySub as never);
-  channels.deliver.subscribe(onDeliver);
-  channels.retry.subscribe(onRetry);
-  channels.deadLetter.subscribe(onDeadLetter);
-  let closed = false;
+  const unsubscribe = subscribeChannels(sink, options.monotonic);
   return {
     registry,
     metrics: () => registry.metrics(),
-    close() {
-      if (closed) return;
-      closed = true;
-      channels.publish.unsubscribe(publishSub as never);
-      channels.handle.unsubscribe(handleSub as never);
-      channels.append.unsubscribe(appendSub as never);
-      channels.relay.unsubscribe(relaySub as never);
-      channels.deliver.unsubscribe(onDeliver);
-      channels.retry.unsubscribe(onRetry);
-      channels.deadLetter.unsubscribe(onDeadLetter);
-    },
+    close: unsubscribe,
   };
 }

@@ -21,44 +21,67 @@ export interface HistogramSeries {
 
 type Tree<S> = Map<string, Tree<S> | S>;
 
+/**
+ * Label values → one series object, created once per label set by `make` (which gets the
+ * values in order). `of(a, b, …)` takes as many values as the tree's depth (1 to 5): one Map
+ * lookup per value on strings whose hashes V8 has cached, no key string built, nothing
+ * allocated once the set exists. Shared by the Prometheus series below and the OpenTelemetry
+ * path (otel-metrics.ts), whose series carry a prebuilt attributes object.
+ */
+export class SeriesTree<S> {
+  #root: Tree<S> = new Map();
+  constructor(
+    readonly depth: number,
+    private readonly make: (values: readonly string[]) => S,
+  ) {
+    if (!Number.isInteger(depth) || depth < 1 || depth > 5) throw new RangeError(`SeriesTree depth ${depth} (1 to 5)`);
+  }
+  of(a: string, b?: string, c?: string, d?: string, e?: string): S {
+    const n = this.depth;
+    let node: Tree<S> = this.#root;
+    for (let i = 0; i < n - 1; i++) {
+      const v = (i === 0 ? a : i === 1 ? b : i === 2 ? c : d)!;
+      let next = node.get(v) as Tree<S> | undefined;
+      if (!next) node.set(v, (next = new Map()));
+      node = next;
+    }
+    const last = (n === 1 ? a : n === 2 ? b : n === 3 ? c : n === 4 ? d : e)!;
+    let s = node.get(last) as S | undefined;
+    if (s === undefined) {
+      s = this.make([a, b, c, d, e].slice(0, n) as string[]);
+      node.set(last, s);
+    }
+    return s;
+  }
+  clear(): void {
+    this.#root = new Map();
+  }
+}
+
 abstract class FastMetric<S> {
   readonly aggregator = 'sum';
   protected readonly series: { labels: Labels; s: S }[] = [];
-  #tree: Tree<S> = new Map();
+  readonly #tree: SeriesTree<S>;
   constructor(
     readonly name: string,
     readonly help: string,
     registry: Registry,
     readonly labelNames: readonly string[],
   ) {
+    this.#tree = new SeriesTree(labelNames.length, (values) => {
+      const s = this.make();
+      this.series.push({ labels: Object.fromEntries(labelNames.map((label, i) => [label, values[i]!])), s });
+      return s;
+    });
     registry.registerMetric(this as never);
   }
-  /**
-   * The series of one label set, values in `labelNames` order (as many as there are names).
-   * One Map lookup per label on strings whose hashes V8 has cached: no key string is built.
-   */
+  /** The series of one label set, values in `labelNames` order (as many as there are names). */
   of(a: string, b?: string, c?: string, d?: string): S {
-    const n = this.labelNames.length;
-    let node: Tree<S> = this.#tree;
-    for (let i = 0; i < n - 1; i++) {
-      const v = (i === 0 ? a : i === 1 ? b : c)!;
-      let next = node.get(v) as Tree<S> | undefined;
-      if (!next) node.set(v, (next = new Map()));
-      node = next;
-    }
-    const last = (n === 1 ? a : n === 2 ? b : n === 3 ? c : d)!;
-    let s = node.get(last) as S | undefined;
-    if (s === undefined) {
-      s = this.make();
-      node.set(last, s);
-      const values = [a, b, c, d];
-      this.series.push({ labels: Object.fromEntries(this.labelNames.map((name, i) => [name, values[i]!])), s });
-    }
-    return s;
+    return this.#tree.of(a, b, c, d);
   }
   reset(): void {
     this.series.length = 0;
-    this.#tree = new Map();
+    this.#tree.clear();
   }
   protected abstract make(): S;
 }
