@@ -1,9 +1,9 @@
 /**
- * The CLI's PostgreSQL backend: one pool on the config's schema, shared by the stores. Topic and
- * lag figures come from the transport's tables in two reads (lag per partition: the messages
- * after the group's committed offset); nothing is written except migrations (`create`).
+ * The CLI's PostgreSQL backend: one pool on the config's schema, shared by the stores. Lag comes
+ * from the transport's `lag()`, messages published per topic from one read of its partition
+ * counters; nothing is written except migrations (`create`).
  */
-import { HeraldError } from '@herald/core';
+import { HeraldError, type LagSource } from '@herald/core';
 import type { RebuildOptions } from '@herald/eventsourcing';
 import type { CausationNode, TopicStats } from '@herald/console';
 import {
@@ -11,6 +11,7 @@ import {
   createPostgresEventStore,
   createPostgresProjection,
   createPostgresSagaStore,
+  createPostgresTransport,
   ensureMigrated,
   LOG_COMPONENT,
   migrate,
@@ -31,6 +32,7 @@ export async function openPostgresBackend(config: HeraldConfig, url: string, sch
     throw e;
   }
   const deadLetters = new PostgresDeadLetterStore({ database });
+  const transport = createPostgresTransport({ database }); // read here for lag only: no subscription, no retention timer
   const eventStore = createPostgresEventStore({ database });
   const sagaStore = createPostgresSagaStore({ database });
   const views = options.loadViews ? await loadViews(config) : [];
@@ -41,7 +43,7 @@ export async function openPostgresBackend(config: HeraldConfig, url: string, sch
     eventStore,
     views,
     sagas: sagaSource(sagaStore),
-    topics: () => postgresTopicStats(database),
+    topics: () => postgresTopicStats(database, transport),
     causation: (correlationId, limit) => postgresCausation(database, correlationId, limit),
     recentStreams: (limit, category, type) => recentStreams(eventStore, limit, category, type),
     schemaVersions: async () => {
@@ -53,6 +55,7 @@ export async function openPostgresBackend(config: HeraldConfig, url: string, sch
       return rebuildOnce(createPostgresProjection(eventStore, definition, { mode: 'async' }), rebuild);
     },
     close: async () => {
+      await transport.close();
       await eventStore.close();
       await deadLetters.close();
       await database.close();
@@ -60,26 +63,34 @@ export async function openPostgresBackend(config: HeraldConfig, url: string, sch
   };
 }
 
-export async function postgresTopicStats(database: PgDatabase): Promise<TopicStats[]> {
-  const topics = await database.query<{ name: string; partitions: number; published: string }>(
-    `SELECT t.name, t.partitions, COALESCE(SUM(p.next_offset), 0) AS published
-       FROM herald_topics t LEFT JOIN herald_partitions p ON p.topic_id = t.id GROUP BY t.id ORDER BY t.name`,
-  );
-  // committed is the last committed offset (-1: none); lag = next_offset - 1 - committed per partition
-  const groups = await database.query<{ name: string; grp: string; handled: string; lag: string; oldest: string | null }>(
-    `SELECT t.name, o.grp, SUM(o.committed + 1) AS handled, SUM(GREATEST(0, COALESCE(p.next_offset, 0) - 1 - o.committed)) AS lag, MIN(l.appended_at) AS oldest
-       FROM herald_offsets o JOIN herald_topics t ON t.id = o.topic_id
-       LEFT JOIN herald_partitions p ON p.topic_id = o.topic_id AND p.partition = o.partition
-       LEFT JOIN herald_log l ON l.topic_id = o.topic_id AND l.partition = o.partition AND l."offset" = o.committed + 1
-      GROUP BY t.name, o.grp ORDER BY t.name, o.grp`,
-  );
+/**
+ * Topics, messages published (the sum of the partitions' next offsets), and per consumer group
+ * the messages committed and the lag (the transport's `lag()`), summed over partitions.
+ */
+export async function postgresTopicStats(database: PgDatabase, lagSource: LagSource): Promise<TopicStats[]> {
+  const [topics, lag] = await Promise.all([
+    database.query<{ name: string; partitions: number; published: string }>(
+      `SELECT t.name, t.partitions, COALESCE(SUM(p.next_offset), 0) AS published
+         FROM herald_topics t LEFT JOIN herald_partitions p ON p.topic_id = t.id GROUP BY t.id ORDER BY t.name`,
+    ),
+    lagSource.lag(),
+  ]);
+  type Group = { handled: number; lag: number; oldestUnhandledAt: number | null };
+  const groups = new Map<string, Map<string, Group>>();
+  for (const p of lag) {
+    let byGroup = groups.get(p.topic);
+    if (!byGroup) groups.set(p.topic, (byGroup = new Map()));
+    const g = byGroup.get(p.group) ?? { handled: 0, lag: 0, oldestUnhandledAt: null };
+    g.handled += Number(p.committed) + 1; // committed is the last committed offset, -1 for none
+    g.lag += p.messages;
+    if (p.oldestUnhandledAt !== undefined) g.oldestUnhandledAt = Math.min(g.oldestUnhandledAt ?? Infinity, p.oldestUnhandledAt);
+    byGroup.set(p.group, g);
+  }
   return topics.rows.map((t) => ({
     name: t.name,
     partitions: t.partitions,
     published: Number(t.published),
-    groups: groups.rows
-      .filter((g) => g.name === t.name)
-      .map((g) => ({ group: g.grp, handled: Number(g.handled), lag: Number(g.lag), oldestUnhandledAt: Number(g.lag) > 0 && g.oldest !== null ? Number(g.oldest) : null })),
+    groups: [...(groups.get(t.name) ?? new Map<string, Group>())].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)).map(([group, g]) => ({ group, ...g })),
   }));
 }
 
