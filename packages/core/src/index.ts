@@ -46,7 +46,7 @@ export { createPublisher } from './publisher.ts';
 export type { Publisher, PublisherOptions, PublishOptions, PublishItem } from './publisher.ts';
 export { createConsumer, backoff, DEFAULT_RETRY } from './router.ts';
 export type { Consumer, ConsumerOptions, ConsumerStats, HandlerOptions, HandlerContext, MessageContext, MessageHandler, Middleware, RetryPolicy } from './router.ts';
-export type { UnitOfWork, Transaction, OutboxWrite, ScheduledWrite, InboxKey, InboxResult } from './unit-of-work.ts';
+export type { UnitOfWork, Transaction, OutboxWrite, ScheduledWrite, InboxKey, InboxRecord, InboxResult } from './unit-of-work.ts';
 export { channels, CHANNEL_NAMES, isLagSource } from './instrumentation.ts';
 export { buildCausationGraph, causationMessage, recordHandling } from './causation.ts';
 export type { CausationGraph, CausationNode, CausationMessage, HandlingRecord, HandlingRecorder } from './causation.ts';

@@ -19,7 +19,8 @@ import { partitionCount } from './options.ts';
 import type { OutboxBacklog, OutboxRecord, OutboxStore, ScheduledRecord, SchedulerStore } from './outbox.ts';
 import { partitionForKey, RoundRobin } from './partitioner.ts';
 import { type OutgoingMessage, TOPIC_NAME_RE } from './transport.ts';
-import type { InboxKey, InboxResult, ScheduledWrite, Transaction, UnitOfWork } from './unit-of-work.ts';
+import { checkInboxKey } from './outbox-encoding.ts';
+import type { InboxKey, InboxRecord, InboxResult, ScheduledWrite, Transaction, UnitOfWork } from './unit-of-work.ts';
 
 /** The staging API a memory transaction's `native` offers. Reads see the transaction's own writes. */
 export interface MemoryTx {
@@ -60,7 +61,7 @@ export class MemoryUnitOfWork implements UnitOfWork<MemoryTx>, OutboxStore, Sche
   readonly #rows: Row[][];
   readonly #sent: number[];
   readonly #scheduled = new Map<string, Scheduled>();
-  readonly #inbox = new Map<string, number>();
+  readonly #inbox = new Map<string, InboxRecord>();
   /** Woken after a commit that wrote outbox rows or scheduled messages (one set: a spurious wake-up costs one read). */
   readonly #listeners = new Set<() => void>();
   readonly #roundRobin = new RoundRobin();
@@ -106,12 +107,17 @@ export class MemoryUnitOfWork implements UnitOfWork<MemoryTx>, OutboxStore, Sche
   }
 
   withInbox<R>(key: InboxKey, fn: (tx: Transaction<MemoryTx>) => Promise<R> | R): Promise<InboxResult<R>> {
+    try {
+      checkInboxKey(key);
+    } catch (e) {
+      return Promise.reject(e);
+    }
     const k = inboxKey(key);
     return this.#serial(async (): Promise<InboxResult<R>> => {
       if (this.#inbox.has(k)) return { duplicate: true };
       const { tx, commit } = this.#begin();
       const value = await fn(tx);
-      commit(k);
+      commit({ key: k, durationMs: key.startedAt === undefined ? undefined : Math.max(0, Math.round(this.#clock.now() - key.startedAt)) });
       return { duplicate: false, value };
     });
   }
@@ -120,11 +126,15 @@ export class MemoryUnitOfWork implements UnitOfWork<MemoryTx>, OutboxStore, Sche
     return this.#inbox.has(inboxKey(key));
   }
 
+  async inboxRecord(key: InboxKey): Promise<InboxRecord | undefined> {
+    return this.#inbox.get(inboxKey(key));
+  }
+
   purgeInbox(before: number): Promise<number> {
     return this.#serial(async () => {
       let n = 0;
-      for (const [k, at] of this.#inbox) {
-        if (at < before) {
+      for (const [k, { handledAt }] of this.#inbox) {
+        if (handledAt < before) {
           this.#inbox.delete(k);
           n++;
         }
@@ -266,7 +276,7 @@ export class MemoryUnitOfWork implements UnitOfWork<MemoryTx>, OutboxStore, Sche
   }
 
   /** A transaction's staging area; `commit` applies it (called inside the serialized section). */
-  #begin(): { tx: Transaction<MemoryTx>; commit: (inbox: string | undefined) => void } {
+  #begin(): { tx: Transaction<MemoryTx>; commit: (inbox: { key: string; durationMs: number | undefined } | undefined) => void } {
     const staged = new Map<string, Map<string, unknown>>();
     const outbox: Array<{ topic: string; message: OutgoingMessage }> = [];
     const scheduled: ScheduledWrite[] = [];
@@ -318,7 +328,7 @@ export class MemoryUnitOfWork implements UnitOfWork<MemoryTx>, OutboxStore, Sche
         after.push(fn);
       },
     };
-    const commit = (inbox: string | undefined): void => {
+    const commit = (inbox: { key: string; durationMs: number | undefined } | undefined): void => {
       open = false;
       const now = this.#clock.now();
       for (const [table, writes] of staged) {
@@ -336,7 +346,7 @@ export class MemoryUnitOfWork implements UnitOfWork<MemoryTx>, OutboxStore, Sche
       }
       for (const w of scheduled) this.#addScheduled(w);
       for (const id of cancelled) this.#cancelScheduled(id);
-      if (inbox !== undefined) this.#inbox.set(inbox, now);
+      if (inbox !== undefined) this.#inbox.set(inbox.key, { handledAt: now, durationMs: inbox.durationMs });
       // Listeners and afterCommit callbacks start work of their own (a relay's drain): not "inside".
       this.#inside.exit(() => {
         if (outbox.length > 0 || scheduled.length > 0) this.#notify();

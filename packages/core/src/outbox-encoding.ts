@@ -58,5 +58,8 @@ export function checkInboxKey(key: InboxKey): InboxKey {
   for (const f of ['group', 'handler', 'source', 'id'] as const) {
     if (typeof key[f] !== 'string' || key[f] === '') throw new HeraldError('HERALD_ERR_INVALID_ARGUMENT', `inbox key ${f} must be a non-empty string (got ${JSON.stringify(key[f])})`);
   }
+  if (key.startedAt !== undefined && (typeof key.startedAt !== 'number' || !Number.isFinite(key.startedAt))) {
+    throw new HeraldError('HERALD_ERR_INVALID_ARGUMENT', `inbox key startedAt must be finite epoch ms or absent (got ${String(key.startedAt)})`);
+  }
   return key;
 }

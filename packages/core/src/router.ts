@@ -298,12 +298,13 @@ class ConsumerRuntime implements Consumer {
     return { group: this.#o.group, consumes: this.#described.map((c) => ({ ...c, produces: c.produces.map((p) => ({ ...p })) })) };
   }
 
-  #transaction<R, Native>(handler: string, envelope: CloudEvent, fn: (tx: Transaction<Native>) => Promise<R> | R): Promise<InboxResult<R>> {
+  /** `startedAt`: the attempt's start (this consumer's clock), so the inbox record keeps the attempt's duration. */
+  #transaction<R, Native>(handler: string, envelope: CloudEvent, startedAt: number, fn: (tx: Transaction<Native>) => Promise<R> | R): Promise<InboxResult<R>> {
     const uow = this.#o.unitOfWork;
     if (!uow) {
       return Promise.reject(new HeraldError('HERALD_ERR_NOT_CONFIGURED', `ctx.transaction needs the consumer option unitOfWork (group "${this.#o.group}", handler "${handler}")`));
     }
-    return uow.withInbox({ group: this.#o.group, handler, source: envelope.source, id: envelope.id }, fn as (tx: Transaction) => Promise<R> | R).then((result) => {
+    return uow.withInbox({ group: this.#o.group, handler, source: envelope.source, id: envelope.id, startedAt }, fn as (tx: Transaction) => Promise<R> | R).then((result) => {
       if (result.duplicate) this.#stats.inboxDuplicates++;
       return result;
     });
@@ -605,6 +606,7 @@ class ConsumerRuntime implements Consumer {
       this.#attempts.add(state);
       if (this.#hard.signal.aborted) state.abort(this.#hard.signal.reason);
       if (route.timeoutMs > 0) this.#armTimeoutSweep();
+      const attemptStartedAt = this.#clock.now();
       let extender: { cancel(): void } | undefined;
       if (d && extendEvery > 0) {
         const tick = (): void => {
@@ -630,7 +632,7 @@ class ConsumerRuntime implements Consumer {
           clock: this.#clock,
           data,
           definition: def,
-          transaction: (fn) => this.#transaction(route.name, envelope, fn),
+          transaction: (fn) => this.#transaction(route.name, envelope, attemptStartedAt, fn),
         });
         return { kind: 'ok' };
       } catch (err) {

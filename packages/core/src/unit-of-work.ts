@@ -50,6 +50,20 @@ export interface InboxKey {
   readonly source: string;
   /** The envelope's `id`. */
   readonly id: string;
+  /**
+   * Not part of the identity: epoch ms (the unit of work's clock) the handler attempt started.
+   * When set, the record keeps the attempt's duration, from here to the end of `fn` (just before
+   * the commit). `ctx.transaction` sets it; a finite number or absent.
+   */
+  readonly startedAt?: number;
+}
+
+/** What the inbox holds for a recorded key. */
+export interface InboxRecord {
+  /** Epoch ms the record was written (when the transaction recorded the key). */
+  readonly handledAt: number;
+  /** Whole ms from the key's `startedAt` to the end of `fn`; undefined when the key had no `startedAt`. */
+  readonly durationMs: number | undefined;
 }
 
 export type InboxResult<R> = { readonly duplicate: false; readonly value: R } | { readonly duplicate: true };
@@ -69,6 +83,8 @@ export interface UnitOfWork<Native = unknown> {
   withInbox<R>(key: InboxKey, fn: (tx: Transaction<Native>) => Promise<R> | R): Promise<InboxResult<R>>;
   /** Whether `key` is recorded (committed). */
   inboxHas(key: InboxKey): Promise<boolean>;
+  /** The committed record of `key` (its `startedAt` is ignored), or undefined; like `inboxHas`, committed state only. */
+  inboxRecord(key: InboxKey): Promise<InboxRecord | undefined>;
   /** Deletes inbox records older than `before` (epoch ms); returns how many. The retention is the caller's policy. */
   purgeInbox(before: number): Promise<number>;
 }

@@ -78,6 +78,7 @@ function kvUnitOfWork(inner: UnitOfWork<pg.PoolClient>): UnitOfWork<KvNative> {
     withTransaction: <R>(fn: (tx: Transaction<KvNative>) => Promise<R> | R) => inner.withTransaction((tx) => wrap(tx, fn)),
     withInbox: <R>(key: InboxKey, fn: (tx: Transaction<KvNative>) => Promise<R> | R): Promise<InboxResult<R>> => inner.withInbox(key, (tx) => wrap(tx, fn)),
     inboxHas: (key) => inner.inboxHas(key),
+    inboxRecord: (key) => inner.inboxRecord(key),
     purgeInbox: (before) => inner.purgeInbox(before),
   };
 }

@@ -286,6 +286,8 @@ export const OUTBOX_COMPONENT: PgComponent = registerComponent({
     );
     CREATE INDEX IF NOT EXISTS herald_inbox_by_time ON herald_inbox (handled_at);
     `,
+    // 2: the handler attempt's duration (null when the key carried no start).
+    `ALTER TABLE herald_inbox ADD COLUMN IF NOT EXISTS duration_ms bigint;`,
   ],
 });
 

@@ -27,12 +27,13 @@
  * unique index until the first transaction ends; if it committed, the second sees the conflict
  * and returns `{ duplicate: true }` without running `fn`; if it rolled back, the second goes on.
  * One effect either way. Records carry `handled_at` (the clock's now) for `purgeInbox`.
+ * A key with `startedAt` also gets `duration_ms` (the attempt's duration, one UPDATE after `fn`).
  *
  * Failures: server and network errors are `HERALD_ERR_STORAGE` (retryable when transient: a
  * restart, a serialization failure, a deadlock) with the `pg` error as cause; nothing of the
  * transaction is stored. After `close()` calls reject with `HERALD_ERR_CLOSED`.
  */
-import { type Clock, HeraldError, type InboxKey, type InboxResult, isHeraldError, type OutgoingMessage, partitionForKey, type ScheduledWrite, systemClock, type Transaction, type UnitOfWork } from '@herald/core';
+import { type Clock, HeraldError, type InboxKey, type InboxRecord, type InboxResult, isHeraldError, type OutgoingMessage, partitionForKey, type ScheduledWrite, systemClock, type Transaction, type UnitOfWork } from '@herald/core';
 import { checkInboxKey, partitionCount, RoundRobin } from '@herald/core/internal';
 import type pg from 'pg';
 import { type PgDatabase, type PgDatabaseSource, resolveDatabase, storageError } from './database.ts';
@@ -128,11 +129,21 @@ export class PostgresUnitOfWork implements UnitOfWork<pg.PoolClient> {
   }
 
   async inboxHas(key: InboxKey): Promise<boolean> {
+    return (await this.inboxRecord(key)) !== undefined;
+  }
+
+  async inboxRecord(key: InboxKey): Promise<InboxRecord | undefined> {
     const k = checkInboxKey(key);
     this.#open();
     await this.partitions();
-    const r = await this.database.query('SELECT 1 FROM herald_inbox WHERE grp = $1 AND handler = $2 AND source = $3 AND id = $4', [k.group, k.handler, k.source, k.id]);
-    return r.rowCount === 1;
+    const r = await this.database.query<{ handled_at: string; duration_ms: string | null }>('SELECT handled_at, duration_ms FROM herald_inbox WHERE grp = $1 AND handler = $2 AND source = $3 AND id = $4', [
+      k.group,
+      k.handler,
+      k.source,
+      k.id,
+    ]);
+    const row = r.rows[0];
+    return row && { handledAt: Number(row.handled_at), durationMs: row.duration_ms === null ? undefined : Number(row.duration_ms) };
   }
 
   async purgeInbox(before: number): Promise<number> {
@@ -208,6 +219,16 @@ export class PostgresUnitOfWork implements UnitOfWork<pg.PoolClient> {
         tx.finish();
       }
       try {
+        // The attempt's duration, to the end of the callback: one more statement, only for a key with a start.
+        if (inbox?.startedAt !== undefined) {
+          await client.query('UPDATE herald_inbox SET duration_ms = $5 WHERE grp = $1 AND handler = $2 AND source = $3 AND id = $4', [
+            inbox.group,
+            inbox.handler,
+            inbox.source,
+            inbox.id,
+            Math.max(0, Math.round(this.#clock.now() - inbox.startedAt)),
+          ]);
+        }
         await this.#flush(client, tx);
         const c = await client.query('COMMIT');
         // COMMIT of a transaction an earlier (swallowed) error aborted answers ROLLBACK.

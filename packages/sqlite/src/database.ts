@@ -209,7 +209,7 @@ const EVENT_STORE_MIGRATIONS: readonly string[] = [
 ];
 
 /** The outbox/inbox/scheduler schema version (component `herald_outbox` in `herald_meta`). */
-export const OUTBOX_SCHEMA_VERSION = 1;
+export const OUTBOX_SCHEMA_VERSION = 2;
 const OUTBOX_COMPONENT = 'herald_outbox';
 
 /**
@@ -218,8 +218,9 @@ const OUTBOX_COMPONENT = 'herald_outbox';
  * write lock, so they grow in commit order across processes. A row is sent when its id is at
  * most its partition's greatest `herald_outbox_sent.upto` (one row per markSent, not one
  * UPDATE per row); purging deletes rows and marks below the newest mark older than the cutoff.
+ * Version 2 adds `herald_inbox.duration_ms` (the handler attempt's duration, null when unknown).
  */
-const OUTBOX_MIGRATIONS: readonly string[] = [
+const OUTBOX_MIGRATIONS: readonly Migration[] = [
   `
   CREATE TABLE IF NOT EXISTS herald_outbox_settings (
     id INTEGER PRIMARY KEY CHECK (id = 1),
@@ -259,10 +260,20 @@ const OUTBOX_MIGRATIONS: readonly string[] = [
   ) WITHOUT ROWID;
   CREATE INDEX IF NOT EXISTS herald_scheduled_by_time ON herald_scheduled (deliver_at, id);
   `,
+  (db) => addColumnIfMissing(db, 'herald_inbox', 'duration_ms', 'INTEGER'),
 ];
 
+/** A migration: SQL, or a function for a step SQLite has no idempotent statement for (ADD COLUMN). */
+type Migration = string | ((db: Database.Database) => void);
+
+/** `ALTER TABLE … ADD COLUMN`, guarded: SQLite has no `ADD COLUMN IF NOT EXISTS`. */
+function addColumnIfMissing(db: Database.Database, table: string, column: string, type: string): void {
+  const columns = db.prepare(`SELECT name FROM pragma_table_info(?)`).all(table) as { name: string }[];
+  if (!columns.some((c) => c.name === column)) db.exec(`ALTER TABLE ${table} ADD COLUMN ${column} ${type}`);
+}
+
 /** Every schema component this code migrates, in order. */
-const COMPONENTS: ReadonlyArray<{ readonly name: string; readonly version: number; readonly migrations: readonly string[] }> = [
+const COMPONENTS: ReadonlyArray<{ readonly name: string; readonly version: number; readonly migrations: readonly Migration[] }> = [
   { name: SCHEMA_COMPONENT, version: SCHEMA_VERSION, migrations: MIGRATIONS },
   { name: EVENT_STORE_COMPONENT, version: EVENT_STORE_SCHEMA_VERSION, migrations: EVENT_STORE_MIGRATIONS },
   { name: OUTBOX_COMPONENT, version: OUTBOX_SCHEMA_VERSION, migrations: OUTBOX_MIGRATIONS },
@@ -462,7 +473,11 @@ export class SqliteDatabase {
       for (const c of stale) {
         const current = this.schemaVersion(c.name); // another process may have migrated meanwhile
         check(c, current);
-        for (let v = current; v < c.version; v++) this.db.exec(c.migrations[v]!);
+        for (let v = current; v < c.version; v++) {
+          const m = c.migrations[v]!;
+          if (typeof m === 'string') this.db.exec(m);
+          else m(this.db);
+        }
         this.db
           .prepare(`INSERT INTO herald_meta (component, version) VALUES (?, ?) ON CONFLICT (component) DO UPDATE SET version = excluded.version`)
           .run(c.name, c.version);

@@ -26,9 +26,10 @@
  * rows by polling.
  *
  * Inbox: `withInbox` looks the key up under the write lock, so two processes handling the same
- * message serialize; the second sees the first's committed record and does not run `fn`.
+ * message serialize; the second sees the first's committed record and does not run `fn`. A key
+ * with `startedAt` also stores the attempt's duration (`duration_ms`, one UPDATE after `fn`).
  */
-import { type Clock, HeraldError, type InboxKey, type InboxResult, isHeraldError, type OutgoingMessage, type ScheduledWrite, systemClock, type Transaction, type UnitOfWork } from '@herald/core';
+import { type Clock, HeraldError, type InboxKey, type InboxRecord, type InboxResult, isHeraldError, type OutgoingMessage, type ScheduledWrite, systemClock, type Transaction, type UnitOfWork } from '@herald/core';
 import { checkInboxKey, positiveInt } from '@herald/core/internal';
 import type Database from 'better-sqlite3';
 import { BUSY, type DatabaseSource, resolveDatabase, type SqliteDatabase, storageError } from './database.ts';
@@ -76,7 +77,7 @@ export class SqliteUnitOfWork implements UnitOfWork<Database.Database> {
   #flushing: Promise<void> | undefined;
   #closing: Promise<void> | undefined;
   #closed = false;
-  readonly #s: Record<'begin' | 'commit' | 'rollback' | 'savepoint' | 'release' | 'rollbackTo' | 'inboxGet' | 'inboxPut', Database.Statement>;
+  readonly #s: Record<'begin' | 'commit' | 'rollback' | 'savepoint' | 'release' | 'rollbackTo' | 'inboxGet' | 'inboxPut' | 'inboxDuration', Database.Statement>;
   #transactions = 0;
 
   constructor(options: SqliteUnitOfWorkOptions) {
@@ -100,8 +101,9 @@ export class SqliteUnitOfWork implements UnitOfWork<Database.Database> {
         savepoint: db.prepare('SAVEPOINT herald_uow'),
         release: db.prepare('RELEASE herald_uow'),
         rollbackTo: db.prepare('ROLLBACK TO herald_uow'),
-        inboxGet: db.prepare('SELECT 1 FROM herald_inbox WHERE grp = ? AND handler = ? AND source = ? AND id = ?'),
+        inboxGet: db.prepare('SELECT handled_at, duration_ms FROM herald_inbox WHERE grp = ? AND handler = ? AND source = ? AND id = ?'),
         inboxPut: db.prepare('INSERT INTO herald_inbox (grp, handler, source, id, handled_at) VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING'),
+        inboxDuration: db.prepare('UPDATE herald_inbox SET duration_ms = ? WHERE grp = ? AND handler = ? AND source = ? AND id = ?'),
       };
     } catch (e) {
       if (owned) database.close();
@@ -128,11 +130,16 @@ export class SqliteUnitOfWork implements UnitOfWork<Database.Database> {
   }
 
   async inboxHas(key: InboxKey): Promise<boolean> {
+    return (await this.inboxRecord(key)) !== undefined;
+  }
+
+  async inboxRecord(key: InboxKey): Promise<InboxRecord | undefined> {
     const k = checkInboxKey(key);
     this.#open();
     // Committed state only: never read on this connection while a group transaction is open.
     while (this.database.db.inTransaction) await (this.#flushing ?? new Promise((r) => setImmediate(r)));
-    return this.database.read(() => this.#s.inboxGet.get(k.group, k.handler, k.source, k.id) !== undefined);
+    const row = this.database.read(() => this.#s.inboxGet.get(k.group, k.handler, k.source, k.id)) as { handled_at: number; duration_ms: number | null } | undefined;
+    return row && { handledAt: row.handled_at, durationMs: row.duration_ms ?? undefined };
   }
 
   async purgeInbox(before: number): Promise<number> {
@@ -201,6 +208,8 @@ export class SqliteUnitOfWork implements UnitOfWork<Database.Database> {
           else {
             let r = call.fn(tx);
             if (isThenable(r)) r = await r;
+            // The attempt's duration, to the end of the callback (the commit follows it in this batch).
+            if (k?.startedAt !== undefined) this.#s.inboxDuration.run(Math.max(0, Math.round(this.#clock.now() - k.startedAt)), k.group, k.handler, k.source, k.id);
             value = k ? { duplicate: false, value: r } : r;
           }
           tx.finish();

@@ -199,6 +199,50 @@ export const consumerCountsDuplicates: InboxScenario = (factory) =>
     assert.equal(await c.h.uow.inboxHas({ group: consumer.describe().group, handler: 'credit', source: 'urn:herald:bank', id: `${c.run}-credit` }), true, 'the key is (group, handler name, source, id)');
   });
 
+/**
+ * A handler taking ~50 ms inside `ctx.transaction` leaves a record whose duration (from the
+ * attempt's start, measured to the end of the callback) is ≥ 50 ms and < 5 s; a key without
+ * `startedAt` records no duration.
+ */
+export const inboxRecordsDuration: InboxScenario = (factory) =>
+  run(factory, async (c) => {
+    const transport = new MemoryTransport();
+    c.scope.defer('transport close', () => transport.close());
+    const topic = uniqueName('t');
+    const group = uniqueName('g');
+    const consumer = createConsumer({ transport, group, deadLetters: new MemoryDeadLetterStore(), unitOfWork: c.h.uow });
+    c.scope.defer('consumer close', () => consumer.close({ timeoutMs: 1000 }));
+    consumer.handleEnvelope(
+      topic,
+      'contract.slow',
+      async (_envelope, ctx) => {
+        await ctx.transaction(async (tx) => {
+          await c.h.put(tx, `slow-${c.run}`, 'done');
+          await sleep(60); // ≥ 50 ms even where a timer fires a millisecond early
+        });
+      },
+      { name: 'slow' },
+    );
+    await consumer.start();
+    const envelope = createEnvelope({ type: 'contract.slow', source: 'urn:herald:slow', id: `${c.run}-slow`, data: {} });
+    await transport.publish(topic, [{ envelope }]);
+    await waitFor(() => consumer.stats().handled === 1, { timeoutMs: 5000, what: () => `the slow message handled (stats ${JSON.stringify(consumer.stats())})` });
+    const record = await c.h.uow.inboxRecord({ group, handler: 'slow', source: 'urn:herald:slow', id: `${c.run}-slow` });
+    assert.ok(record, 'the handled message is recorded');
+    assert.equal(typeof record.durationMs, 'number', `the record keeps the attempt's duration (got ${JSON.stringify(record)})`);
+    assert.ok(record.durationMs! >= 50, `duration ${record.durationMs} ms covers the handler's 50 ms`);
+    assert.ok(record.durationMs! < 5000, `duration ${record.durationMs} ms is the attempt's, not an epoch`);
+    assert.equal(typeof record.handledAt, 'number');
+    const bare = c.key({ id: `${c.run}-bare` });
+    await c.h.uow.withInbox(bare, () => 1);
+    assert.deepEqual({ ...(await c.h.uow.inboxRecord(bare)), handledAt: 0 }, { handledAt: 0, durationMs: undefined }, 'no startedAt, no duration');
+    assert.equal(await c.h.uow.inboxRecord(c.key({ id: `${c.run}-never` })), undefined, 'an unrecorded key has no record');
+    await assert.rejects(
+      c.h.uow.withInbox(c.key({ id: `${c.run}-bad-start`, startedAt: Number.NaN }), () => 1),
+      (e) => isHeraldError(e, 'HERALD_ERR_INVALID_ARGUMENT') && /startedAt/.test(e.message),
+    );
+  });
+
 export const inboxScenarios: Readonly<Record<string, InboxScenario>> = {
   'a duplicate id is not applied twice': duplicateNotAppliedTwice,
   'a rollback does not record the id': rollbackDoesNotRecord,
@@ -207,6 +251,7 @@ export const inboxScenarios: Readonly<Record<string, InboxScenario>> = {
   'outbox rows commit with the inbox record': inboxWithOutbox,
   'purgeInbox by age': purgeInboxByAge,
   'the consumer counts duplicates': consumerCountsDuplicates,
+  'a record keeps the handler attempt duration': inboxRecordsDuration,
 };
 
 export function describeInboxContract(name: string, factory: UnitOfWorkFactory): void {
