@@ -45,7 +45,7 @@ function collect(sub: Subscription, ack: (d: Delivery) => boolean = () => true):
 }
 
 describe('redis transport (integration)', { skip }, () => {
-  it('stores one stream per partition with ids 0-<offset>, fields k and e; the count is fixed by HSETNX', () =>
+  it('stores one stream per partition with ids 0-<offset>, fields k, e and t; the count is fixed by HSETNX', () =>
     withScope(async (scope) => {
       const a = open();
       const b = open();
@@ -55,6 +55,7 @@ describe('redis transport (integration)', { skip }, () => {
       assert.equal(await redis!.hget(`${prefix}:${topic}:meta`, 'partitions'), '3');
       await assert.rejects(b.ensureTopic(topic, { partitions: 4 }), (e) => isHeraldError(e, 'HERALD_ERR_TOPIC_MISMATCH'));
       assert.deepEqual(await b.ensureTopic(topic), { topic, partitions: 3 }, 'another transport reads the stored count');
+      const sent = Date.now();
       const receipts = await b.publish(topic, [msg(1, 'alpha'), msg(2, 'alpha'), msg(3)]);
       const p = partitionForKey('alpha', 3);
       assert.deepEqual(
@@ -74,8 +75,11 @@ describe('redis transport (integration)', { skip }, () => {
       assert.equal(fields[1], 'alpha');
       assert.equal(fields[2], 'e');
       assert.equal(JSON.parse(fields[3]!).id, 'm-1');
+      assert.equal(fields[4], 't');
+      const appended = Number(fields[5]);
+      assert.ok(appended >= sent && appended <= Date.now(), `t is the publisher's clock in epoch ms when sent (${appended}, publish from ${sent})`);
       const keyless = (await redis!.xrange(`${prefix}:${topic}:${receipts[2]!.partition}`, '-', '+')) as [string, string[]][];
-      assert.deepEqual(keyless.at(-1)![1].filter((_, i) => i % 2 === 0), ['e'], 'a message without a key has no k field');
+      assert.deepEqual(keyless.at(-1)![1].filter((_, i) => i % 2 === 0), ['e', 't'], 'a message without a key has no k field');
     }));
 
   it('wakes a reader at once for appends by another transport (no missed XREAD wake-ups)', () =>
@@ -99,6 +103,84 @@ describe('redis transport (integration)', { skip }, () => {
         got.map((d) => d.envelope?.id),
         Array.from({ length: 60 }, (_, i) => `m-${i}`),
       );
+    }));
+
+  it('consumer lag: per group on one topic, delivered-but-unacked counts, read by a transport with no subscription, and without side effects', () =>
+    withScope(async (scope) => {
+      const t = open();
+      const observer = open(); // another process: no subscription of its own
+      scope.defer('close', () => Promise.all([t.close({ timeoutMs: 200 }), observer.close()]));
+      const topic = topicName();
+      await t.ensureTopic(topic, { partitions: 2 });
+      const p = partitionForKey('k', 2);
+      const acker = t.subscribe(topic, { group: 'acker' });
+      const holder = t.subscribe(topic, { group: 'holder', maxInFlight: 100 });
+      scope.defer('close subs', () => Promise.all([acker.close({ timeoutMs: 200 }), holder.close({ timeoutMs: 200 })]));
+      const acked = collect(acker);
+      const held = collect(holder, () => false); // delivered, never acked
+      await waitFor(() => acker.assignment().length === 2 && holder.assignment().length === 2, { what: 'both groups own both partitions' });
+      const before = Date.now();
+      await t.publish(topic, [msg(1, 'k'), msg(2, 'k'), msg(3, 'k')]);
+      const after = Date.now();
+      await waitFor(() => acked.length === 3 && held.length === 3, { what: () => `every group got the 3 messages (acker ${acked.length}, holder ${held.length})` });
+      await waitFor(async () => (await redis!.hget(`${prefix}:${topic}:groups:${p}`, 'acker')) === '3', { what: 'the acker committed offset 3' });
+      const groupsBefore = await Promise.all([0, 1].map((q) => redis!.hgetall(`${prefix}:${topic}:groups:${q}`)));
+
+      const lag = await observer.lag({ topic });
+      const other = 1 - p;
+      assert.deepEqual(
+        lag.map((l) => ({ ...l, oldestUnhandledAt: l.oldestUnhandledAt === undefined ? undefined : 'set' })),
+        [
+          { topic, group: 'acker', partition: 0, head: p === 0 ? '3' : '-1', committed: p === 0 ? '3' : '-1', messages: 0, oldestUnhandledAt: undefined },
+          { topic, group: 'acker', partition: 1, head: p === 1 ? '3' : '-1', committed: p === 1 ? '3' : '-1', messages: 0, oldestUnhandledAt: undefined },
+          { topic, group: 'holder', partition: 0, head: p === 0 ? '3' : '-1', committed: '-1', messages: p === 0 ? 3 : 0, oldestUnhandledAt: p === 0 ? 'set' : undefined },
+          { topic, group: 'holder', partition: 1, head: p === 1 ? '3' : '-1', committed: '-1', messages: p === 1 ? 3 : 0, oldestUnhandledAt: p === 1 ? 'set' : undefined },
+        ],
+        'sorted by group and partition; the holder lags by its 3 delivered-but-unacked messages',
+      );
+      const oldest = lag.find((l) => l.group === 'holder' && l.partition === p)!.oldestUnhandledAt!;
+      assert.ok(oldest >= before && oldest <= after, `the oldest unhandled was appended during the publish (${oldest}, publish ${before}–${after})`);
+      assert.equal(lag.find((l) => l.group === 'holder' && l.partition === other)!.oldestUnhandledAt, undefined);
+      assert.deepEqual(
+        (await observer.lag({ group: 'holder' })).filter((l) => l.topic === topic).map((l) => l.messages),
+        p === 0 ? [3, 0] : [0, 3],
+        'lag({ group }) alone reads every topic of the prefix',
+      );
+      assert.ok(
+        (await observer.lag()).filter((l) => l.topic === topic).length === 4,
+        'lag() without a filter includes the groups another transport registered',
+      );
+      assert.deepEqual(await observer.lag({ topic, group: 'never' }), []);
+      assert.deepEqual(await observer.lag({ topic: topicName() }), [], 'an unknown topic has no entries');
+
+      // A read only: no group registered, no offset moved, nothing redelivered or acked.
+      assert.deepEqual(await Promise.all([0, 1].map((q) => redis!.hgetall(`${prefix}:${topic}:groups:${q}`))), groupsBefore);
+      assert.equal(await redis!.exists(`${prefix}:~lease:${encodeURIComponent(logScope(topic, 'never'))}:0`), 0);
+      assert.equal(held.length, 3);
+      assert.ok(held.every((d) => d.attempt === 1), 'the held deliveries were not redelivered');
+
+      // The holder acks: its lag drops to zero at the committed position.
+      for (const d of held) d.ack();
+      await waitFor(async () => (await observer.lag({ topic, group: 'holder' })).every((l) => l.messages === 0 && l.oldestUnhandledAt === undefined), {
+        what: 'the holder back at zero once it acked',
+      });
+    }));
+
+  it('consumer lag: an entry without t (written before it existed) is dated by its envelope time; a bad filter and a closed transport are refused', () =>
+    withScope(async (scope) => {
+      const t = open();
+      scope.defer('close', () => t.close());
+      const topic = topicName();
+      await t.ensureTopic(topic, { partitions: 1 });
+      const time = '2026-01-02T03:04:05.678Z';
+      const env = createEnvelope({ type: 'int.item', source: 'redis-int', id: 'old-1', time, data: {} });
+      await redis!.xadd(`${prefix}:${topic}:0`, '0-*', 'e', JSON.stringify(env));
+      await redis!.hset(`${prefix}:${topic}:groups:0`, 'legacy', '-1'); // as a subscribe() registers it
+      assert.deepEqual(await t.lag({ topic }), [{ topic, group: 'legacy', partition: 0, head: '1', committed: '-1', messages: 1, oldestUnhandledAt: Date.parse(time) }]);
+      await assert.rejects(t.lag({ topic: 'no:colons' }), (e) => isHeraldError(e, 'HERALD_ERR_INVALID_ARGUMENT') && /topic name/.test(e.message));
+      await assert.rejects(t.lag({ group: '' }), (e) => isHeraldError(e, 'HERALD_ERR_INVALID_ARGUMENT') && /group/.test(e.message));
+      await t.close();
+      await assert.rejects(t.lag({ topic }), (e) => isHeraldError(e, 'HERALD_ERR_CLOSED'));
     }));
 
   it('a member whose lease was taken cannot move the group position (fenced commit)', () =>
