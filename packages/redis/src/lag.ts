@@ -17,7 +17,7 @@
  *
  * A read only: no key is written, no group registered, no lease touched.
  */
-import { type PartitionLag } from '@herald/core';
+import type { PartitionLag } from '@herald/core';
 import type { Redis } from 'ioredis';
 import type { KeySpace } from './keys.ts';
 import { Script } from './scripts.ts';
