@@ -5,8 +5,10 @@
  *
  * Pure: `buildCausationGraph` takes what the backends hold (messages, handling records) and
  * returns the tree; backends read their tables (`@herald/sqlite`'s `readSqliteCausation`), and
- * `recordHandling` keeps, in memory, the handler attempts this process ran (the only source of
- * durations: stores record that a message was handled, not for how long).
+ * `recordHandling` keeps, in memory, the handler attempts this process ran. Durations are
+ * durable where the handler ran in an inbox transaction (`ctx.transaction`: the inbox record
+ * keeps the attempt's duration, measured to the end of the callback); for other handlers only
+ * `recordHandling` has them, for the attempts of this process.
  */
 import { channels, type HandleMessage } from './instrumentation.ts';
 import type { CloudEvent } from './envelope.ts';
@@ -32,7 +34,7 @@ export interface HandlingRecord {
   readonly handler: string;
   /** Epoch ms the (last) attempt started or the handling was recorded. */
   readonly at: number | undefined;
-  /** Duration of the last attempt, ms, when known (in-process records). */
+  /** Duration of the last attempt, ms, when known: in-process records, and inbox records of handling done in `ctx.transaction` (from the attempt's start to the end of the transaction's callback). */
   readonly durationMs: number | undefined;
   readonly attempts: number | undefined;
   readonly failed: boolean;

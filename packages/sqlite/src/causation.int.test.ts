@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { z } from 'zod';
 import { type CausationNode, createConsumer, createPublisher, defineCommand, defineEvent, PermanentError, recordHandling } from '@herald/core';
-import { waitFor } from '@herald/testkit';
+import { sleep, waitFor } from '@herald/testkit';
 import { createSqliteTransport, createSqliteUnitOfWork, openDatabase, SqliteDeadLetterStore, sqliteCausationGraph } from './index.ts';
 import { tempDbPath } from './test-helpers.ts';
 
@@ -19,7 +19,7 @@ test('the causation graph of a correlation id from the file: who caused what, wh
   const recorder = recordHandling();
   const orders = createConsumer({ transport, group: 'orders', deadLetters, unitOfWork: uow });
   orders.handle(Place, async (cmd, ctx) => {
-    await ctx.transaction(() => undefined);
+    await ctx.transaction(() => sleep(30)); // a handler that takes ≥ 30 ms in its inbox transaction
     await publisher.publish(Placed, cmd, { causedBy: ctx.envelope });
   });
   const billing = createConsumer({ transport, group: 'billing', deadLetters, unitOfWork: uow });
@@ -57,6 +57,9 @@ test('the causation graph of a correlation id from the file: who caused what, wh
     ],
   );
   assert.ok(place!.handlers.find((h) => h.from === 'this process')!.durationMs! >= 0);
+  // Durable: the inbox row keeps the attempt's duration, read back from the file.
+  const inboxDuration = place!.handlers.find((h) => h.from === 'inbox')!.durationMs;
+  assert.ok(inboxDuration !== undefined && inboxDuration >= 25 && inboxDuration < 5000, `inbox duration ${inboxDuration} ms covers the handler's 30 ms`);
   const charge = place!.children[0]!.children[0]!;
   const failure = charge.handlers.find((h) => h.from === 'dead letter')!;
   assert.deepEqual([failure.group, failure.handler, failure.error, failure.attempts], ['bank', 'payment.requested', 'card declined', 1]);
@@ -64,4 +67,28 @@ test('the causation graph of a correlation id from the file: who caused what, wh
   await transport.close();
   await deadLetters.close();
   await uow.close();
+});
+
+test('a file from before inbox durations is upgraded in place: old records read with no duration, new ones with theirs', async (t) => {
+  const { path, cleanup } = tempDbPath();
+  t.after(cleanup);
+  // Make the file an herald_outbox version-1 file: no duration_ms column, one record handled then.
+  const old = openDatabase({ path });
+  old.db.exec(`ALTER TABLE herald_inbox DROP COLUMN duration_ms; UPDATE herald_meta SET version = 1 WHERE component = 'herald_outbox'`);
+  old.db.prepare(`INSERT INTO herald_inbox (grp, handler, source, id, handled_at) VALUES ('g', 'h', 'shop', 'old-1', 1000)`).run();
+  old.close();
+
+  const database = openDatabase({ path });
+  t.after(() => database.close());
+  assert.equal(database.schemaVersion('herald_outbox'), 2);
+  const columns = (database.db.prepare(`SELECT name FROM pragma_table_info('herald_inbox')`).all() as { name: string }[]).map((c) => c.name);
+  assert.ok(columns.includes('duration_ms'), `herald_inbox columns after the upgrade: ${columns.join(', ')}`);
+  openDatabase({ path }).close(); // opening an upgraded file again changes nothing (and does not fail)
+
+  const uow = createSqliteUnitOfWork({ path });
+  t.after(() => uow.close());
+  assert.deepEqual(await uow.inboxRecord({ group: 'g', handler: 'h', source: 'shop', id: 'old-1' }), { handledAt: 1000, durationMs: undefined });
+  await uow.withInbox({ group: 'g', handler: 'h', source: 'shop', id: 'new-1', startedAt: Date.now() - 40 }, () => undefined);
+  const fresh = await uow.inboxRecord({ group: 'g', handler: 'h', source: 'shop', id: 'new-1' });
+  assert.ok(fresh?.durationMs !== undefined && fresh.durationMs >= 40 && fresh.durationMs < 5000, `new record: ${JSON.stringify(fresh)}`);
 });

@@ -1,8 +1,9 @@
 /**
  * The causation graph of one correlation id from what a Herald SQLite file holds: the transport
  * log, the event store, the dead letters (failures, with their errors) and the inbox (which
- * handler took which message, and when). Durations are not stored anywhere: pass the in-process
- * records of `recordHandling` (from @herald/core) as `extra` to have them.
+ * handler took which message, when, and — for handling done in `ctx.transaction` — how long the
+ * attempt took, `duration_ms`). Handlers that ran without the inbox have no stored duration:
+ * pass the in-process records of `recordHandling` (from @herald/core) as `extra` to have them.
  *
  * Cost: the log and the dead letters are searched by the envelope's `correlationid` with
  * `json_extract` — a scan of those tables (bounded by `limit` results); the event store uses its
@@ -79,10 +80,10 @@ export function readSqliteCausation(database: SqliteDatabase, correlationId: str
       for (let i = 0; i < ids.length; i += 500) {
         const chunk = ids.slice(i, i + 500);
         const rows = database
-          .statement(`SELECT grp, handler, id, handled_at FROM herald_inbox WHERE id IN (${chunk.map(() => '?').join(',')})`)
-          .all(...chunk) as { grp: string; handler: string; id: string; handled_at: number }[];
+          .statement(`SELECT grp, handler, id, handled_at, duration_ms FROM herald_inbox WHERE id IN (${chunk.map(() => '?').join(',')})`)
+          .all(...chunk) as { grp: string; handler: string; id: string; handled_at: number; duration_ms: number | null }[];
         for (const r of rows) {
-          handlings.push({ messageId: r.id, group: r.grp, handler: r.handler, at: r.handled_at, durationMs: undefined, attempts: undefined, failed: false, error: undefined, from: 'inbox' });
+          handlings.push({ messageId: r.id, group: r.grp, handler: r.handler, at: r.handled_at, durationMs: r.duration_ms ?? undefined, attempts: undefined, failed: false, error: undefined, from: 'inbox' });
         }
       }
     }
