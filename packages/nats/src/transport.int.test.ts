@@ -6,6 +6,7 @@ import { after, describe, it } from 'node:test';
 import { createEnvelope, isHeraldError, partitionForKey, type Delivery } from '@herald/core';
 import { serverSkipReason, uniqueName, waitFor } from '@herald/testkit';
 import { jetstreamManager } from '@nats-io/jetstream';
+import { connect } from '@nats-io/transport-node';
 import { createNatsTransport, streamName } from './index.ts';
 import { testNamespace } from './test-helpers.ts';
 
@@ -185,6 +186,104 @@ describe('nats transport: deliveries lost in transit', { skip }, () => {
       }
       for (const [k, l] of byKey) assert.deepEqual(l, [...l].sort((a, b) => a - b), `first deliveries of ${k} in order`);
       await sub.close();
+    } finally {
+      await t.close();
+    }
+  });
+});
+
+describe('nats transport: consumer lag', { skip }, () => {
+  it('several groups on one topic: delivered-but-unacked messages are lag, acked ones are not; lag() reads without side effects', async () => {
+    const t = await createNatsTransport(fast);
+    const other = await createNatsTransport(fast); // another process's view of the same server
+    const jsm = await jetstreamManager(t.connection);
+    const subs: Array<{ close(options?: { timeoutMs?: number }): Promise<void> }> = [];
+    try {
+      const topic = uniqueName('t');
+      const stream = streamName(ns.prefix, topic);
+      const P = (await t.ensureTopic(topic, { partitions: 2 })).partitions;
+      const key = 'k';
+      const p = partitionForKey(key, P);
+      const acking = 'orders/ü λ"x"'; // not a consumer-name token: recovered from the consumer
+      const holding = 'holding';
+      const a = t.subscribe(topic, { group: acking });
+      const b = t.subscribe(topic, { group: holding });
+      subs.push(a, b);
+      const gotA: Delivery[] = [];
+      const gotB: Delivery[] = [];
+      void (async () => {
+        for await (const d of a) {
+          gotA.push(d);
+          d.ack();
+        }
+      })();
+      void (async () => {
+        for await (const d of b) gotB.push(d); // held, never settled (yet)
+      })();
+      const before = Date.now();
+      const receipts = await t.publish(topic, [0, 1, 2, 3].map((i) => ({ key, envelope: createEnvelope({ type: 'k', source: 's', data: i }) })));
+      const after = Date.now();
+      const last = receipts[3]!.position;
+      await waitFor(() => gotA.length === 4 && gotB.length === 4, { what: () => `deliveries: ${gotA.length} to ${acking}, ${gotB.length} to ${holding}` });
+
+      const entry = async (group: string, partition: number) => (await t.lag({ group, topic })).find((l) => l.partition === partition);
+      await waitFor(async () => (await entry(acking, p))?.messages === 0, { what: () => `${acking} acked everything: lag 0` });
+      const aLag = (await entry(acking, p))!;
+      assert.deepEqual({ head: aLag.head, committed: aLag.committed, oldest: aLag.oldestUnhandledAt }, { head: last, committed: last, oldest: undefined }, 'the acking group is committed at the head');
+      const bLag = (await entry(holding, p))!;
+      assert.equal(bLag.messages, 4, 'delivered but unacked messages count as lag');
+      assert.equal(bLag.committed, '-1', 'nothing committed by the holding group');
+      assert.equal(bLag.head, last, 'head is the partition’s last position');
+      assert.ok(bLag.oldestUnhandledAt !== undefined && bLag.oldestUnhandledAt >= before - 2000 && bLag.oldestUnhandledAt <= after + 2000, `oldest unhandled appended during the publish (${bLag.oldestUnhandledAt}, publish ${before}–${after})`);
+      const empty = (await entry(holding, 1 - p))!;
+      assert.deepEqual({ head: empty.head, committed: empty.committed, messages: empty.messages, oldest: empty.oldestUnhandledAt }, { head: '-1', committed: '-1', messages: 0, oldest: undefined }, 'an empty partition');
+
+      // lag() from another connection sees both groups under their names, and changes nothing.
+      const snapshot = async (): Promise<string[]> => {
+        const out: string[] = [];
+        for await (const ci of jsm.consumers.list(stream)) out.push(`${ci.name} delivered ${ci.delivered.consumer_seq}/${ci.delivered.stream_seq} acked ${ci.ack_floor.stream_seq} redelivered ${ci.num_redelivered}`);
+        return out.sort();
+      };
+      const seen = await snapshot();
+      const all = await other.lag();
+      for (const g of [acking, holding]) assert.deepEqual(all.filter((l) => l.topic === topic && l.group === g).map((l) => l.partition).sort(), [0, 1], `unfiltered lag() lists ${g} on every partition`);
+      assert.deepEqual(await other.lag({ group: holding, topic }), await t.lag({ group: holding, topic }), 'same answer from another connection');
+      assert.deepEqual(await snapshot(), seen, 'no consumer created, moved or redelivered by lag()');
+      assert.deepEqual(await other.lag({ group: 'never-subscribed' }), [], 'an unknown group has no entries');
+      const unknownTopic = uniqueName('t');
+      assert.deepEqual(await other.lag({ topic: unknownTopic }), [], 'an unknown topic has no entries');
+      await assert.rejects(jsm.streams.info(streamName(ns.prefix, unknownTopic)), 'lag({ topic }) creates no stream');
+
+      // Acking the first two in order moves the holding group's committed position.
+      gotB[0]!.ack();
+      gotB[1]!.ack();
+      await waitFor(async () => (await entry(holding, p))?.messages === 2, { what: () => `${holding} acked 2 of 4: lag 2` });
+      assert.equal((await entry(holding, p))!.committed, receipts[1]!.position, 'committed at the second message');
+      assert.equal((await entry(acking, p))!.messages, 0, 'the other group is unaffected');
+    } finally {
+      await Promise.all(subs.map((s) => s.close({ timeoutMs: 200 }).catch(() => {})));
+      await other.close();
+      await t.close();
+    }
+  });
+
+  it('lag() refuses a bad filter and rejects once the transport is closed', async () => {
+    const t = await createNatsTransport(fast);
+    try {
+      await assert.rejects(t.lag({ topic: 'not a topic!' }), (e) => isHeraldError(e, 'HERALD_ERR_INVALID_ARGUMENT'));
+      await assert.rejects(t.lag({ group: '' }), (e) => isHeraldError(e, 'HERALD_ERR_INVALID_ARGUMENT'));
+    } finally {
+      await t.close();
+    }
+    await assert.rejects(t.lag(), (e) => isHeraldError(e, 'HERALD_ERR_CLOSED'));
+  });
+
+  it('lag() rejects with HERALD_ERR_STORAGE when the server cannot be reached', async () => {
+    const nc = await connect({ servers: '127.0.0.1:4222', noAsyncTraces: true });
+    const t = await createNatsTransport({ ...fast, connection: nc });
+    try {
+      await nc.close(); // the shared connection is gone; the transport itself is still open
+      await assert.rejects(t.lag(), (e) => isHeraldError(e, 'HERALD_ERR_STORAGE'));
     } finally {
       await t.close();
     }
