@@ -28,6 +28,8 @@ import {
   DEFAULT_PARTITIONS,
   type EnsureTopicOptions,
   encodeEnvelope,
+  type LagSource,
+  type PartitionLag,
   encodedSize,
   ensureEnvelope,
   HeraldError,
@@ -44,6 +46,7 @@ import {
 } from '@herald/core';
 import { RoundRobin, tooLarge } from '@herald/core/internal';
 import { encodeBinary } from './binding.ts';
+import { KafkaLagReader } from './kafka-lag.ts';
 import { KafkaSubscription, type KafkaConsumerTuning } from './kafka-subscription.ts';
 
 const { Kafka, logLevel: LogLevel, Partitioners } = kafkajs;
@@ -79,7 +82,7 @@ export function createKafkaTransport(options: KafkaTransportOptions): KafkaTrans
   return new KafkaTransport(options);
 }
 
-export class KafkaTransport implements Transport {
+export class KafkaTransport implements Transport, LagSource {
   readonly name = 'kafka';
   readonly capabilities: TransportCapabilities;
   readonly #o: KafkaTransportOptions;
@@ -91,6 +94,9 @@ export class KafkaTransport implements Transport {
   readonly #topicPending = new Map<string, Promise<number>>();
   readonly #rr = new Map<string, RoundRobin>();
   readonly #subs = new Set<KafkaSubscription>();
+  /** group → topics it subscribed through this transport (kept after its members close: their lag is still reported). */
+  readonly #groups = new Map<string, Set<string>>();
+  readonly #lag: KafkaLagReader;
   #producer: Promise<Producer> | undefined;
   #admin: Promise<Admin> | undefined;
   #canCreateTopics: Promise<boolean> | undefined;
@@ -113,6 +119,7 @@ export class KafkaTransport implements Transport {
       logLevel: level,
       retry: options.retry ?? { initialRetryTime: 100, retries: 5, maxRetryTime: 2000 },
     });
+    this.#lag = new KafkaLagReader(this.#kafka, () => this.#groups);
     this.capabilities = Object.freeze({
       ackModel: 'offset',
       assignment: 'broker',
@@ -194,11 +201,25 @@ export class KafkaTransport implements Transport {
       ensureTopic: () => this.#ensure(topic, undefined, false),
     });
     this.#subs.add(sub);
+    let topics = this.#groups.get(options.group);
+    if (!topics) this.#groups.set(options.group, (topics = new Set()));
+    topics.add(topic);
     void sub.closed.then(
       () => this.#subs.delete(sub),
       () => this.#subs.delete(sub),
     );
     return sub;
+  }
+
+  /**
+   * Consumer lag per (topic, group, partition), read from the brokers without joining a group (see kafka-lag.ts):
+   * every consumer group the brokers list and this transport's own groups; `{ group }` / `{ topic }` narrow it.
+   * Read only, safe to call concurrently (concurrent calls with one filter share one read). A broker failure
+   * rejects with HERALD_ERR_STORAGE; after `close()` it rejects with HERALD_ERR_CLOSED.
+   */
+  async lag(filter: { readonly group?: string; readonly topic?: string } = {}): Promise<readonly PartitionLag[]> {
+    this.#open();
+    return this.#lag.read(filter);
   }
 
   close(options: { timeoutMs?: number } = {}): Promise<void> {
@@ -211,6 +232,7 @@ export class KafkaTransport implements Transport {
         await Promise.all([
           producer?.then((p) => p.disconnect()).catch(() => {}),
           admin?.then((a) => a.disconnect()).catch(() => {}),
+          this.#lag.close(),
         ]);
       })();
     }
