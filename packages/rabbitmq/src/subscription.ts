@@ -174,6 +174,13 @@ export class RabbitMqSubscription implements Subscription {
     return out.sort((a, b) => a - b);
   }
 
+  /** Deliveries received per owned partition and not yet acked at the broker (the transport's `lag()` counts them). */
+  unackedByPartition(): Map<number, number> {
+    const out = new Map<number, number>();
+    for (const s of this.#parts.values()) if (s.phase !== 'gone') out.set(s.partition, s.outstanding.length - s.outstandingHead - s.sentAlone.size);
+    return out;
+  }
+
   [Symbol.asyncIterator](): AsyncIterator<Delivery> {
     return {
       next: () => {

@@ -47,7 +47,9 @@ import {
   ensureEnvelope,
   HeraldError,
   isHeraldError,
+  type LagSource,
   type OutgoingMessage,
+  type PartitionLag,
   partitionForKey,
   type PublishReceipt,
   type SubscribeOptions,
@@ -61,6 +63,7 @@ import {
 import { RoundRobin, tooLarge } from '@herald/core/internal';
 import { type AsyncMessage, type Channel, Connection, type ConnectionOptions, type ReturnedMessage } from 'rabbitmq-client';
 import { copyHeaders, encodeMessage, type EncodedMessage } from './binding.ts';
+import { decodeGroupRecord, encodeGroupRecord, type GroupRecord, PUBLISHED_AT_HEADER, PULSE_ARGS, pulseQueue, readStream, type ReadOptions, REGISTRY_ARGS, registryQueue, streamOffset } from './lag.ts';
 import { NAMESPACE_RE, Names } from './names.ts';
 import { RabbitMqSubscription, type SubscriptionContext } from './subscription.ts';
 
@@ -121,7 +124,7 @@ interface PreparedMessage {
   readonly key: string | undefined;
 }
 
-export class RabbitMqTransport implements Transport {
+export class RabbitMqTransport implements Transport, LagSource {
   readonly name = 'rabbitmq';
   readonly capabilities: TransportCapabilities;
   /** The underlying rabbitmq-client connection (for tools and tests; do not close it yourself). */
@@ -137,6 +140,12 @@ export class RabbitMqTransport implements Transport {
   readonly #publishTimeoutMs: number;
   readonly #topics = new Map<string, Promise<TopicInfo>>();
   readonly #groups = new Map<string, Promise<void>>();
+  /** Groups this transport declared, and groups read from the namespace's registry stream (see lag.ts). */
+  readonly #ownGroups = new Map<string, GroupRecord>();
+  readonly #knownGroups = new Map<string, GroupRecord>();
+  #registryNext: number | undefined;
+  #registryRead: Promise<void> | undefined;
+  #registryDeclared: Promise<void> | undefined;
   readonly #delayBuckets = new Map<number, { at: number; p: Promise<void> }>();
   readonly #rr = new Map<string, RoundRobin>();
   readonly #subs = new Set<RabbitMqSubscription>();
@@ -269,7 +278,45 @@ export class RabbitMqTransport implements Transport {
       await h.ch.exchangeDeclare({ exchange, type: 'direct', durable: true, arguments: { 'alternate-exchange': unrouted } });
       this.#declaredExchanges.add(exchange);
     });
+    await this.#declarePulses(topic, partitions);
     return { topic, partitions };
+  }
+
+  /**
+   * Declares the topic's pulse streams (lag.ts). Not fatal: without them publishing works and
+   * `lag()` reports no age (markers to a missing stream are dropped by the default exchange).
+   */
+  async #declarePulses(topic: string, partitions: number): Promise<void> {
+    const exchange = this.names.topicExchange(topic);
+    try {
+      await this.#withChannel(async (h) => {
+        for (let p = 0; p < partitions; p++) {
+          const queue = pulseQueue(exchange, p);
+          await this.#declareQueue(h, queue, PULSE_ARGS);
+          this.#declaredQueues.add(queue);
+        }
+      });
+    } catch (e) {
+      this.#onError(e);
+    }
+  }
+
+  /** Appends the group to the namespace's registry stream, so other processes' lag() find it. Not fatal. */
+  async #registerGroup(record: GroupRecord): Promise<void> {
+    const queue = registryQueue(this.names.namespace);
+    try {
+      this.#registryDeclared ??= this.#withChannel(async (h) => {
+        await this.#declareQueue(h, queue, REGISTRY_ARGS);
+      }).catch((e: unknown) => {
+        this.#registryDeclared = undefined;
+        throw e;
+      });
+      await this.#registryDeclared;
+      const ch = await this.#publishChannel();
+      await ch.basicPublish({ exchange: '', routingKey: queue, durable: true }, encodeGroupRecord(record));
+    } catch (e) {
+      this.#onError(storageError(`could not record group "${record.group}" of "${record.topic}" in the lag registry`, e));
+    }
   }
 
   async #ensureGroup(topic: string, group: string, partitions: number): Promise<void> {
@@ -303,6 +350,9 @@ export class RabbitMqTransport implements Transport {
         }),
       ),
     );
+    const record: GroupRecord = { topic, group, partitions };
+    this.#ownGroups.set(groupKey(topic, group), record);
+    await this.#registerGroup(record);
   }
 
   /**
@@ -367,6 +417,7 @@ export class RabbitMqTransport implements Transport {
     const receipts: PublishReceipt[] = new Array(prepared.length);
     const ch = await this.#publishChannel();
     const sends: Array<Promise<void>> = new Array(prepared.length);
+    const publishedAt = this.#clock.now();
     for (let i = 0; i < prepared.length; i++) {
       const { encoded, key } = prepared[i]!;
       const partition = key === undefined ? rr.next(partitions) : partitionForKey(key, partitions);
@@ -385,6 +436,10 @@ export class RabbitMqTransport implements Transport {
         },
         encoded.body,
       );
+      // Its pulse marker, right behind it on the same channel (lag.ts): position and time, no body.
+      ch.basicPublish({ exchange: '', routingKey: pulseQueue(exchange, partition), durable: true, messageId: position, headers: { [PUBLISHED_AT_HEADER]: publishedAt } }, EMPTY).catch((e: unknown) => {
+        if (ch.active) this.#onError(storageError(`pulse marker of ${position} on "${topic}" was not confirmed`, e));
+      });
     }
     const results = await this.#confirmed(sends, topic);
     const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
@@ -535,6 +590,117 @@ export class RabbitMqTransport implements Transport {
   // ── admin ────────────────────────────────────────────────────────────────
 
   /**
+   * Consumer lag per (topic, group, partition) of every group in the namespace (this process's
+   * and, through the registry stream, every other's), narrowed by `filter` (`LagSource`). A read
+   * only: passive declares and transient stream readers, no consume of a group queue, no
+   * declaration. Per call: one registry read, per group one pipelined round of passive declares,
+   * per partition one read of its pulse stream's end and, when it lags, one offset read.
+   * - `messages`: the queue's ready messages plus this transport's own unacked deliveries
+   *   (another process's unacked deliveries are not visible over AMQP).
+   * - `oldestUnhandledAt`: publish time (the publisher's clock) of the pulse marker `messages`
+   *   back from the partition's newest; `head` / `committed`: positions (message ids) of the
+   *   newest marker and of the one just before the oldest unhandled ('-1' when none).
+   * Errors: `HERALD_ERR_STORAGE` when the broker fails, `HERALD_ERR_CLOSED` after close.
+   */
+  async lag(filter: { readonly group?: string; readonly topic?: string } = {}): Promise<readonly PartitionLag[]> {
+    this.#open();
+    await this.#readRegistry();
+    const all = new Map<string, GroupRecord>([...this.#knownGroups, ...this.#ownGroups]);
+    const wanted = [...all.values()]
+      .filter((r) => (filter.group === undefined || r.group === filter.group) && (filter.topic === undefined || r.topic === filter.topic))
+      .sort((a, b) => (a.topic === b.topic ? (a.group < b.group ? -1 : 1) : a.topic < b.topic ? -1 : 1));
+    if (wanted.length === 0) return [];
+    const unacked = new Map<string, number>();
+    for (const sub of this.#subs) {
+      for (const [p, n] of sub.unackedByPartition()) {
+        const k = `${groupKey(sub.topic, sub.group)}\u0000${p}`;
+        unacked.set(k, (unacked.get(k) ?? 0) + n);
+      }
+    }
+    const heads = new Map<string, Promise<AsyncMessage | undefined>>();
+    const headOf = (queue: string): Promise<AsyncMessage | undefined> => {
+      let h = heads.get(queue);
+      if (!h) heads.set(queue, (h = this.#readPulse(queue, 'last', { take: 100_000, quietMs: 15, waitMs: 40 }).then((ms) => ms[ms.length - 1])));
+      return h;
+    };
+    const perGroup = await Promise.all(
+      wanted.map(async (r) => {
+        const ready = await this.#readyCounts(r);
+        if (!ready) return [];
+        const exchange = this.names.topicExchange(r.topic);
+        return Promise.all(
+          ready.map(async (n, partition): Promise<PartitionLag> => {
+            const messages = n + (unacked.get(`${groupKey(r.topic, r.group)}\u0000${partition}`) ?? 0);
+            const queue = pulseQueue(exchange, partition);
+            const newest = await headOf(queue);
+            const headOffset = newest ? streamOffset(newest) : undefined;
+            const head = newest ? positionOf(newest) : '-1';
+            if (messages === 0) return { topic: r.topic, group: r.group, partition, head, committed: head, messages, oldestUnhandledAt: undefined };
+            let committed = '-1';
+            let oldest: AsyncMessage | undefined;
+            if (headOffset !== undefined) {
+              const from = headOffset - messages;
+              const got = await this.#readPulse(queue, from >= 0 ? from : 'first', { take: from >= 0 ? 2 : 1, quietMs: 15, waitMs: 40 });
+              for (const m of got) {
+                const o = streamOffset(m);
+                if (o === from) committed = positionOf(m);
+                else if (oldest === undefined && o !== undefined && o > from) oldest = m;
+              }
+            }
+            const at = (oldest?.headers as Record<string, unknown> | undefined)?.[PUBLISHED_AT_HEADER];
+            return { topic: r.topic, group: r.group, partition, head, committed, messages, oldestUnhandledAt: typeof at === 'number' ? at : typeof at === 'bigint' ? Number(at) : undefined };
+          }),
+        );
+      }),
+    );
+    return perGroup.flat();
+  }
+
+  /** Ready messages of each of the group's partition queues (passive declares, pipelined); undefined when the group's queues are gone. */
+  async #readyCounts(r: GroupRecord): Promise<number[] | undefined> {
+    const ch = await this.#acquire();
+    try {
+      const ok = await Promise.all(Array.from({ length: r.partitions }, (_, p) => ch.queueDeclare({ queue: this.names.groupQueue(r.topic, r.group, p), passive: true })));
+      return ok.map((d) => d.messageCount);
+    } catch (e) {
+      if ((e as { code?: unknown })?.code === 'NOT_FOUND') return undefined;
+      throw storageError(`could not read the queues of group "${r.group}" on "${r.topic}"`, e);
+    } finally {
+      if (ch.active) await ch.close().catch(() => {});
+    }
+  }
+
+  /** Reads a stream from `offset` on a channel of its own (a missing stream closes it): [] when the stream does not exist. */
+  async #readPulse(queue: string, offset: number | 'first' | 'last', o: ReadOptions): Promise<AsyncMessage[]> {
+    const ch = await this.#acquire();
+    try {
+      await ch.basicQos({ prefetchCount: Math.min(o.take, 1000) });
+      return await readStream(ch, queue, offset, o);
+    } catch (e) {
+      if ((e as { code?: unknown })?.code === 'NOT_FOUND') return [];
+      throw storageError(`could not read the stream "${queue}"`, e);
+    } finally {
+      if (ch.active) await ch.close().catch(() => {});
+    }
+  }
+
+  /** Reads the registry stream from where this transport stopped (one read at a time). */
+  #readRegistry(): Promise<void> {
+    this.#registryRead ??= (async () => {
+      const got = await this.#readPulse(registryQueue(this.names.namespace), this.#registryNext ?? 'first', { take: 100_000, quietMs: 20, waitMs: 40 });
+      for (const m of got) {
+        const r = decodeGroupRecord(m.body);
+        if (r) this.#knownGroups.set(groupKey(r.topic, r.group), r);
+        const o = streamOffset(m);
+        if (o !== undefined) this.#registryNext = o + 1;
+      }
+    })().finally(() => {
+      this.#registryRead = undefined;
+    });
+    return this.#registryRead;
+  }
+
+  /**
    * Deletes a consumer group's partition queues, messages and all (the group starts afresh on
    * its next subscribe). Its members should be closed first. `partitions` defaults to the
    * topic's count.
@@ -604,6 +770,12 @@ export class RabbitMqTransport implements Transport {
 
 interface ChannelHolder {
   ch: Channel;
+}
+
+const EMPTY = Buffer.alloc(0);
+
+function positionOf(m: AsyncMessage): string {
+  return typeof m.messageId === 'string' && m.messageId !== '' ? m.messageId : '-1';
 }
 
 function groupKey(topic: string, group: string): string {
