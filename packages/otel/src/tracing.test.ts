@@ -8,11 +8,14 @@ import {
   createMemoryTransport,
   createOutboxRelay,
   createPublisher,
+  createScheduler,
+  defineCommand,
   defineEvent,
   MemoryDeadLetterStore,
   MemoryUnitOfWork,
   PermanentError,
 } from '@herald/core';
+import { createSagaRuntime, defineSaga, MemorySagaStore, onSuccess, send } from '@herald/eventsourcing';
 import { uniqueName, waitFor } from '@herald/testkit';
 import { testTracing } from './fixtures/flow.ts';
 
@@ -208,4 +211,86 @@ test('a message whose traceparent is not sampled gets no span; what its handler 
   await downstream.close();
   assert.equal(spansOf(traceId).length, 0, 'nothing recorded in an unsampled trace');
   assert.match(seen[0]!, new RegExp(`^00-${traceId}-[0-9a-f]{16}-00$`), 'the next hop carries the same unsampled trace');
+});
+
+test('saga steps: one span per step with the saga, instance and step, the child of the consumer span of the message that triggered it; a timer step too', async () => {
+  const name = uniqueName('ship');
+  const starts = uniqueName('shipments');
+  const work = uniqueName('warehouse');
+  const Id = z.object({ id: z.string() });
+  const Started = defineEvent('shipment.started', Id, { topic: starts, keyField: 'id' });
+  const Reserve = defineCommand('stock.reserve', Id, { topic: work, keyField: 'id' });
+  const Reserved = defineEvent('stock.reserved', Id, { topic: work, keyField: 'id' });
+  const Pack = defineCommand('parcel.pack', Id, { topic: work, keyField: 'id' });
+  const Packed = defineEvent('parcel.packed', Id, { topic: work, keyField: 'id' });
+  const saga = defineSaga<{ id: string }, { id: string }>({
+    name,
+    startedBy: { event: Started, key: (d) => d.id, init: (d) => ({ id: d.id }) },
+    steps: [
+      { name: 'reserve', action: (s) => send(Reserve, { id: s.id }), replies: [onSuccess(Reserved)] },
+      // Nobody packs: the step's timeout timer (a message with no triggering envelope) ends it.
+      { name: 'pack', action: (s) => send(Pack, { id: s.id }), replies: [onSuccess(Packed)], timeoutMs: 30 },
+    ],
+  });
+  const transport = createMemoryTransport();
+  const deadLetters = new MemoryDeadLetterStore();
+  const uow = new MemoryUnitOfWork();
+  const store = new MemorySagaStore();
+  const relay = createOutboxRelay({ store: uow, transport, leases: uow.leases, pollMs: 10 });
+  const scheduler = createScheduler({ store: uow, transport, leases: uow.leases, pollMs: 10 });
+  const runtime = createSagaRuntime({ sagas: [saga], store, unitOfWork: uow, transport, deadLetters, source: 'shipping-saga' });
+  const publisher = createPublisher({ transport, source: 'shop' });
+  const reservedId = `${name}-reserved`;
+  const warehouse = createConsumer({ transport, group: 'warehouse', deadLetters });
+  warehouse.handle(Reserve, async (data, ctx) => {
+    await publisher.publish(Reserved, data, { causedBy: ctx.envelope, id: reservedId });
+  });
+  await transport.ensureTopic(work);
+  await warehouse.start();
+  await runtime.start();
+  await relay.start();
+  await scheduler.start();
+  const startId = `${name}-start`;
+  await tracer.startActiveSpan('start shipment', async (root) => {
+    await publisher.publish(Started, { id: 's-1' }, { id: startId });
+    root.end();
+  });
+  const stepSpans = () => exporter.getFinishedSpans().filter((s) => s.name.startsWith(`saga ${name} `));
+  let status: string | undefined;
+  await waitFor(async () => (status = (await store.get(name, 's-1'))?.status) === 'compensated' && stepSpans().length === 3, {
+    timeoutMs: 5000,
+    what: () => `the saga timed out on "pack" (status ${status}, step spans ${stepSpans().map((s) => s.name).join(', ')})`,
+  });
+  await scheduler.close();
+  await relay.close();
+  await runtime.close();
+  await warehouse.close();
+  const instance = (await store.get(name, 's-1'))!;
+  const finished = exporter.getFinishedSpans();
+  const processOf = (topic: string, messageId: string | undefined): ReadableSpan => {
+    const found = finished.filter((s) => s.name === `process ${topic}` && s.attributes['messaging.consumer.group.name'] === `saga.${name}` && (messageId === undefined || s.attributes['messaging.message.id'] === messageId));
+    assert.equal(found.length, 1, `one saga consumer span on ${topic} for ${messageId ?? 'the timer'} (got ${found.length})`);
+    return found[0]!;
+  };
+  // The step recorded is the instance's step when the message arrived (the start event's type for the first).
+  const expected: Array<[string, ReadableSpan, string | undefined]> = [
+    [Started.type, processOf(starts, startId), startId],
+    ['reserve', processOf(work, reservedId), reservedId],
+    ['pack', processOf(saga.topic, undefined), undefined],
+  ];
+  assert.deepEqual(
+    stepSpans().map((s) => s.name).sort(),
+    expected.map(([step]) => `saga ${name} ${step}`).sort(),
+    'one span per step',
+  );
+  for (const [step, consumerSpan, messageId] of expected) {
+    const span = one(stepSpans(), `saga ${name} ${step}`);
+    assert.equal(span.kind, SpanKind.INTERNAL);
+    assert.equal(span.attributes['herald.saga'], name);
+    assert.equal(span.attributes['herald.saga.instance_id'], instance.id);
+    assert.equal(span.attributes['herald.saga.step'], step);
+    assert.equal(span.attributes['messaging.message.id'], messageId, messageId ? 'the triggering message' : 'a timer step has no triggering envelope');
+    assert.equal(span.spanContext().traceId, consumerSpan.spanContext().traceId, `step ${step}: in the trace of the consumer span`);
+    assert.equal(parentOf(span), consumerSpan.spanContext().spanId, `step ${step}: the child of the consumer span that handled its message`);
+  }
 });
