@@ -210,6 +210,68 @@ describe('rabbitmq transport (integration)', { skip }, () => {
     await conn.close();
   });
 
+  it('lag: several groups on one topic apart; delivered-but-unacked messages count; another instance finds the groups through the registry', async () => {
+    const t = broker.create();
+    const other = broker.create(); // never subscribes: what another process's /metrics sees
+    const topic = topicName('lag');
+    await t.ensureTopic(topic, { partitions: 2 });
+    const fast = t.subscribe(topic, { group: 'fast' });
+    const slow = t.subscribe(topic, { group: 'slow' });
+    const fastGot = await collect(fast);
+    const held: Delivery[] = [];
+    await collect(slow, (d) => held.push(d)); // never settled
+    await owned(fast, 2);
+    await owned(slow, 2);
+    const before = Date.now();
+    const receipts = await t.publish(topic, [msg('l-1', 'k'), msg('l-2', 'k'), msg('l-3', 'k')]);
+    const after = Date.now();
+    const p = receipts[0]!.partition;
+    assert.ok(receipts.every((r) => r.partition === p), 'one key, one partition');
+    await waitFor(() => fastGot.length === 3 && held.length === 3, { what: () => `both groups get the 3 messages (fast ${fastGot.length}, slow ${held.length})` });
+    const show = (ls: readonly { group: string; partition: number; messages: number; oldestUnhandledAt: number | undefined }[]): string =>
+      ls.map((l) => `${l.group}/p${l.partition}: ${l.messages} ${l.oldestUnhandledAt ?? '-'}`).join('; ');
+    let last: Awaited<ReturnType<typeof t.lag>> = [];
+    await waitFor(
+      async () => {
+        last = await t.lag({ topic });
+        return last.some((l) => l.group === 'fast') && last.filter((l) => l.group === 'fast').every((l) => l.messages === 0);
+      },
+      { what: () => `fast has no lag once it acked: ${show(last)}` },
+    );
+    const slowP = last.find((l) => l.group === 'slow' && l.partition === p);
+    assert.ok(slowP, `an entry for slow/p${p}: ${show(last)}`);
+    assert.equal(slowP.messages, 3, `the 3 delivered-but-unacked messages are slow's lag: ${show(last)}`);
+    assert.ok(slowP.oldestUnhandledAt !== undefined && slowP.oldestUnhandledAt >= before - 2000 && slowP.oldestUnhandledAt <= after + 2000, `dated within the publish: ${show(last)}`);
+    assert.equal(slowP.head, receipts[2]!.position, 'head is the newest message of the partition');
+    assert.equal(last.find((l) => l.group === 'fast' && l.partition === p)?.head, receipts[2]!.position, 'both groups share the partition head');
+    assert.deepEqual(
+      last.map((l) => `${l.group}/${l.partition}`),
+      ['fast/0', 'fast/1', 'slow/0', 'slow/1'],
+      'one entry per (group, partition), groups apart',
+    );
+    // Reading lag is no delivery: the held messages are still with slow, none redelivered.
+    assert.equal(held.length, 3);
+
+    // The member goes without acking: its messages go back to the queue and stay slow's lag,
+    // which an instance that never subscribed finds through the registry stream.
+    await slow.close({ timeoutMs: 0 });
+    await waitFor(
+      async () => {
+        last = await other.lag({ group: 'slow' });
+        return last.find((l) => l.partition === p)?.messages === 3;
+      },
+      { what: () => `another instance sees slow's 3 messages: ${show(last)}` },
+    );
+    assert.ok(last.every((l) => l.topic === topic && l.group === 'slow'));
+    const again = last.find((l) => l.partition === p)!;
+    assert.ok(again.oldestUnhandledAt !== undefined && again.oldestUnhandledAt >= before - 2000 && again.oldestUnhandledAt <= after + 2000, `same age seen from elsewhere: ${show(last)}`);
+    assert.equal(again.committed, '-1', 'nothing of slow was ever acked on that partition');
+    assert.ok((await other.lag()).some((l) => l.topic === topic && l.group === 'fast'), 'lag() with no filter reports the other groups too');
+    await fast.close({ timeoutMs: 100 });
+    await other.close();
+    await assert.rejects(other.lag(), (e: unknown) => isHeraldError(e, 'HERALD_ERR_CLOSED'));
+  });
+
   it('a member that stops announcing is dropped after memberTimeoutMs and its partitions move', async () => {
     const t1 = broker.create();
     const t2 = broker.create();
