@@ -307,6 +307,7 @@ export class RabbitMqTransport implements Transport, LagSource {
     try {
       this.#registryDeclared ??= this.#withChannel(async (h) => {
         await this.#declareQueue(h, queue, REGISTRY_ARGS);
+        this.#declaredQueues.add(queue);
       }).catch((e: unknown) => {
         this.#registryDeclared = undefined;
         throw e;
