@@ -62,6 +62,7 @@ interface RawCluster {
   refreshMetadata(): Promise<void>;
   refreshMetadataIfNecessary(): Promise<void>;
   addMultipleTargetTopics(topics: string[]): Promise<void>;
+  metadata(): Promise<{ topicMetadata: { topic: string; partitionMetadata: unknown[] }[] }>;
   getNodeIds(): number[];
   findBroker(node: { nodeId: string }): Promise<RawBroker>;
   findGroupCoordinator(group: { groupId: string }): Promise<RawBroker>;
@@ -87,6 +88,8 @@ export class KafkaLagReader {
   #canListGroups: boolean | undefined;
   #canDescribeGroups: boolean | undefined;
   readonly #timestamps = new Map<string, number>();
+  /** Topics seen in the cluster metadata (topics are not deleted under a running Herald). */
+  readonly #known = new Set<string>();
   readonly #inFlight = new Map<string, Promise<PartitionLag[]>>();
   /** group → its coordinator, until a read fails. */
   readonly #coordinators = new Map<string, Promise<RawBroker>>();
@@ -137,6 +140,9 @@ export class KafkaLagReader {
     // group → topic → partition → committed (next offset to read; -1: none)
     const committed = new Map<string, Map<string, Map<number, number>>>();
     const described = await this.#describeGroups(cluster, [...groups]);
+    // A topic asked for by name is looked up by every group's commits on it too (a broker without an all-topics
+    // OffsetFetch, like the mock, finds another client's group that way) — if it exists: a lag read creates nothing.
+    const named = filter.topic !== undefined && (await this.#topicExists(cluster, filter.topic)) ? filter.topic : undefined;
     await Promise.all(
       [...groups].map(async (group) => {
         const coordinator = await this.#coordinator(cluster, group);
@@ -145,7 +151,9 @@ export class KafkaLagReader {
         const all = await coordinator.offsetFetch({ groupId: group, topics: [] });
         addOffsets(byTopic, all.responses);
         const wanted = new Set<string>([...(local.get(group) ?? []), ...(described.get(group) ?? [])]);
-        const missing = [...wanted].filter((t) => !byTopic.has(t) && (filter.topic === undefined || filter.topic === t));
+        const missing = [...new Set([...wanted, ...(named === undefined ? [] : [named])])].filter(
+          (t) => !byTopic.has(t) && (filter.topic === undefined || filter.topic === t),
+        );
         if (missing.length > 0) {
           await cluster.addMultipleTargetTopics(missing);
           const topics = missing.map((topic) => ({ topic, partitions: cluster.findTopicPartitionMetadata(topic).map((p) => ({ partition: p.partitionId })) }));
@@ -327,6 +335,14 @@ export class KafkaLagReader {
       this.#canDescribeGroups = false;
       return out;
     }
+  }
+
+  /** Whether `topic` is in the cluster's metadata: one all-topics Metadata request, which (unlike naming it) auto-creates nothing. */
+  async #topicExists(cluster: RawCluster, topic: string): Promise<boolean> {
+    if (this.#known.has(topic)) return true;
+    const md = await cluster.metadata();
+    for (const t of md.topicMetadata) if (t.partitionMetadata.length > 0) this.#known.add(t.topic);
+    return this.#known.has(topic);
   }
 
   #coordinator(cluster: RawCluster, group: string): Promise<RawBroker> {

@@ -512,6 +512,96 @@ describe('kafka transport (integration)', { skip, concurrency: true, timeout: 12
   );
 
   it(
+    'consumer lag: two groups on one topic, delivered-but-unacked messages count, another client reads it, a read moves nothing',
+    withCtx(async (c) => {
+      const t = await c.transport();
+      const observer = await c.transport(); // another client (process) that never subscribes
+      const acked = uniqueName('g');
+      const holding = uniqueName('g');
+      const ca = c.consume(c.subscribe(t, acked), 'acked');
+      const held: Delivery[] = [];
+      const ch = c.consume(c.subscribe(t, holding), 'holding', (d) => void held.push(d)); // never settles on its own
+      await c.assigned([ca.sub], 'the acking group owns every partition');
+      await c.assigned([ch.sub], 'the holding group owns every partition');
+      const p0 = keyOn(0, 'lag');
+      const p1 = keyOn(1, 'lag');
+      const msgs = [...c.messages(0, 5, () => p0), ...c.messages(10, 3, () => p1)];
+      const before = Date.now();
+      await t.publish(c.topic, msgs);
+      const after = Date.now();
+      await c.received([ca], idsOf(msgs), 'the acking group');
+      await c.received([ch], idsOf(msgs), 'the holding group');
+      const show = (ls: readonly { partition: number; messages: number; committed: string; head: string }[]): string =>
+        ls.map((l) => `p${l.partition} ${l.messages} (head ${l.head}, committed ${l.committed})`).join('; ');
+
+      let last: Awaited<ReturnType<KafkaTransport['lag']>> = [];
+      await waitFor(
+        async () => (last = await t.lag({ group: acked, topic: c.topic })).length === TEST_PARTITIONS && last.every((l) => l.messages === 0),
+        { timeoutMs: 5000, what: () => `the acking group's lag should be 0 on ${TEST_PARTITIONS} partitions: ${show(last)}` },
+      );
+      assert.deepEqual(last.map((l) => [l.partition, l.head, l.committed, l.oldestUnhandledAt]), [
+        [0, '4', '4', undefined],
+        [1, '2', '2', undefined],
+        ...Array.from({ length: TEST_PARTITIONS - 2 }, (_, i) => [i + 2, '-1', '-1', undefined]),
+      ]);
+
+      // Delivered to the holding group's member, none acked: all of it is lag, dated within the publish.
+      const holdingLag = await t.lag({ group: holding, topic: c.topic });
+      assert.deepEqual(holdingLag.map((l) => [l.partition, l.messages, l.head, l.committed]), [
+        [0, 5, '4', '-1'],
+        [1, 3, '2', '-1'],
+        ...Array.from({ length: TEST_PARTITIONS - 2 }, (_, i) => [i + 2, 0, '-1', '-1']),
+      ], show(holdingLag));
+      for (const l of holdingLag.slice(0, 2)) {
+        assert.ok(l.oldestUnhandledAt! >= before - 2000 && l.oldestUnhandledAt! <= after + 2000, `p${l.partition}: appended at ${l.oldestUnhandledAt}, published ${before}–${after}`);
+      }
+      for (const l of holdingLag.slice(2)) assert.equal(l.oldestUnhandledAt, undefined, `p${l.partition} is empty: no age`);
+
+      // Both groups, with no filter; the topic filter alone too.
+      const all = await t.lag();
+      for (const g of [acked, holding]) assert.equal(all.filter((l) => l.group === g && l.topic === c.topic).length, TEST_PARTITIONS, `lag() lists ${g}`);
+      const byTopic = await t.lag({ topic: c.topic });
+      assert.deepEqual([...new Set(byTopic.map((l) => l.group))].sort(), [acked, holding].sort(), 'lag({ topic }) lists both groups on it');
+      assert.ok(byTopic.every((l) => l.topic === c.topic));
+
+      // A read moves nothing: no rebalance, no redelivery, the member's deliveries stay as they were.
+      await Promise.all(Array.from({ length: 5 }, () => Promise.all([t.lag(), observer.lag({ group: holding, topic: c.topic })])));
+      await sleep(1000);
+      assert.equal(held.length, msgs.length, 'no redelivery to the holding member after lag reads');
+      assert.ok(held.every((d) => d.attempt === 1 && !d.revoked.aborted), 'the holding member kept its partitions');
+      assert.deepEqual(ch.sub.assignment().length, TEST_PARTITIONS);
+
+      // Acking the first two on p0: the committed position moves, the rest is still lag; another client sees it by the commits.
+      for (const d of held.filter((x) => x.partition === 0).slice(0, 2)) d.ack();
+      let seen: Awaited<ReturnType<KafkaTransport['lag']>> = [];
+      await waitFor(async () => (seen = await observer.lag({ group: holding, topic: c.topic })).find((l) => l.partition === 0)?.committed === '1', {
+        timeoutMs: 5000,
+        what: () => `another client should see the holding group's commit on p0: ${show(seen)}`,
+      });
+      assert.deepEqual(seen.map((l) => [l.partition, l.messages, l.committed]), [
+        [0, 3, '1'],
+        [1, 3, '-1'],
+        ...Array.from({ length: TEST_PARTITIONS - 2 }, (_, i) => [i + 2, 0, '-1']),
+      ], show(seen));
+      const p0Before = holdingLag[0]!.oldestUnhandledAt!;
+      assert.ok(seen[0]!.oldestUnhandledAt! >= p0Before, 'the oldest unhandled message is now a later one');
+      assert.deepEqual(await observer.lag({ group: uniqueName('g'), topic: c.topic }), [], 'a group that never subscribed: no entries');
+      const ghost = uniqueName('t');
+      assert.deepEqual(await observer.lag({ group: holding, topic: ghost }), [], 'a topic that does not exist: no entries');
+      const admin = t.client.admin();
+      await admin.connect();
+      try {
+        assert.ok(!(await admin.listTopics()).includes(ghost), 'a lag read creates no topic');
+      } finally {
+        await admin.disconnect();
+      }
+
+      await observer.close();
+      await assert.rejects(observer.lag(), (e) => isHeraldError(e, 'HERALD_ERR_CLOSED'), 'lag() after close()');
+    }),
+  );
+
+  it(
     'router on Kafka: per-key order under parallelism, a dead letter after maxAttempts with the raw envelope kept',
     withCtx(async (c) => {
       const t = await c.transport();
