@@ -29,7 +29,10 @@ import {
 import { SeriesTree } from './series.ts';
 
 export interface OtelMetricsOptions extends MetricSources {
-  /** Where the instruments are created (default: the global one of @opentelemetry/api). */
+  /**
+   * Where the instruments are created (default: the global one of @opentelemetry/api, read
+   * now: the API has no proxy meter, so register the global provider before calling this).
+   */
   readonly meterProvider?: MeterProvider;
   /** `messaging.system` on the messaging metrics (default 'herald', as on spans). */
   readonly system?: string;

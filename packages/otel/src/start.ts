@@ -2,7 +2,8 @@
  * One call to turn Herald's channels into exported spans (and, optionally, Prometheus
  * metrics), configured the standard OpenTelemetry way: by `OTEL_*` environment variables.
  *
- * - `OTEL_SDK_DISABLED=true`: no tracer provider, no spans.
+ * - `OTEL_SDK_DISABLED=true`: no tracer or meter provider, no spans, no OpenTelemetry metrics
+ *   (Prometheus `metrics` still work).
  * - `OTEL_TRACES_EXPORTER`: `otlp` (default; OTLP over HTTP/protobuf-JSON to
  *   `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` / `OTEL_EXPORTER_OTLP_ENDPOINT`, default
  *   http://localhost:4318/v1/traces — Jaeger, Tempo, the Collector, Zipkin through the Collector),
