@@ -251,7 +251,7 @@ export function envelopeProblems(value: unknown, options: EnvelopeCheckOptions =
   if (v.data_base64 !== undefined && (typeof v.data_base64 !== 'string' || !BASE64_RE.test(v.data_base64))) {
     problems.push(`data_base64 must be a padded base64 string (RFC 4648) (got ${show(v.data_base64)})`);
   }
-  if (v.traceparent !== undefined && !isTraceparent(v.traceparent)) {
+  if (v.traceparent !== undefined && v.traceparent !== lastTraceparent && !isTraceparent(v.traceparent)) {
     problems.push(`traceparent must be a W3C traceparent "00-<32 hex>-<16 hex>-<2 hex>" with non-zero ids (got ${show(v.traceparent)})`);
   }
   if (v.tracestate !== undefined) {
@@ -389,6 +389,12 @@ function nameProblem(name: string): string {
   return `attribute name "${name}" breaks the CloudEvents naming rule (lower-case a-z and 0-9 only)`;
 }
 
+/**
+ * The last traceparent found valid: the envelopes of one batch (one producer span) share it,
+ * so it is parsed once per batch rather than once per envelope.
+ */
+let lastTraceparent: string | undefined;
+
 function isTraceparent(v: unknown): boolean {
   if (typeof v !== 'string') return false;
   const m = TRACEPARENT_RE.exec(v);
@@ -396,7 +402,9 @@ function isTraceparent(v: unknown): boolean {
   const [, version, traceId, parentId, , rest] = m;
   if (version === 'ff') return false;
   if (version === '00' && rest !== undefined) return false;
-  return !/^0+$/.test(traceId!) && !/^0+$/.test(parentId!);
+  if (/^0+$/.test(traceId!) || /^0+$/.test(parentId!)) return false;
+  lastTraceparent = v;
+  return true;
 }
 
 function isRfc3339(v: unknown): boolean {

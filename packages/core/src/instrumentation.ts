@@ -206,19 +206,16 @@ export function notify<M>(channel: dc.Channel, make: () => M): void {
 export function instrumentPublisher<D extends { readonly topic?: string | undefined }, O extends PublishTraceOptions>(
   source: string,
   primitives: {
-    envelope(definition: D, data: never, options?: O): Promise<{ topic: string; message: OutgoingMessage }>;
+    /** `trace`: the context a subscriber set at `start`, for envelopes whose options carry none. */
+    envelope(definition: D, data: never, options?: O, trace?: TraceContext): Promise<{ topic: string; message: OutgoingMessage }>;
     publishEnvelopes(topic: string, messages: readonly OutgoingMessage[]): Promise<readonly PublishReceipt[]>;
   },
 ): InstrumentedPublisher<D, O> {
   const ch = channels.publish;
   const { envelope: build, publishEnvelopes: send } = primitives;
-  const withTrace = (o: O | undefined, m: PublishMessage | undefined): O | undefined => {
-    if (m?.traceparent === undefined || o?.traceparent !== undefined) return o;
-    return { ...o, traceparent: m.traceparent, ...(m.tracestate !== undefined ? { tracestate: m.tracestate } : {}) } as O;
-  };
   const make = (operation: 'send' | 'create', topic: string | undefined, count: number) => (): PublishMessage => ({ operation, source, topic, count, messages: undefined });
   async function batch(items: readonly { readonly definition: D; readonly data: unknown; readonly options?: O }[], m: PublishMessage | undefined): Promise<readonly PublishReceipt[]> {
-    const built = await Promise.all(items.map((i) => build(i.definition, i.data as never, withTrace(i.options, m))));
+    const built = await Promise.all(items.map((i) => build(i.definition, i.data as never, i.options, m)));
     if (m) m.messages = built.map((b) => b.message);
     const byTopic = new Map<string, number[]>();
     built.forEach((b, i) => {
@@ -241,13 +238,13 @@ export function instrumentPublisher<D extends { readonly topic?: string | undefi
   return {
     envelope: (definition, data, o) =>
       traced(ch, make('create', o?.topic ?? definition.topic, 1), async (m) => {
-        const built = await build(definition, data as never, withTrace(o, m));
+        const built = await build(definition, data as never, o, m);
         if (m) m.messages = [built.message];
         return built;
       }),
     publish: (definition, data, o) =>
       traced(ch, make('send', o?.topic ?? definition.topic, 1), async (m) => {
-        const { topic, message } = await build(definition, data as never, withTrace(o, m));
+        const { topic, message } = await build(definition, data as never, o, m);
         if (m) m.messages = [message];
         const [receipt] = await send(topic, [message]);
         return receipt!;
@@ -271,6 +268,12 @@ export interface InstrumentedPublisher<D, O> {
   publish(definition: D, data: never, options?: O): Promise<PublishReceipt>;
   publishBatch(items: readonly { readonly definition: D; readonly data: unknown; readonly options?: O }[]): Promise<readonly PublishReceipt[]>;
   publishEnvelopes(topic: string, messages: readonly OutgoingMessage[]): Promise<readonly PublishReceipt[]>;
+}
+
+/** W3C trace context for an envelope (what a `herald:publish` subscriber sets at `start`). */
+export interface TraceContext {
+  readonly traceparent?: string | undefined;
+  readonly tracestate?: string | undefined;
 }
 
 interface PublishTraceOptions {
@@ -297,7 +300,8 @@ export interface PartitionLag {
 }
 
 /**
- * Optional interface of transports that can report consumer lag (SQLite and memory today).
+ * Optional interface of transports that can report consumer lag (every transport Herald ships
+ * but MQTT; the transport contract's consumer-lag scenario is its specification).
  * `lag()` reads every (topic, group, partition) the transport knows of; filters narrow it.
  * A read only: safe to call concurrently and from any process sharing the backend.
  */

@@ -96,6 +96,8 @@ export const ATTR = {
 } as const;
 
 const SPAN = Symbol('herald.otel.span');
+/** Unsampled producer contexts kept for reuse (a few per partition in flight is plenty). */
+const UNSAMPLED_CACHE_SIZE = 256;
 const propagator = new W3CTraceContextPropagator();
 const envelopeGetter: TextMapGetter<CloudEvent> = {
   keys: () => ['traceparent', 'tracestate'],
@@ -139,11 +141,9 @@ export function instrumentTracing(options: TracingOptions = {}): () => void {
   const system = options.system ?? 'herald';
   const storage = options.bindContext === false ? undefined : (options.contextStorage ?? globalContextStorage());
   const passThrough = options.unsampledPassThrough ?? true;
-  let lastUnsampled: { traceparent: string | undefined; tracestate: string | undefined; active: Context | undefined; span?: Span; ctx?: Context } = {
-    traceparent: undefined,
-    tracestate: undefined,
-    active: undefined,
-  };
+  // Unsampled producer contexts by traceparent: the messages of one producer batch share one,
+  // and a consumer interleaves a few batches across its partitions. Bounded: cleared when full.
+  const unsampledContexts = new Map<string, { readonly tracestate: string | undefined; readonly active: Context; readonly span: Span; readonly ctx: Context }>();
   const undo: (() => void)[] = [];
 
   function wire<M extends Message>(ch: TracingChannel<M, M>, start: (m: M, active: Context) => { span: Span; ctx: Context }, end?: (m: M, span: Span) => void): void {
@@ -216,18 +216,17 @@ export function instrumentTracing(options: TracingOptions = {}): () => void {
   );
 
   wire<HandleMessage>(channels.handle, (m, active) => {
-    if (passThrough && !m.redrive) {
-      // One-entry cache: a batch's messages share their producer's traceparent.
-      const tp = m.envelope.traceparent;
-      if (tp !== undefined && tp === lastUnsampled.traceparent && m.envelope.tracestate === lastUnsampled.tracestate && active === lastUnsampled.active) {
-        return { span: lastUnsampled.span!, ctx: lastUnsampled.ctx! };
-      }
+    const tp = m.envelope.traceparent;
+    if (passThrough && !m.redrive && tp !== undefined) {
+      const hit = unsampledContexts.get(tp);
+      if (hit !== undefined && hit.tracestate === m.envelope.tracestate && hit.active === active) return hit;
       const unsampled = unsampledParent(m.envelope);
       if (unsampled) {
         const span = trace.wrapSpanContext(unsampled);
-        const ctx = trace.setSpan(active, span);
-        lastUnsampled = { traceparent: tp, tracestate: m.envelope.tracestate, active, span, ctx };
-        return { span, ctx };
+        const entry = { tracestate: m.envelope.tracestate, active, span, ctx: trace.setSpan(active, span) };
+        if (unsampledContexts.size >= UNSAMPLED_CACHE_SIZE) unsampledContexts.clear();
+        unsampledContexts.set(tp, entry);
+        return entry;
       }
     }
     const producer = envelopeContext(m.envelope, active);
