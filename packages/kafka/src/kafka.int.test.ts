@@ -25,7 +25,7 @@ import {
 import { assertDelivered, assertOrderPerKey, Collector, idOf, sleep, uniqueName, waitFor, withScope, type Scope } from '@herald/testkit';
 import kafkajs from 'kafkajs';
 import { brokerSkipReason, brokers, externalBrokers, TEST_PARTITIONS, testTransport } from './test-support.ts';
-import type { KafkaTransport } from './kafka-transport.ts';
+import { createKafkaTransport, type KafkaTransport } from './kafka-transport.ts';
 
 const skip = brokerSkipReason();
 /**
@@ -600,6 +600,15 @@ describe('kafka transport (integration)', { skip, concurrency: true, timeout: 12
       await assert.rejects(observer.lag(), (e) => isHeraldError(e, 'HERALD_ERR_CLOSED'), 'lag() after close()');
     }),
   );
+
+  it('consumer lag: an unreachable broker rejects with HERALD_ERR_STORAGE naming the cause', async () => {
+    const t = createKafkaTransport({ brokers: ['127.0.0.1:1'], retry: { retries: 0, initialRetryTime: 10 }, kafka: { connectionTimeout: 300 } });
+    try {
+      await assert.rejects(t.lag({ group: 'g' }), (e) => isHeraldError(e, 'HERALD_ERR_STORAGE') && /consumer lag could not be read/.test((e as Error).message) && (e as Error).cause !== undefined);
+    } finally {
+      await t.close();
+    }
+  });
 
   it(
     'router on Kafka: per-key order under parallelism, a dead letter after maxAttempts with the raw envelope kept',
