@@ -170,7 +170,7 @@ export function traced<M extends object, R>(channel: dc.TracingChannel<M, M>, ma
   if (!(channel as unknown as AnyTracing).hasSubscribers) return fn(undefined);
   const message = make();
   // Always a promise (a synchronous throw becomes a rejection), so subscribers always see asyncEnd.
-  return channel.tracePromise(async (m: M) => fn(m), message, undefined, message);
+  return channel.tracePromise(callAsPromise as (f: typeof fn, m: M) => Promise<R>, message, undefined, fn, message);
 }
 
 /** Runs one handler attempt under `herald:handle`. */
@@ -187,7 +187,20 @@ export function traceHandle<C extends HandleFields>(fn: (ctx: C) => Promise<void
     redrive: ctx.redrive,
     position: ctx.delivery?.position,
   };
-  return channels.handle.tracePromise(async (c: C) => fn(c), message, undefined, ctx);
+  return channels.handle.tracePromise(callAsPromise as (f: typeof fn, c: C) => Promise<void>, message, undefined, fn, ctx);
+}
+
+/**
+ * `fn(arg)` as a promise — a synchronous throw becomes a rejection, so a traced operation
+ * always ends with `asyncEnd` — without an async wrapper's extra promise and closure per call.
+ */
+function callAsPromise<A, R>(fn: (arg: A) => R | Promise<R>, arg: A): Promise<R> {
+  try {
+    const r = fn(arg);
+    return r instanceof Promise ? r : Promise.resolve(r);
+  } catch (e) {
+    return Promise.reject(e);
+  }
 }
 
 /** Publishes on a plain channel only when someone listens; `make` builds the message lazily. */
