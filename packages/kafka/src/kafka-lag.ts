@@ -105,10 +105,10 @@ export class KafkaLagReader {
     let p = this.#inFlight.get(key);
     if (!p) {
       p = this.#read(filter)
-        .catch(async (e: unknown) => {
+        .catch((e: unknown) => {
           // A moved leader or coordinator: refresh for the next call, and report this one.
           this.#coordinators.clear();
-          await this.#cluster?.then((c) => c.refreshMetadata()).catch(() => {});
+          void this.#cluster?.then((c) => c.refreshMetadata()).catch(() => {});
           if (e instanceof HeraldError) throw e;
           throw new HeraldError('HERALD_ERR_STORAGE', `kafka consumer lag could not be read: ${(e as Error)?.message ?? String(e)}`, { cause: e });
         })
