@@ -24,3 +24,5 @@ export { createPostgresSchedulerStore, PostgresSchedulerStore } from './schedule
 export type { PostgresSchedulerStoreOptions } from './scheduler-store.ts';
 export { createPostgresSagaStore, PostgresSagaStore } from './saga-store.ts';
 export type { PostgresSagaStoreOptions } from './saga-store.ts';
+export { readPostgresCausation } from './causation.ts';
+export type { PostgresCausationReadOptions } from './causation.ts';
