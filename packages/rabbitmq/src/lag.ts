@@ -6,11 +6,20 @@
  * requeue at the back) and bumps its delivery count. So the transport keeps two small side
  * structures in **stream** queues, which consumers read from an offset without consuming:
  *
- * - a *pulse* stream per (topic, partition): publishers append one empty marker per message,
- *   right after the message on the same channel, carrying its position (messageId) and the
- *   publish time. The marker `n` back from the stream's end is the message `n` back from the
- *   partition's newest one, so the oldest of a group's `n` unhandled messages is dated by one
- *   offset read. Bounded by `x-max-length-bytes` (older markers go first).
+ * - a *pulse* stream per (topic, partition): markers are sampled in time. A publisher appends an
+ *   empty marker right behind the first message it sends to the partition and then behind the
+ *   first one sent when its previous marker there is at least `lagMarkIntervalMs` old, plus one
+ *   trailing marker for its newest message once that long has passed since its previous marker
+ *   (so the messages after a burst get counted). A marker carries the position (messageId) and
+ *   publish time of the message it follows, and how many of the publisher's messages on the
+ *   partition it accounts for since its previous marker there (`herald-pulse-count`; 1 when
+ *   absent). Markers are not awaited by the publish they follow (a lost one only makes ages
+ *   coarser). `lag()` walks the markers back from the stream's end, adding up their counts,
+ *   to the newest marker at or before the oldest of a group's `n` unhandled messages (at
+ *   position p, published at T): its time is in [T − interval, T], so the reported age is at
+ *   most one interval too old (messages a publisher sent in the last interval are not yet
+ *   counted; for that long after a burst the age can be older still). Bounded by
+ *   `x-max-length-bytes` (older markers go first).
  * - a *group registry* stream per namespace: every transport appends {topic, group,
  *   partitions} when it declares a group's queues, so `lag()` finds other processes' groups
  *   (AMQP cannot list queues). Read incrementally: each transport remembers where it stopped.
@@ -24,6 +33,9 @@ import type { AsyncMessage, Channel } from 'rabbitmq-client';
 
 /** Header of a pulse marker: epoch ms at which the publisher sent the message. */
 export const PUBLISHED_AT_HEADER = 'herald-published-at';
+
+/** Header of a pulse marker: messages of its publisher on the partition it accounts for (those after that publisher's previous marker, up to and including its own). */
+export const PULSE_COUNT_HEADER = 'herald-pulse-count';
 
 /** Arguments of the pulse and registry streams (size-bounded; streams do not take x-expires). */
 export const PULSE_ARGS: Readonly<Record<string, unknown>> = Object.freeze({
@@ -87,6 +99,8 @@ export interface ReadOptions {
   readonly take: number;
   /** After an entry, stop when no other arrives within this long, ms (the end of the log has no marker over AMQP). */
   readonly quietMs: number;
+  /** Stop at the entry with this offset or a later one (a known end: no quiet wait). */
+  readonly until?: number;
   /** Stop when nothing arrives within this long, ms (an empty stream, or an offset past the end). */
   readonly waitMs: number;
 }
@@ -117,7 +131,8 @@ export function readStream(ch: Channel, queue: string, offset: number | 'first' 
       got.push(m);
       // Credit for the next entry (a stream ack moves nothing: there is no position to move).
       if (ch.active) void ch.basicAck({ deliveryTag: m.deliveryTag });
-      if (got.length >= o.take) finish();
+      const at = o.until === undefined ? undefined : streamOffset(m);
+      if (got.length >= o.take || (at !== undefined && at >= o.until!)) finish();
       else arm(o.quietMs);
     }).then(
       (r) => {

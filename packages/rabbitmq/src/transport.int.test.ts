@@ -242,8 +242,8 @@ describe('rabbitmq transport (integration)', { skip }, () => {
     assert.ok(slowP, `an entry for slow/p${p}: ${show(last)}`);
     assert.equal(slowP.messages, 3, `the 3 delivered-but-unacked messages are slow's lag: ${show(last)}`);
     assert.ok(slowP.oldestUnhandledAt !== undefined && slowP.oldestUnhandledAt >= before - 2000 && slowP.oldestUnhandledAt <= after + 2000, `dated within the publish: ${show(last)}`);
-    assert.equal(slowP.head, receipts[2]!.position, 'head is the newest message of the partition');
-    assert.equal(last.find((l) => l.group === 'fast' && l.partition === p)?.head, receipts[2]!.position, 'both groups share the partition head');
+    assert.equal(slowP.head, receipts[0]!.position, 'head is the newest marked message of the partition (markers are sampled: the first of the burst)');
+    assert.equal(last.find((l) => l.group === 'fast' && l.partition === p)?.head, receipts[0]!.position, 'both groups share the partition head');
     assert.deepEqual(
       last.map((l) => `${l.group}/${l.partition}`),
       ['fast/0', 'fast/1', 'slow/0', 'slow/1'],
@@ -270,6 +270,59 @@ describe('rabbitmq transport (integration)', { skip }, () => {
     await fast.close({ timeoutMs: 100 });
     await other.close();
     await assert.rejects(other.lag(), (e: unknown) => isHeraldError(e, 'HERALD_ERR_CLOSED'));
+  });
+
+  it('lag markers are sampled: many messages within one interval on a partition make one marker, the age stays within the interval', async () => {
+    const interval = 1500;
+    const t = broker.create({ lagMarkIntervalMs: interval });
+    const topic = topicName('lagmark');
+    await t.ensureTopic(topic, { partitions: 2 });
+    const g = t.subscribe(topic, { group: 'g' });
+    await collect(g, () => {}); // never settled
+    await owned(g, 2);
+    await g.close({ timeoutMs: 0 }); // the group queues stay: the messages below are its lag
+    const first = Date.now();
+    const receipts: { partition: number; position: string }[] = [];
+    for (let i = 0; i < 20; i++) receipts.push(...(await t.publish(topic, [msg(`m-${i}`, 'k'), msg(`n-${i}`, 'k')])));
+    const p = receipts[0]!.partition;
+    assert.ok(Date.now() - first < interval, 'the 40 messages went out within one interval');
+    // Read the partition's pulse stream from its start with a plain client.
+    const conn = new Connection(RABBITMQ_URL);
+    const readMarkers = async (): Promise<{ id: unknown; count: unknown }[]> => {
+      const ch = await conn.acquire();
+      await ch.basicQos({ prefetchCount: 100 });
+      const got: { id: unknown; count: unknown }[] = [];
+      await ch.basicConsume({ queue: `${t.names.topicExchange(topic)}:pulse:${p}`, arguments: { 'x-stream-offset': 'first' } }, (m) => {
+        got.push({ id: m.messageId, count: m.headers?.['herald-pulse-count'] });
+        void ch.basicAck({ deliveryTag: m.deliveryTag });
+      });
+      await sleep(300);
+      await ch.close();
+      return got;
+    };
+    assert.deepEqual(await readMarkers(), [{ id: receipts[0]!.position, count: 1 }], 'one marker, behind the first message');
+    let last: Awaited<ReturnType<typeof t.lag>> = [];
+    await waitFor(
+      async () => {
+        last = await t.lag({ topic, group: 'g' });
+        return last.find((l) => l.partition === p)?.messages === 40;
+      },
+      { what: () => `40 messages of lag on p${p}: ${JSON.stringify(last)}` },
+    );
+    const l = last.find((x) => x.partition === p)!;
+    assert.ok(l.oldestUnhandledAt !== undefined && l.oldestUnhandledAt >= first - interval && l.oldestUnhandledAt <= first + 50, `dated within one interval of the oldest message (${l.oldestUnhandledAt} vs ${first})`);
+    // After the interval, a trailing marker counts the 39 others; the age is still the first message's.
+    await waitFor(async () => (await readMarkers()).length === 2, { timeoutMs: interval + 3000, what: () => 'a trailing marker after the interval' });
+    assert.deepEqual(await readMarkers(), [
+      { id: receipts[0]!.position, count: 1 },
+      { id: receipts[39]!.position, count: 39 },
+    ]);
+    const again = (await t.lag({ topic, group: 'g' })).find((x) => x.partition === p)!;
+    assert.equal(again.messages, 40);
+    assert.equal(again.oldestUnhandledAt, l.oldestUnhandledAt, 'the oldest unhandled message is still dated by the first marker');
+    assert.equal(again.head, receipts[39]!.position);
+    await conn.close();
+    await t.close();
   });
 
   it('a member that stops announcing is dropped after memberTimeoutMs and its partitions move', async () => {

@@ -55,6 +55,7 @@ import {
   type SubscribeOptions,
   type Subscription,
   systemClock,
+  type TimerHandle,
   type TopicInfo,
   TOPIC_NAME_RE,
   type Transport,
@@ -63,7 +64,7 @@ import {
 import { RoundRobin, tooLarge } from '@herald/core/internal';
 import { type AsyncMessage, type Channel, Connection, type ConnectionOptions, type ReturnedMessage } from 'rabbitmq-client';
 import { copyHeaders, encodeMessage, type EncodedMessage } from './binding.ts';
-import { decodeGroupRecord, encodeGroupRecord, type GroupRecord, PUBLISHED_AT_HEADER, PULSE_ARGS, pulseQueue, readStream, type ReadOptions, REGISTRY_ARGS, registryQueue, streamOffset } from './lag.ts';
+import { decodeGroupRecord, encodeGroupRecord, type GroupRecord, PUBLISHED_AT_HEADER, PULSE_ARGS, PULSE_COUNT_HEADER, pulseQueue, readStream, type ReadOptions, REGISTRY_ARGS, registryQueue, streamOffset } from './lag.ts';
 import { NAMESPACE_RE, Names } from './names.ts';
 import { RabbitMqSubscription, type SubscriptionContext } from './subscription.ts';
 
@@ -95,6 +96,14 @@ export interface RabbitMqTransportOptions {
   readonly revokeTimeoutMs?: number;
   /** How long publish waits for a lost connection to come back, and then for its confirms, ms (default 10 000); past it, HERALD_ERR_STORAGE. */
   readonly publishTimeoutMs?: number;
+  /**
+   * Least time between two consumer-lag markers this transport appends to a partition's pulse
+   * stream, ms (default 1000; 0: a marker behind every message). Besides the first message it
+   * sends to a partition, a message gets a marker only when the previous one there is at least
+   * this old, and a trailing marker counts the messages after it once that long has passed
+   * (lag.ts). `lag()` ages are at most this much too old.
+   */
+  readonly lagMarkIntervalMs?: number;
   readonly clock?: Clock;
   /** Errors the transport handled itself (connection loss, retried setup, returned delayed copies); for logs. */
   readonly onError?: (error: unknown) => void;
@@ -119,6 +128,20 @@ export function createRabbitMqTransport(options: RabbitMqTransportOptions = {}):
   return new RabbitMqTransport(options);
 }
 
+/** One (topic, partition)'s pulse markers from this transport (lag.ts). */
+interface PulseState {
+  readonly queue: string;
+  readonly topic: string;
+  /** Publish time of the message the last marker followed. */
+  lastAt: number;
+  /** Messages sent since the last marker (the trailing marker counts them). */
+  pending: number;
+  /** The newest of them. */
+  position: string;
+  at: number;
+  timer: TimerHandle | undefined;
+}
+
 interface PreparedMessage {
   readonly encoded: EncodedMessage;
   readonly key: string | undefined;
@@ -138,6 +161,9 @@ export class RabbitMqTransport implements Transport, LagSource {
   readonly #unroutedMaxLength: number;
   readonly #queueExpiresMs: number;
   readonly #publishTimeoutMs: number;
+  readonly #lagMarkIntervalMs: number;
+  /** Pulse marker state per topic, indexed by partition. */
+  readonly #pulses = new Map<string, Array<PulseState | undefined>>();
   readonly #topics = new Map<string, Promise<TopicInfo>>();
   readonly #groups = new Map<string, Promise<void>>();
   /** Groups this transport declared, and groups read from the namespace's registry stream (see lag.ts). */
@@ -174,6 +200,7 @@ export class RabbitMqTransport implements Transport, LagSource {
     const memberTimeoutMs = checkInt('memberTimeoutMs', options.memberTimeoutMs ?? 3000, heartbeatMs + 1, 3_600_000);
     const publishTimeoutMs = checkInt('publishTimeoutMs', options.publishTimeoutMs ?? 10_000, 1, 3_600_000);
     this.#publishTimeoutMs = publishTimeoutMs;
+    this.#lagMarkIntervalMs = checkInt('lagMarkIntervalMs', options.lagMarkIntervalMs ?? 1000, 0, 3_600_000);
     this.capabilities = Object.freeze({
       ackModel: 'message',
       assignment: 'broker',
@@ -419,6 +446,8 @@ export class RabbitMqTransport implements Transport, LagSource {
     const ch = await this.#publishChannel();
     const sends: Array<Promise<void>> = new Array(prepared.length);
     const publishedAt = this.#clock.now();
+    let pulses = this.#pulses.get(topic);
+    if (!pulses || pulses.length !== partitions) this.#pulses.set(topic, (pulses = new Array<PulseState | undefined>(partitions)));
     for (let i = 0; i < prepared.length; i++) {
       const { encoded, key } = prepared[i]!;
       const partition = key === undefined ? rr.next(partitions) : partitionForKey(key, partitions);
@@ -437,10 +466,24 @@ export class RabbitMqTransport implements Transport, LagSource {
         },
         encoded.body,
       );
-      // Its pulse marker, right behind it on the same channel (lag.ts): position and time, no body.
-      ch.basicPublish({ exchange: '', routingKey: pulseQueue(exchange, partition), durable: true, messageId: position, headers: { [PUBLISHED_AT_HEADER]: publishedAt } }, EMPTY).catch((e: unknown) => {
-        if (ch.active) this.#onError(storageError(`pulse marker of ${position} on "${topic}" was not confirmed`, e));
-      });
+      // A pulse marker right behind it on the same channel when the partition's last one is an
+      // interval old (lag.ts); otherwise counted by the next one. Its confirm is not awaited.
+      const pulse = pulses[partition];
+      if (pulse === undefined) {
+        pulses[partition] = { queue: pulseQueue(exchange, partition), topic, lastAt: publishedAt, pending: 0, position, at: publishedAt, timer: undefined };
+        this.#mark(ch, pulses[partition]!.queue, topic, position, publishedAt, 1);
+      } else if (publishedAt - pulse.lastAt >= this.#lagMarkIntervalMs) {
+        this.#mark(ch, pulse.queue, topic, position, publishedAt, pulse.pending + 1);
+        pulse.lastAt = publishedAt;
+        pulse.pending = 0;
+        pulse.timer?.cancel();
+        pulse.timer = undefined;
+      } else {
+        pulse.pending++;
+        pulse.position = position;
+        pulse.at = publishedAt;
+        pulse.timer ??= this.#clock.setTimer(() => this.#trail(pulse), pulse.lastAt + this.#lagMarkIntervalMs - publishedAt, { unref: true });
+      }
     }
     const results = await this.#confirmed(sends, topic);
     const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
@@ -465,6 +508,23 @@ export class RabbitMqTransport implements Transport, LagSource {
       });
     }
     return receipts;
+  }
+
+  /** Appends a pulse marker (lag.ts): `count` messages up to and including `position`, the newest sent at `at`. Not awaited. */
+  #mark(ch: Channel, queue: string, topic: string, position: string, at: number, count: number): void {
+    ch.basicPublish({ exchange: '', routingKey: queue, durable: true, messageId: position, headers: { [PUBLISHED_AT_HEADER]: at, [PULSE_COUNT_HEADER]: count } }, EMPTY).catch((e: unknown) => {
+      if (ch.active) this.#onError(storageError(`pulse marker of ${position} on "${topic}" was not confirmed`, e));
+    });
+  }
+
+  /** The trailing marker of a partition's messages since its last marker (kept for the next one while the channel is down). */
+  #trail(pulse: PulseState): void {
+    pulse.timer = undefined;
+    const ch = this.#pubChannel;
+    if (pulse.pending === 0 || !ch?.active) return;
+    this.#mark(ch, pulse.queue, pulse.topic, pulse.position, pulse.at, pulse.pending);
+    pulse.lastAt = pulse.at;
+    pulse.pending = 0;
   }
 
   /** Settles every send, or rejects the unsettled ones after publishTimeoutMs (a blocked or silent broker). */
@@ -595,12 +655,17 @@ export class RabbitMqTransport implements Transport, LagSource {
    * and, through the registry stream, every other's), narrowed by `filter` (`LagSource`). A read
    * only: passive declares and transient stream readers, no consume of a group queue, no
    * declaration. Per call: one registry read, per group one pipelined round of passive declares,
-   * per partition one read of its pulse stream's end and, when it lags, one offset read.
+   * per partition one read of its pulse stream's last chunk and, when it lags, reads of the
+   * markers before it (32, then up to 2048 in all), each stopping at a known offset.
    * - `messages`: the queue's ready messages plus this transport's own unacked deliveries
    *   (another process's unacked deliveries are not visible over AMQP).
-   * - `oldestUnhandledAt`: publish time (the publisher's clock) of the pulse marker `messages`
-   *   back from the partition's newest; `head` / `committed`: positions (message ids) of the
-   *   newest marker and of the one just before the oldest unhandled ('-1' when none).
+   * - `oldestUnhandledAt`: publish time (the publisher's clock) of the newest marker at or before
+   *   the oldest unhandled message, found by adding up marker counts back from the stream's end:
+   *   at most `lagMarkIntervalMs` (of the publisher) older than that message's own time; a
+   *   backlog reaching past the markers read is dated by the oldest one read (too young).
+   *   `head` / `committed`: positions (message ids) of the newest marker and of the newest marker
+   *   before the oldest unhandled message ('-1' when none): markers are sampled, so these are
+   *   positions of marked messages only.
    * Errors: `HERALD_ERR_STORAGE` when the broker fails, `HERALD_ERR_CLOSED` after close.
    */
   async lag(filter: { readonly group?: string; readonly topic?: string } = {}): Promise<readonly PartitionLag[]> {
@@ -621,7 +686,8 @@ export class RabbitMqTransport implements Transport, LagSource {
     const heads = new Map<string, Promise<AsyncMessage | undefined>>();
     const headOf = (queue: string): Promise<AsyncMessage | undefined> => {
       let h = heads.get(queue);
-      if (!h) heads.set(queue, (h = this.#readPulse(queue, 'last', { take: 100_000, quietMs: 15, waitMs: 40 }).then((ms) => ms[ms.length - 1])));
+      // The last chunk's entries arrive together: a short quiet ends the read.
+      if (!h) heads.set(queue, (h = this.#readPulse(queue, 'last', { take: 100_000, quietMs: 3, waitMs: 40 }).then((ms) => ms[ms.length - 1])));
       return h;
     };
     const perGroup = await Promise.all(
@@ -637,17 +703,7 @@ export class RabbitMqTransport implements Transport, LagSource {
             const headOffset = newest ? streamOffset(newest) : undefined;
             const head = newest ? positionOf(newest) : '-1';
             if (messages === 0) return { topic: r.topic, group: r.group, partition, head, committed: head, messages, oldestUnhandledAt: undefined };
-            let committed = '-1';
-            let oldest: AsyncMessage | undefined;
-            if (headOffset !== undefined) {
-              const from = headOffset - messages;
-              const got = await this.#readPulse(queue, from >= 0 ? from : 'first', { take: from >= 0 ? 2 : 1, quietMs: 15, waitMs: 40 });
-              for (const m of got) {
-                const o = streamOffset(m);
-                if (o === from) committed = positionOf(m);
-                else if (oldest === undefined && o !== undefined && o > from) oldest = m;
-              }
-            }
+            const { oldest, committed } = headOffset === undefined || !newest ? { oldest: undefined, committed: '-1' } : await this.#markerAtOrBefore(queue, newest, headOffset, messages);
             const at = (oldest?.headers as Record<string, unknown> | undefined)?.[PUBLISHED_AT_HEADER];
             return { topic: r.topic, group: r.group, partition, head, committed, messages, oldestUnhandledAt: typeof at === 'number' ? at : typeof at === 'bigint' ? Number(at) : undefined };
           }),
@@ -655,6 +711,41 @@ export class RabbitMqTransport implements Transport, LagSource {
       }),
     );
     return perGroup.flat();
+  }
+
+  /**
+   * The newest pulse marker at or before the `n`th newest message of the partition (the oldest
+   * unhandled one), and the newest marker before that message: walks back from `newest` (at
+   * `end`), adding up marker counts, in windows read up to a known offset (no quiet wait).
+   */
+  async #markerAtOrBefore(queue: string, newest: AsyncMessage, end: number, n: number): Promise<{ oldest: AsyncMessage | undefined; committed: string }> {
+    let after = 0; // messages after the examined marker's own, counted by newer markers
+    let exact: AsyncMessage | undefined; // a marker whose own message is the oldest unhandled
+    let oldestRead = newest;
+    let got: AsyncMessage[] = [newest];
+    let hi = end;
+    let from = end;
+    for (;;) {
+      for (let i = got.length - 1; i >= 0; i--) {
+        const m = got[i]!;
+        const o = streamOffset(m);
+        if (o === undefined || o > hi) continue;
+        oldestRead = m;
+        if (exact) return { oldest: exact, committed: positionOf(m) };
+        if (after + 1 > n) return { oldest: m, committed: positionOf(m) };
+        if (after + 1 === n) exact = m;
+        after += countOf(m);
+      }
+      const low = streamOffset(oldestRead) ?? 0;
+      // Stop at the stream's start (offset 0, or above the offset asked for: retention dropped
+      // older markers) or after MAX_MARKERS_READ markers.
+      if (low <= 0 || low > from || end - low + 1 >= MAX_MARKERS_READ) break;
+      hi = low - 1;
+      from = Math.max(0, hi - (end - low + 1 < 32 ? 31 : Math.min(1023, MAX_MARKERS_READ - (end - low + 1) - 1)));
+      got = await this.#readPulse(queue, from, { take: hi - from + 1, until: hi, quietMs: 40, waitMs: 40 });
+      if (got.length === 0) break;
+    }
+    return { oldest: exact ?? oldestRead, committed: '-1' };
   }
 
   /** Ready messages of each of the group's partition queues (passive declares, pipelined); undefined when the group's queues are gone. */
@@ -735,6 +826,13 @@ export class RabbitMqTransport implements Transport, LagSource {
     this.#closed = true;
     await Promise.all([...this.#subs].map((s) => s.close({ timeoutMs })));
     await this.#pubChannelPending?.catch(() => {});
+    for (const pulses of this.#pulses.values()) {
+      for (const p of pulses) {
+        if (p?.timer === undefined) continue;
+        p.timer.cancel();
+        this.#trail(p);
+      }
+    }
     await this.#pubChannel?.close().catch(() => {});
     // A connection that never came up is destroyed rather than waited for; so is one whose
     // close (which waits for every channel) does not finish within the time left.
@@ -774,6 +872,16 @@ interface ChannelHolder {
 }
 
 const EMPTY = Buffer.alloc(0);
+
+/** Markers `lag()` reads back from a pulse stream's end at most, per partition. */
+const MAX_MARKERS_READ = 2048;
+
+/** Messages a pulse marker accounts for (markers written before sampling carry no count: 1 each). */
+function countOf(m: AsyncMessage): number {
+  const v = (m.headers as Record<string, unknown> | undefined)?.[PULSE_COUNT_HEADER];
+  const n = typeof v === 'number' ? v : typeof v === 'bigint' ? Number(v) : 1;
+  return Number.isInteger(n) && n >= 1 ? n : 1;
+}
 
 function positionOf(m: AsyncMessage): string {
   return typeof m.messageId === 'string' && m.messageId !== '' ? m.messageId : '-1';
