@@ -3,7 +3,7 @@
  * from the transport's `lag()`, messages published per topic from one read of its partition
  * counters; nothing is written except migrations (`create`).
  */
-import { HeraldError, type LagSource } from '@herald/core';
+import { buildCausationGraph, type CausationGraph, type CausationMessage, type CausationNode as GraphNode, type LagSource } from '@herald/core';
 import type { RebuildOptions } from '@herald/eventsourcing';
 import type { CausationNode, TopicStats } from '@herald/console';
 import {
@@ -18,8 +18,9 @@ import {
   type PgDatabase,
   PostgresDeadLetterStore,
   type PostgresProjectionDefinition,
+  readPostgresCausation,
 } from '@herald/postgres';
-import { causationNodes, type DeadLetterRow, type EventRow, loadProjectionModule, loadViews, rebuildOnce, type MessageRow, type OpenBackend, type OpenBackendOptions, recentStreams, sagaSource } from './backend-common.ts';
+import { loadProjectionModule, loadViews, rebuildOnce, type OpenBackend, type OpenBackendOptions, recentStreams, sagaSource } from './backend-common.ts';
 import type { HeraldConfig } from './config.ts';
 
 export async function openPostgresBackend(config: HeraldConfig, url: string, schema: string | undefined, options: OpenBackendOptions): Promise<OpenBackend> {
@@ -44,7 +45,10 @@ export async function openPostgresBackend(config: HeraldConfig, url: string, sch
     views,
     sagas: sagaSource(sagaStore),
     topics: () => postgresTopicStats(database, transport),
-    causation: (correlationId, limit) => postgresCausation(database, correlationId, limit),
+    causation: async (correlationId, limit) => {
+      const { messages, handlings } = await readPostgresCausation(database, correlationId, { limit });
+      return causationList(buildCausationGraph(correlationId, messages, handlings), messages);
+    },
     recentStreams: (limit, category, type) => recentStreams(eventStore, limit, category, type),
     schemaVersions: async () => {
       const r = await database.query<{ component: string; version: number }>('SELECT component, version FROM herald_meta ORDER BY component');
@@ -94,20 +98,32 @@ export async function postgresTopicStats(database: PgDatabase, lagSource: LagSou
   }));
 }
 
-/** The rows of `causationNodes` from the schema: scans (no index on correlation ids), at most `limit` of each kind. */
-export async function postgresCausation(database: PgDatabase, correlationId: string, limit: number): Promise<CausationNode[]> {
-  if (!Number.isInteger(limit) || limit < 1) throw new HeraldError('HERALD_ERR_INVALID_ARGUMENT', `limit must be a positive integer (got ${limit})`);
-  const [events, messages, dead] = await Promise.all([
-    database.query<EventRow>(`SELECT event_id, type, causation_id, recorded_at, stream_id, position FROM herald_es_events WHERE correlation_id = $1 ORDER BY position LIMIT $2`, [correlationId, limit]),
-    database.query<MessageRow>(
-      `SELECT t.name AS topic, l.partition, l."offset", l.envelope FROM herald_log l JOIN herald_topics t ON t.id = l.topic_id
-        WHERE l.envelope::jsonb ->> 'correlationid' = $1 ORDER BY l.appended_at LIMIT $2`,
-      [correlationId, limit],
-    ),
-    database.query<DeadLetterRow>(`SELECT id, grp, event_id, type, envelope, error_message FROM herald_dead_letters WHERE envelope::jsonb ->> 'correlationid' = $1 ORDER BY id LIMIT $2`, [
-      correlationId,
-      limit,
-    ]),
-  ]);
-  return causationNodes(events.rows, messages.rows, dead.rows);
+/**
+ * The console's causation nodes (`/api/causation/:id`: a flat list, oldest first, each with the
+ * id of its cause) from a causation graph: a message seen in several places is one node, `where`
+ * joins them; `deadLetter` is its latest dead-letter record, `handlers` every handling record
+ * (inbox ones with their durations), `failed` whether a handler's latest record is a failure.
+ */
+export function causationList(graph: CausationGraph, messages: readonly CausationMessage[]): CausationNode[] {
+  const causes = new Map<string, string>();
+  for (const m of messages) if (m.causationId !== undefined && !causes.has(m.id)) causes.set(m.id, m.causationId);
+  const out: CausationNode[] = [];
+  const visit = (n: GraphNode): void => {
+    const dead = n.handlers.filter((h) => h.from === 'dead letter').at(-1);
+    const deadId = n.where.map((w) => /^dead letter #(\d+)/.exec(w)?.[1]).findLast((id) => id !== undefined);
+    out.push({
+      id: n.id,
+      type: n.type,
+      source: n.source,
+      causationId: causes.get(n.id) ?? null,
+      time: n.time ?? null,
+      where: n.where.join(', '),
+      handlers: n.handlers,
+      failed: n.failed,
+      ...(dead ? { deadLetter: { id: deadId?.padStart(12, '0') ?? '', group: dead.group, error: dead.error ?? '' } } : {}),
+    });
+    for (const c of n.children) visit(c);
+  };
+  for (const r of graph.roots) visit(r);
+  return out.sort((a, b) => (a.time ?? 0) - (b.time ?? 0));
 }
