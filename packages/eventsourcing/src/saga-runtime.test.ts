@@ -70,10 +70,18 @@ describe('saga runtime', () => {
   });
 
   it('a redelivered message is recognised by the inbox and has no second effect', async () => {
-    const { store, runtime, env, outbox } = setup();
+    const { clock, uow, store, runtime, env, outbox } = setup();
     await runtime.handle('job', env(Started.type, 'j1'));
     const done = env(WorkDone.type, 'j1');
+    // The step takes 40 ms on the runtime's clock, from the instance's read on: its inbox record keeps that duration.
+    const get = store.get.bind(store);
+    store.get = async (...args: Parameters<typeof get>) => {
+      clock.time += 40;
+      return get(...args);
+    };
+    const startedAt = clock.time;
     await runtime.handle('job', done);
+    assert.deepEqual(await uow.inboxRecord({ group: 'saga.job', handler: `job:${WorkDone.type}`, source: done.source, id: done.id }), { handledAt: startedAt + 40, durationMs: 40 });
     const again = await runtime.handle('job', done);
     assert.equal(again.duplicate, true);
     const i = (await store.get('job', 'j1'))!;

@@ -238,6 +238,7 @@ class Runtime<Native> implements SagaRuntime<Native> {
   }
 
   async #handle(saga: SagaDefinition, group: string, handler: string, envelope: CloudEvent, data: unknown): Promise<SagaHandleResult> {
+    const startedAt = this.#clock.now(); // the inbox record keeps the step's duration from here (conflict retries included)
     let input: SagaInput & { kind: 'event' | 'timer' };
     if (envelope.type === SAGA_TIMER_TYPE) {
       if (!isTimer(data) || data.saga !== saga.name) throw new PermanentError(`saga "${saga.name}": malformed timer message ${envelope.id} (its data is not a timer of this saga)`);
@@ -250,7 +251,7 @@ class Runtime<Native> implements SagaRuntime<Native> {
       this.#stats.ignored++;
       return { duplicate: false, instance: undefined };
     }
-    const inboxKey = { group, handler, source: envelope.source, id: envelope.id };
+    const inboxKey = { group, handler, source: envelope.source, id: envelope.id, startedAt };
     for (let attempt = 0; ; attempt++) {
       const current = (await this.store.get(saga.name, key)) as SagaInstance | undefined;
       const decision = decideSaga(saga, current, input, { now: this.#clock.now(), newId: this.#newId });
