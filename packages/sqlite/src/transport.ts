@@ -59,6 +59,7 @@ import type { Statement } from 'better-sqlite3';
 import { openDatabase, type SqliteDatabase, type SqliteSynchronous } from './database.ts';
 import { assertFence, SqliteLeaseStore } from './lease-store.ts';
 import { readLag } from './lag.ts';
+import { type LogBatch, LogAppender } from './log-append.ts';
 import { nonNegativeInt, partitionCount, positiveInt, positiveNumber } from '@herald/core/internal';
 
 export interface SqliteRetentionOptions {
@@ -119,11 +120,7 @@ interface TopicMeta {
   readonly knownNext: Float64Array;
 }
 
-interface PendingPublish {
-  readonly topic: TopicMeta;
-  readonly partitions: Int32Array;
-  readonly keys: (string | null)[];
-  readonly bodies: string[];
+interface PendingPublish extends LogBatch<TopicMeta> {
   readonly resolve: (r: readonly PublishReceipt[]) => void;
   readonly reject: (e: unknown) => void;
 }
@@ -140,12 +137,44 @@ interface PendingCommit {
 
 const MIB = 1024 * 1024;
 
+/**
+ * What a unit of work in direct mode (`createSqliteUnitOfWork({ transport })`) uses of its
+ * transport; not public API (reached through `directLogOf`, not exported from index.ts).
+ */
+export interface DirectLog {
+  /** The transport's database (the unit of work checks it is the same file as its own). */
+  readonly database: SqliteDatabase;
+  /** The transport's `retention.maxRecordsPerPartition`, for the caller's `LogAppender`. */
+  readonly maxRecordsPerPartition: number | undefined;
+  /**
+   * Inside a write transaction of `appender`'s connection: validates and encodes `messages` as
+   * `publish` does (same checks, same typed errors, same partitioner), creates the topic with the
+   * transport's default partition count if the file has none (in the caller's transaction), and
+   * appends them. Returns the receipts and, to pass to `appended` once committed, the heads.
+   * Throws `HERALD_ERR_CLOSED` once the transport is closed.
+   */
+  append(appender: LogAppender, topic: string, messages: readonly OutgoingMessage[], now: number): { readonly receipts: readonly PublishReceipt[]; readonly next: readonly number[] };
+  /** After the caller's commit: this process's subscriptions to `topic` fetch at once (not at their next poll). Never throws. */
+  appended(topic: string, next: readonly number[]): void;
+}
+
+let directLog: (transport: SqliteTransport) => DirectLog;
+
+/** The direct-mode view of `transport` (see `DirectLog`). */
+export function directLogOf(transport: SqliteTransport): DirectLog {
+  return directLog(transport);
+}
+
 /** Opens (or attaches to) a Herald SQLite file and returns its transport. */
 export function createSqliteTransport(options: SqliteTransportOptions): SqliteTransport {
   return new SqliteTransport(options);
 }
 
 export class SqliteTransport implements Transport {
+  static {
+    directLog = (t) => t.#directLog();
+  }
+
   readonly name = 'sqlite';
   readonly capabilities: TransportCapabilities;
   /** The database this transport writes to (share it with `SqliteDeadLetterStore` / `SqliteLeaseStore`). */
@@ -183,24 +212,16 @@ export class SqliteTransport implements Transport {
   #publishCalls = 0;
   #publishedMessages = 0;
   #dv: number | undefined;
+  /** Appends on this transport's connection (shared logic with a unit of work in direct mode). */
+  readonly #log: LogAppender;
   #watchTimer: { cancel(): void } | undefined;
   readonly #s: {
     topicByName: Statement<[string], { id: number; partitions: number }>;
-    insertTopic: Statement<[string, number, number]>;
-    insertCounter: Statement<[number, number]>;
     nextOffset: Statement<[number, number], { next_offset: number }>;
-    setNextOffset: Statement<[number, number, number]>;
-    append: Statement<[number, number, number, string | null, number, string]>;
     fetch: Statement<[number, number, number, number]>;
     committed: Statement<[number, string, number], { committed: number }>;
     register: Statement<[number, string, number, number, number]>;
     commit: Statement<[number, string, number, number, number]>;
-    firstOffset: Statement<[number, number], { offset: number }>;
-    firstYoung: Statement<[number, number, number], { offset: number }>;
-    groupsAt: Statement<[number, number], { grp: string; committed: number }>;
-    countRange: Statement<[number, number, number, number], { n: number }>;
-    deleteUpTo: Statement<[number, number, number]>;
-    addDropped: Statement<[number, string, number]>;
     dropped: Statement<[number, string], { dropped: number }>;
     droppedTotal: Statement<[number], { dropped: number | null }>;
     allTopics: Statement<[], { id: number; name: string; partitions: number }>;
@@ -263,11 +284,7 @@ export class SqliteTransport implements Transport {
     const db = this.database.db;
     this.#s = {
       topicByName: db.prepare(`SELECT id, partitions FROM herald_topics WHERE name = ?`),
-      insertTopic: db.prepare(`INSERT OR IGNORE INTO herald_topics (name, partitions, created_at) VALUES (?, ?, ?)`),
-      insertCounter: db.prepare(`INSERT OR IGNORE INTO herald_partitions (topic_id, partition, next_offset) VALUES (?, ?, 0)`),
       nextOffset: db.prepare(`SELECT next_offset FROM herald_partitions WHERE topic_id = ? AND partition = ?`),
-      setNextOffset: db.prepare(`UPDATE herald_partitions SET next_offset = ? WHERE topic_id = ? AND partition = ?`),
-      append: db.prepare(`INSERT INTO herald_log (topic_id, partition, offset, key, appended_at, envelope) VALUES (?, ?, ?, ?, ?, ?)`),
       fetch: db.prepare(`SELECT offset, key, envelope FROM herald_log WHERE topic_id = ? AND partition = ? AND offset > ? ORDER BY offset LIMIT ?`).raw(true),
       committed: db.prepare(`SELECT committed FROM herald_offsets WHERE topic_id = ? AND grp = ? AND partition = ?`),
       register: db.prepare(`INSERT OR IGNORE INTO herald_offsets (topic_id, grp, partition, committed, updated_at) VALUES (?, ?, ?, ?, ?)`),
@@ -276,21 +293,13 @@ export class SqliteTransport implements Transport {
          ON CONFLICT (topic_id, grp, partition) DO UPDATE SET committed = excluded.committed, updated_at = excluded.updated_at
          WHERE excluded.committed > herald_offsets.committed`,
       ),
-      firstOffset: db.prepare(`SELECT offset FROM herald_log WHERE topic_id = ? AND partition = ? ORDER BY offset LIMIT 1`),
-      firstYoung: db.prepare(`SELECT offset FROM herald_log WHERE topic_id = ? AND partition = ? AND appended_at >= ? ORDER BY offset LIMIT 1`),
-      groupsAt: db.prepare(`SELECT grp, committed FROM herald_offsets WHERE topic_id = ? AND partition = ?`),
-      countRange: db.prepare(`SELECT count(*) AS n FROM herald_log WHERE topic_id = ? AND partition = ? AND offset > ? AND offset <= ?`),
-      deleteUpTo: db.prepare(`DELETE FROM herald_log WHERE topic_id = ? AND partition = ? AND offset <= ?`),
-      addDropped: db.prepare(
-        `INSERT INTO herald_retention_dropped (topic_id, grp, dropped) VALUES (?, ?, ?)
-         ON CONFLICT (topic_id, grp) DO UPDATE SET dropped = dropped + excluded.dropped`,
-      ),
       dropped: db.prepare(`SELECT dropped FROM herald_retention_dropped WHERE topic_id = ? AND grp = ?`),
       droppedTotal: db.prepare(`SELECT sum(dropped) AS dropped FROM herald_retention_dropped WHERE topic_id = ?`),
       allTopics: db.prepare(`SELECT id, name, partitions FROM herald_topics ORDER BY id`),
       dataVersion: db.prepare(`PRAGMA data_version`).pluck(),
       counters: db.prepare(`SELECT partition, next_offset FROM herald_partitions WHERE topic_id = ?`),
     };
+    this.#log = new LogAppender(this.database, this.#cap);
 
     if (this.#maxAgeMs !== undefined) {
       const tick = (): void => {
@@ -323,6 +332,24 @@ export class SqliteTransport implements Transport {
     const t = this.#topic(topic);
     const count = messages.length;
     if (count === 0) return [];
+    const { partitions, keys, bodies } = this.#encodeBatch(t, messages);
+    // Reserve room in the queue (FIFO behind earlier waiters); admission reserves for waiters.
+    if (this.#roomWaiters.length === 0 && (this.#queued === 0 || this.#queued + count <= this.#maxQueued)) this.#queued += count;
+    else await new Promise<void>((go) => this.#roomWaiters.push({ n: count, go }));
+    return new Promise<readonly PublishReceipt[]>((resolve, reject) => {
+      this.#queue.push({ topic: t, partitions, keys, bodies, resolve, reject });
+      this.#scheduleFlush();
+    });
+  }
+
+  /**
+   * Validates and encodes one publish call (nothing is written): the envelope (`ensureEnvelope`),
+   * its JSON encoding, `maxPayloadBytes`, the key, and the partition (murmur2 of the key, else
+   * round-robin). Throws the typed error of the first bad message.
+   */
+  #encodeBatch(t: { readonly name: string; readonly partitions: number; readonly rr: RoundRobin }, messages: readonly OutgoingMessage[]): Omit<LogBatch, 'topic'> {
+    const topic = t.name;
+    const count = messages.length;
     const partitions = new Int32Array(count);
     const keys: (string | null)[] = new Array(count);
     const bodies: string[] = new Array(count);
@@ -345,13 +372,7 @@ export class SqliteTransport implements Transport {
       keys[i] = key ?? null;
       bodies[i] = body;
     }
-    // Reserve room in the queue (FIFO behind earlier waiters); admission reserves for waiters.
-    if (this.#roomWaiters.length === 0 && (this.#queued === 0 || this.#queued + count <= this.#maxQueued)) this.#queued += count;
-    else await new Promise<void>((go) => this.#roomWaiters.push({ n: count, go }));
-    return new Promise<readonly PublishReceipt[]>((resolve, reject) => {
-      this.#queue.push({ topic: t, partitions, keys, bodies, resolve, reject });
-      this.#scheduleFlush();
-    });
+    return { partitions, keys, bodies };
   }
 
   subscribe(topic: string, options: SubscribeOptions): Subscription {
@@ -461,7 +482,7 @@ export class SqliteTransport implements Transport {
       deleted += await this.database.immediateAsync(() => {
         let n = 0;
         const cutoff = this.#maxAgeMs === undefined ? undefined : this.#clock.now() - this.#maxAgeMs;
-        for (let p = 0; p < t.partitions; p++) n += this.#trim(t.id, p, cutoff);
+        for (let p = 0; p < t.partitions; p++) n += this.#log.trim(t.id, p, cutoff);
         return n;
       });
     }
@@ -535,10 +556,12 @@ export class SqliteTransport implements Transport {
         let failure: unknown;
         try {
           if (this.database.closed) throw new HeraldError('HERALD_ERR_CLOSED', 'sqlite transport is closed');
-          receipts = await this.database.immediateAsync(() => {
+          const written = await this.database.immediateAsync(() => {
             batch = this.#take();
-            return this.#write(batch);
+            return this.#log.append(batch, this.#clock.now());
           });
+          receipts = written.receipts;
+          for (const [t, next] of written.heads) this.#advance(t, next);
         } catch (e) {
           failure = e;
           if (batch.length === 0) batch = this.#take(); // the lock never came: fail the head of the queue
@@ -647,104 +670,84 @@ export class SqliteTransport implements Transport {
     }
   }
 
-  /** Inside the transaction: assigns offsets, appends, enforces the hard cap. */
-  #write(batch: readonly PendingPublish[]): PublishReceipt[][] {
-    const s = this.#s;
-    const now = this.#clock.now();
-    const nexts = new Map<TopicMeta, number[]>();
-    const out: PublishReceipt[][] = new Array(batch.length);
-    for (let b = 0; b < batch.length; b++) {
-      const { topic: t, partitions, keys, bodies } = batch[b]!;
-      let next = nexts.get(t);
-      if (!next) nexts.set(t, (next = new Array<number>(t.partitions).fill(-1)));
-      const receipts: PublishReceipt[] = new Array(bodies.length);
-      for (let i = 0; i < bodies.length; i++) {
-        const p = partitions[i]!;
-        let offset = next[p]!;
-        if (offset < 0) offset = s.nextOffset.get(t.id, p)?.next_offset ?? 0;
-        s.append.run(t.id, p, offset, keys[i]!, now, bodies[i]!);
-        next[p] = offset + 1;
-        receipts[i] = { topic: t.name, partition: p, position: String(offset) };
-      }
-      out[b] = receipts;
-    }
-    for (const [t, next] of nexts) {
-      for (let p = 0; p < next.length; p++) {
-        if (next[p]! < 0) continue;
-        s.setNextOffset.run(next[p]!, t.id, p);
-        t.appends[p]!++;
-        t.knownNext[p] = next[p]!;
-        if (this.#cap !== undefined) this.#trim(t.id, p, undefined, next[p]!);
-      }
-    }
-    return out;
+  #directLog(): DirectLog {
+    return {
+      database: this.database,
+      maxRecordsPerPartition: this.#cap,
+      append: (appender, topic, messages, now) => {
+        this.#open();
+        if (!Array.isArray(messages)) throw new HeraldError('HERALD_ERR_INVALID_ARGUMENT', 'publish takes an array of messages');
+        let t: { readonly id: number; readonly name: string; readonly partitions: number; readonly rr: RoundRobin } | undefined = this.#knownTopic(topic);
+        if (!t) {
+          // Not committed in the file yet: created in the caller's transaction (and rolled back with it).
+          const row = appender.ensureTopic(topic, this.#defaultPartitions, now);
+          t = { id: row.id, name: topic, partitions: row.partitions, rr: new RoundRobin() };
+        }
+        if (messages.length === 0) return { receipts: [], next: [] };
+        const { partitions, keys, bodies } = this.#encodeBatch(t, messages);
+        const { receipts, heads } = appender.append([{ topic: t, partitions, keys, bodies }], now);
+        return { receipts: receipts[0]!, next: heads.get(t)! };
+      },
+      appended: (topic, next) => {
+        if (this.#closed || this.database.closed) return;
+        try {
+          const t = this.#knownTopic(topic);
+          if (!t) return;
+          this.#advance(t, next);
+          for (const l of [...t.listeners]) l();
+        } catch {
+          // the watcher notices the commit at its next poll
+        }
+      },
+    };
   }
 
-  /**
-   * Inside a write transaction: deletes what retention allows on one partition. Age: records
-   * appended before `cutoff`, never past the slowest registered group. Cap: whatever exceeds
-   * `maxRecordsPerPartition`, counting for each group the records it had not committed.
-   */
-  #trim(topicId: number, p: number, cutoff: number | undefined, knownNext?: number): number {
-    const s = this.#s;
-    const first = s.firstOffset.get(topicId, p)?.offset;
-    if (first === undefined) return 0;
-    const next = knownNext ?? s.nextOffset.get(topicId, p)?.next_offset ?? 0;
-    if (cutoff === undefined && (this.#cap === undefined || next - first <= this.#cap)) return 0;
-    const groups = s.groupsAt.all(topicId, p);
-    let upTo = first - 1;
-    if (cutoff !== undefined) {
-      const young = s.firstYoung.get(topicId, p, cutoff)?.offset ?? next;
-      let slowest = Number.POSITIVE_INFINITY;
-      for (const g of groups) slowest = Math.min(slowest, g.committed);
-      upTo = Math.max(upTo, Math.min(young - 1, slowest));
+  /** After a commit that appended to `t` (on any connection of this process): readers of the touched partitions query again. */
+  #advance(t: TopicMeta, next: readonly number[]): void {
+    for (let p = 0; p < next.length; p++) {
+      if (next[p]! < 0) continue;
+      t.appends[p]!++;
+      if (next[p]! > t.knownNext[p]!) t.knownNext[p] = next[p]!;
     }
-    if (this.#cap !== undefined && next - Math.max(first, upTo + 1) > this.#cap) {
-      const forced = next - this.#cap - 1;
-      for (const g of groups) {
-        if (g.committed >= forced) continue;
-        const lostFrom = Math.max(g.committed, upTo);
-        const lost = s.countRange.get(topicId, p, lostFrom, forced)?.n ?? 0;
-        if (lost > 0) s.addDropped.run(topicId, g.grp, lost);
-      }
-      upTo = forced;
-    }
-    if (upTo < first) return 0;
-    return Number(s.deleteUpTo.run(topicId, p, upTo).changes);
   }
 
   #topic(name: string, partitions?: number): TopicMeta {
-    let t = this.#topics.get(name);
+    let t = this.#knownTopic(name);
     if (!t) {
-      if (typeof name !== 'string' || !TOPIC_NAME_RE.test(name)) {
-        throw new HeraldError('HERALD_ERR_INVALID_ARGUMENT', `topic name must be 1–200 of letters, digits, '.', '_', '-' (got ${JSON.stringify(name)})`);
-      }
       const wanted = partitions === undefined ? this.#defaultPartitions : partitionCount(partitions);
-      let row = this.database.read(() => this.#s.topicByName.get(name));
-      if (!row) {
-        row = this.database.immediate(() => {
-          this.#s.insertTopic.run(name, wanted, this.#clock.now());
-          const r = this.#s.topicByName.get(name)!;
-          for (let p = 0; p < r.partitions; p++) this.#s.insertCounter.run(r.id, p);
-          return r;
-        });
-      }
-      t = {
-        id: row.id,
-        name,
-        partitions: row.partitions,
-        rr: new RoundRobin(),
-        listeners: new Set(),
-        appends: new Uint32Array(row.partitions),
-        knownNext: new Float64Array(row.partitions).fill(-1),
-      };
-      this.#topics.set(name, t);
+      const row = this.database.immediate(() => this.#log.ensureTopic(name, wanted, this.#clock.now()));
+      t = this.#remember(name, row);
     }
     if (partitions !== undefined && partitions !== t.partitions) {
       throw new HeraldError('HERALD_ERR_TOPIC_MISMATCH', `topic "${name}" has ${t.partitions} partitions, not ${partitions}`, {
         details: { topic: name, partitions: t.partitions, requested: partitions },
       });
     }
+    return t;
+  }
+
+  /** The topic as this process knows it, else as committed in the file; undefined when the file has no such topic. Never writes. */
+  #knownTopic(name: string): TopicMeta | undefined {
+    const t = this.#topics.get(name);
+    if (t) return t;
+    if (typeof name !== 'string' || !TOPIC_NAME_RE.test(name)) {
+      throw new HeraldError('HERALD_ERR_INVALID_ARGUMENT', `topic name must be 1–200 of letters, digits, '.', '_', '-' (got ${JSON.stringify(name)})`);
+    }
+    const row = this.database.read(() => this.#s.topicByName.get(name));
+    return row && this.#remember(name, row);
+  }
+
+  #remember(name: string, row: { id: number; partitions: number }): TopicMeta {
+    const t: TopicMeta = {
+      id: row.id,
+      name,
+      partitions: row.partitions,
+      rr: new RoundRobin(),
+      listeners: new Set(),
+      appends: new Uint32Array(row.partitions),
+      knownNext: new Float64Array(row.partitions).fill(-1),
+    };
+    this.#topics.set(name, t);
     return t;
   }
 
