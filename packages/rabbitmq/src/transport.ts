@@ -779,8 +779,18 @@ export class RabbitMqTransport implements Transport, LagSource {
   /** Reads the registry stream from where this transport stopped (one read at a time). */
   #readRegistry(): Promise<void> {
     this.#registryRead ??= (async () => {
-      const got = await this.#readPulse(registryQueue(this.names.namespace), this.#registryNext ?? 'first', { take: 100_000, quietMs: 20, waitMs: 40 });
+      // The last chunk (its entries arrive together) gives the end; then read up to it, no quiet wait.
+      const queue = registryQueue(this.names.namespace);
+      const tail = await this.#readPulse(queue, 'last', { take: 100_000, quietMs: 3, waitMs: 40 });
+      const end = tail.length > 0 ? streamOffset(tail[tail.length - 1]!) : undefined;
+      if (end === undefined) return;
+      const from = this.#registryNext ?? 0; // below the first offset (retention), a read starts at the first
+      if (from > end) return;
+      const tailStart = streamOffset(tail[0]!);
+      const got = tailStart !== undefined && tailStart <= from ? tail : await this.#readPulse(queue, from, { take: end - from + 1, until: end, quietMs: 40, waitMs: 40 });
       for (const m of got) {
+        const o0 = streamOffset(m);
+        if (o0 !== undefined && (o0 < from || o0 > end)) continue;
         const r = decodeGroupRecord(m.body);
         if (r) this.#knownGroups.set(groupKey(r.topic, r.group), r);
         const o = streamOffset(m);
