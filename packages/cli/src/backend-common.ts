@@ -5,9 +5,9 @@
  */
 import { existsSync } from 'node:fs';
 import { pathToFileURL } from 'node:url';
-import { type DeadLetterStore, HeraldError } from '@herald/core';
+import { type CausationGraph, type DeadLetterStore, HeraldError } from '@herald/core';
 import type { EventStore, Projection, RebuildOptions, RebuildResult, RecordedEvent, SagaStatus, SagaStore } from '@herald/eventsourcing';
-import type { CausationNode, ConsoleSources, SagaSource, StreamView } from '@herald/console';
+import type { ConsoleSources, SagaSource, StreamView } from '@herald/console';
 import type { HeraldConfig } from './config.ts';
 
 /** An opened backend: what the commands use, and what the console reads. */
@@ -15,6 +15,8 @@ export interface OpenBackend extends ConsoleSources {
   readonly kind: 'sqlite' | 'postgres';
   readonly deadLetters: DeadLetterStore;
   readonly eventStore: EventStore;
+  /** The causation graph of one correlation id (`buildCausationGraph` over the backend's reader: log, event store, dead letters, inbox), at most `limit` messages from each source; no roots when nothing carries it. */
+  causation(correlationId: string, limit: number): Promise<CausationGraph>;
   /** Schema components and their versions. */
   schemaVersions(): Promise<Record<string, number>>;
   /** Rebuilds the projection the config lists under `name` (`HERALD_ERR_NOT_FOUND` when it lists none). */
@@ -125,63 +127,4 @@ export async function loadViews(config: HeraldConfig): Promise<StreamView[]> {
 async function importModule(file: string, config: HeraldConfig, field: string): Promise<Record<string, unknown>> {
   if (!existsSync(file)) throw new HeraldError('HERALD_ERR_INVALID_ARGUMENT', `${config.file}: ${field} names a file that does not exist: ${file}`, { details: { file: config.file, field } });
   return (await import(pathToFileURL(file).href)) as Record<string, unknown>;
-}
-
-export function safeJson(s: string): unknown {
-  try {
-    return JSON.parse(s);
-  } catch {
-    return undefined;
-  }
-}
-
-/** Stored events of one correlation id (event store rows). */
-export interface EventRow {
-  event_id: string;
-  type: string;
-  causation_id: string | null;
-  recorded_at: number | string;
-  stream_id: string;
-  position: number | string;
-}
-/** Transport messages of one correlation id (log rows). */
-export interface MessageRow {
-  topic: string;
-  partition: number;
-  offset: number | string;
-  envelope: string;
-}
-/** Dead letters of one correlation id. */
-export interface DeadLetterRow {
-  id: number | string;
-  grp: string;
-  event_id: string | null;
-  type: string | null;
-  envelope: string | null;
-  error_message: string;
-}
-
-/**
- * The causation graph's nodes from the rows a backend found for one correlation id: a message
- * seen both as a stored event and on a topic is one node (the event); a dead letter marks its
- * message. Oldest first.
- */
-export function causationNodes(events: readonly EventRow[], messages: readonly MessageRow[], dead: readonly DeadLetterRow[]): CausationNode[] {
-  const nodes = new Map<string, CausationNode>();
-  for (const e of events) nodes.set(e.event_id, { id: e.event_id, type: e.type, causationId: e.causation_id, time: Number(e.recorded_at), where: `stream ${e.stream_id}`, position: String(e.position) });
-  for (const m of messages) {
-    const env = safeJson(m.envelope) as { id?: string; type?: string; causationid?: string; time?: string } | undefined;
-    if (!env?.id || nodes.has(env.id)) continue;
-    nodes.set(env.id, { id: env.id, type: env.type ?? '?', causationId: env.causationid ?? null, time: env.time ? Date.parse(env.time) : null, where: `topic ${m.topic}/${m.partition}@${m.offset}` });
-  }
-  for (const d of dead) {
-    const env = (d.envelope === null ? undefined : safeJson(d.envelope)) as { causationid?: string; time?: string } | undefined;
-    const id = d.event_id ?? `dead-letter-${d.id}`;
-    const existing = nodes.get(id);
-    nodes.set(id, {
-      ...(existing ?? { id, type: d.type ?? '?', causationId: env?.causationid ?? null, time: env?.time ? Date.parse(env.time) : null, where: `dead letter #${d.id}` }),
-      deadLetter: { id: String(d.id).padStart(12, '0'), group: d.grp, error: d.error_message },
-    });
-  }
-  return [...nodes.values()].sort((a, b) => (a.time ?? 0) - (b.time ?? 0));
 }

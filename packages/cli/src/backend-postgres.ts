@@ -3,9 +3,9 @@
  * from the transport's `lag()`, messages published per topic from one read of its partition
  * counters; nothing is written except migrations (`create`).
  */
-import { buildCausationGraph, type CausationGraph, type CausationMessage, type CausationNode as GraphNode, type LagSource } from '@herald/core';
+import { buildCausationGraph, type LagSource } from '@herald/core';
 import type { RebuildOptions } from '@herald/eventsourcing';
-import type { CausationNode, TopicStats } from '@herald/console';
+import type { TopicStats } from '@herald/console';
 import {
   createPgDatabase,
   createPostgresEventStore,
@@ -47,7 +47,7 @@ export async function openPostgresBackend(config: HeraldConfig, url: string, sch
     topics: () => postgresTopicStats(database, transport),
     causation: async (correlationId, limit) => {
       const { messages, handlings } = await readPostgresCausation(database, correlationId, { limit });
-      return causationList(buildCausationGraph(correlationId, messages, handlings), messages);
+      return buildCausationGraph(correlationId, messages, handlings);
     },
     recentStreams: (limit, category, type) => recentStreams(eventStore, limit, category, type),
     schemaVersions: async () => {
@@ -96,34 +96,4 @@ export async function postgresTopicStats(database: PgDatabase, lagSource: LagSou
     published: Number(t.published),
     groups: [...(groups.get(t.name) ?? new Map<string, Group>())].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)).map(([group, g]) => ({ group, ...g })),
   }));
-}
-
-/**
- * The console's causation nodes (`/api/causation/:id`: a flat list, oldest first, each with the
- * id of its cause) from a causation graph: a message seen in several places is one node, `where`
- * joins them; `deadLetter` is its latest dead-letter record, `handlers` every handling record
- * (inbox ones with their durations), `failed` whether a handler's latest record is a failure.
- */
-export function causationList(graph: CausationGraph, messages: readonly CausationMessage[]): CausationNode[] {
-  const causes = new Map<string, string>();
-  for (const m of messages) if (m.causationId !== undefined && !causes.has(m.id)) causes.set(m.id, m.causationId);
-  const out: CausationNode[] = [];
-  const visit = (n: GraphNode): void => {
-    const dead = n.handlers.filter((h) => h.from === 'dead letter').at(-1);
-    const deadId = n.where.map((w) => /^dead letter #(\d+)/.exec(w)?.[1]).findLast((id) => id !== undefined);
-    out.push({
-      id: n.id,
-      type: n.type,
-      source: n.source,
-      causationId: causes.get(n.id) ?? null,
-      time: n.time ?? null,
-      where: n.where.join(', '),
-      handlers: n.handlers,
-      failed: n.failed,
-      ...(dead ? { deadLetter: { id: deadId?.padStart(12, '0') ?? '', group: dead.group, error: dead.error ?? '' } } : {}),
-    });
-    for (const c of n.children) visit(c);
-  };
-  for (const r of graph.roots) visit(r);
-  return out.sort((a, b) => (a.time ?? 0) - (b.time ?? 0));
 }

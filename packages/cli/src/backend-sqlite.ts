@@ -4,20 +4,21 @@
  * reads only, safe while the services write.
  */
 import { existsSync } from 'node:fs';
-import { HeraldError, type LagSource } from '@herald/core';
+import { buildCausationGraph, HeraldError, type LagSource } from '@herald/core';
 import type { RebuildOptions } from '@herald/eventsourcing';
-import type { CausationNode, TopicStats } from '@herald/console';
+import type { TopicStats } from '@herald/console';
 import {
   createSqliteEventStore,
   createSqliteProjection,
   createSqliteSagaStore,
   createSqliteTransport,
   openDatabase,
+  readSqliteCausation,
   type SqliteDatabase,
   SqliteDeadLetterStore,
   type SqliteProjectionDefinition,
 } from '@herald/sqlite';
-import { causationNodes, type DeadLetterRow, type EventRow, loadProjectionModule, loadViews, rebuildOnce, type MessageRow, type OpenBackend, type OpenBackendOptions, recentStreams, sagaSource } from './backend-common.ts';
+import { loadProjectionModule, loadViews, rebuildOnce, type OpenBackend, type OpenBackendOptions, recentStreams, sagaSource } from './backend-common.ts';
 import type { HeraldConfig } from './config.ts';
 
 export async function openSqliteBackend(config: HeraldConfig, path: string, options: OpenBackendOptions): Promise<OpenBackend> {
@@ -38,7 +39,10 @@ export async function openSqliteBackend(config: HeraldConfig, path: string, opti
     views,
     sagas: sagaSource(sagaStore),
     topics: () => sqliteTopicStats(database, transport),
-    causation: async (correlationId, limit) => sqliteCausation(database, correlationId, limit),
+    causation: async (correlationId, limit) => {
+      const { messages, handlings } = readSqliteCausation(database, correlationId, { limit });
+      return buildCausationGraph(correlationId, messages, handlings);
+    },
     recentStreams: async (limit, category, type) => recentStreams(eventStore, limit, category, type),
     schemaVersions: async () => schemaVersions(database),
     rebuildProjection: async (name: string, rebuild: RebuildOptions) => {
@@ -99,24 +103,3 @@ export function schemaVersions(database: SqliteDatabase): Record<string, number>
   const rows = database.read(() => database.db.prepare('SELECT component, version FROM herald_meta ORDER BY component').all()) as Array<{ component: string; version: number }>;
   return Object.fromEntries(rows.map((r) => [r.component, r.version]));
 }
-
-/** The rows of `causationNodes` from the file: table scans (no index on correlation ids), at most `limit` of each kind. */
-export function sqliteCausation(database: SqliteDatabase, correlationId: string, limit: number): CausationNode[] {
-  return database.read(() =>
-    causationNodes(
-      database
-        .statement(`SELECT event_id, type, causation_id, recorded_at, stream_id, position FROM herald_es_events WHERE correlation_id = ? ORDER BY position LIMIT ?`)
-        .all(correlationId, limit) as EventRow[],
-      database
-        .statement(
-          `SELECT t.name AS topic, l.partition AS partition, l.offset AS "offset", l.envelope AS envelope FROM herald_log l JOIN herald_topics t ON t.id = l.topic_id
-           WHERE json_extract(l.envelope, '$.correlationid') = ? ORDER BY l.appended_at LIMIT ?`,
-        )
-        .all(correlationId, limit) as MessageRow[],
-      database
-        .statement(`SELECT id, grp, event_id, type, envelope, error_message FROM herald_dead_letters WHERE json_extract(envelope, '$.correlationid') = ? ORDER BY id LIMIT ?`)
-        .all(correlationId, limit) as DeadLetterRow[],
-    ),
-  );
-}
-

@@ -10,7 +10,6 @@ export type {
   SagaSource,
   SagaSummary,
   SagaTimelineEntry,
-  CausationNode,
 } from './sources.ts';
 export { createConsoleServer, GENERIC_VIEW, stringify } from './server.ts';
 export type { ConsoleServer, ConsoleServerOptions, Snapshot, Sample, TopicSample, TopicView, DeadLetterSummary } from './server.ts';

@@ -13,7 +13,7 @@
  *   GET  /api/streams/:id?from&limit        a page of events, each with the state right after it (time travel)
  *   GET  /api/sagas?state&cursor&limit      saga instances
  *   GET  /api/sagas/:saga/:key              one instance's timeline
- *   GET  /api/causation/:correlationId      every message of one correlation id, with its causation id
+ *   GET  /api/causation/:correlationId?limit  the causation graph of one correlation id (CausationGraph: a tree of messages with their handlers; no roots when nothing carries it)
  *
  * Errors are `{ error: { code, message } }` with 400 (bad argument), 404 (not found), 503 (not
  * available here) or 500. Bigints (event positions) are sent as decimal strings.
@@ -272,7 +272,7 @@ export async function createConsoleServer(options: ConsoleServerOptions): Promis
 
   app.get('/api/causation/:correlationId', async (c) => {
     if (!sources.causation) throw new HeraldError('HERALD_ERR_INVALID_ARGUMENT', 'no causation source in this backend', { details: { status: 503 } });
-    return json(c, { correlationId: c.req.param('correlationId'), nodes: await sources.causation(c.req.param('correlationId'), intParam(c.req.query('limit'), 'limit', 500)) });
+    return json(c, await sources.causation(c.req.param('correlationId'), intParam(c.req.query('limit'), 'limit', 500)));
   });
 
   app.all('/api/*', (c) => c.json({ error: { code: 'HERALD_ERR_NOT_FOUND', message: `no API ${c.req.method} ${c.req.path}` } }, 404));

@@ -3,7 +3,7 @@
  * config names and hands these to `createConsoleServer`. The console never opens a store itself,
  * so it works the same on every backend that can fill them.
  */
-import type { DeadLetterStore } from '@herald/core';
+import type { CausationGraph, DeadLetterStore } from '@herald/core';
 import type { EventStore, RecordedEvent } from '@herald/eventsourcing';
 
 /** One consumer group on one topic, summed over partitions. */
@@ -72,17 +72,6 @@ export interface SagaSource {
   countByState?(): Promise<Readonly<Record<string, number>>>;
 }
 
-/** One node of a causation graph: a message and the ids of what caused it. */
-export interface CausationNode {
-  readonly id: string;
-  readonly type: string;
-  readonly causationId: string | null;
-  readonly time: number | null;
-  /** Where it was seen: an event stream, a topic, a dead-letter group… */
-  readonly where: string;
-  readonly [field: string]: unknown;
-}
-
 export interface ConsoleSources {
   /** The system's name (config `name`). */
   readonly name: string;
@@ -91,8 +80,8 @@ export interface ConsoleSources {
   readonly eventStore?: EventStore;
   readonly views?: readonly StreamView[];
   readonly sagas?: SagaSource;
-  /** Every message carrying `correlationId`, oldest first (bounded by `limit`). */
-  causation?(correlationId: string, limit: number): Promise<readonly CausationNode[]>;
+  /** The causation graph of `correlationId` (`buildCausationGraph` from @herald/core): its messages as a tree, their handlers with durations and failures; at most `limit` messages read from each source. */
+  causation?(correlationId: string, limit: number): Promise<CausationGraph>;
   /** Recent stream ids, newest first (for the stream browser's list); with `type`, streams with a recent event of that type. */
   recentStreams?(limit: number, category?: string, type?: string): Promise<readonly string[]>;
 }
