@@ -1,14 +1,15 @@
 // The herald CLI on a PostgreSQL backend (127.0.0.1:5432, database `test`, a random schema):
-// migrate, dead letters, streams, status with topics and lag.
+// migrate, dead letters, streams, status with topics and lag, the causation tree of a real flow.
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { createEnvelope } from '@herald/core';
-import { createPgDatabase, createPostgresEventStore, createPostgresTransport, PostgresDeadLetterStore } from '@herald/postgres';
+import { type CausationGraph, createEnvelope } from '@herald/core';
+import { createPgDatabase, createPostgresEventStore, createPostgresTransport, createPostgresUnitOfWork, PostgresDeadLetterStore } from '@herald/postgres';
 import { serverSkipReason } from '@herald/testkit';
+import { runCausationFlow } from './causation-test-flow.ts';
 import { runCli } from './program.ts';
 
 const PG_PORT = Number(process.env.HERALD_PG_PORT ?? 5432);
@@ -79,5 +80,33 @@ describe('herald CLI on PostgreSQL', { skip }, () => {
     const text = await herald('status');
     assert.match(text.stdout, /postgres:\*\*\*@127\.0\.0\.1/);
     assert.doesNotMatch(text.stdout + text.stderr, /pw-not-printed/, 'the password is not printed');
+  });
+
+  it('herald causation draws the tree of a real flow: nesting, an inbox duration, the declined payment; --json is the graph', async () => {
+    const database = createPgDatabase({ connectionString: URL, schema, max: 6 });
+    const transport = createPostgresTransport({ database, pollMs: 5 });
+    const deadLetters = new PostgresDeadLetterStore({ database });
+    const unitOfWork = createPostgresUnitOfWork({ database });
+    try {
+      await runCausationFlow({ transport, deadLetters, unitOfWork, correlationId: 'corr-pg-1' });
+    } finally {
+      await transport.close();
+      await deadLetters.close();
+      await unitOfWork.close();
+      await database.close();
+    }
+    const r = await herald('causation', 'corr-pg-1');
+    assert.equal(r.code, 0, r.stderr);
+    const lines = r.stdout.trimEnd().split('\n');
+    assert.equal(lines[0], 'correlation corr-pg-1: 3 message(s)', r.stdout);
+    assert.match(lines[1]!, /^order\.place {2}shop\/order {2}topic commands\/\d+@\d+ {2}\+0 ms$/, r.stdout);
+    assert.match(lines[2]!, /^│ {2}✓ orders\/order\.place {2}\d+ ms {2}\(inbox\)$/, r.stdout);
+    assert.ok(Number(/(\d+) ms/.exec(lines[2]!)![1]) >= 25, `the inbox keeps the handler's ≥ 30 ms: ${lines[2]}`);
+    assert.match(lines[3]!, /^└─ order\.placed {2}shop\/order /, r.stdout);
+    assert.match(lines[5]!, /^ {3}└─ payment\.requested {2}shop\/billing {2}.*dead letter #\d+.* {2}✗ failed$/, r.stdout);
+    assert.match(lines[6]!, /^ {9}✗ bank\/payment\.requested {2}1 attempt {2}\(dead letter\) {2}card declined$/, r.stdout);
+    const g = JSON.parse((await herald('causation', 'corr-pg-1', '--json')).stdout) as CausationGraph;
+    assert.deepEqual([g.correlationId, g.size, g.roots.length, g.roots[0]!.children[0]!.children[0]!.failed], ['corr-pg-1', 3, 1, true]);
+    assert.equal((await herald('causation', 'corr-nobody')).code, 3);
   });
 });

@@ -9,6 +9,7 @@ import { fileURLToPath } from 'node:url';
 import { type DeadLetterEntry, type DeadLetterFilter, type DeadLetterSelector, type DeadLetterStatus, HeraldError } from '@herald/core';
 import { Command, CommanderError, Option } from 'commander';
 import { openBackend } from './backend.ts';
+import { drawCausationTree } from './causation-tree.ts';
 import { DEFAULT_CONFIG_FILE, type HeraldConfig, loadConfig } from './config.ts';
 import { EXIT_OK, EXIT_USAGE, type Io, printJson, printTable, processIo, reportError, UsageError } from './output.ts';
 
@@ -254,6 +255,26 @@ export function buildProgram(io: Io, setCode: (code: number) => void): Command {
           r.events.map((e) => [e.streamVersion, e.position, e.type, new Date(e.recordedAt).toISOString(), JSON.stringify(e.data)]),
         );
         io.out(`${r.events.length} event(s); stream version ${r.streamVersion}${r.nextVersion ? ` — more: --from ${r.nextVersion}` : ''}\n`);
+      } finally {
+        await backend.close();
+      }
+    });
+
+  // ── causation ──────────────────────────────────────────────────────────────────────────
+  program
+    .command('causation')
+    .description('the causation graph of a correlation id: which message caused which, in which service, which handlers took each, how long they took, which failed')
+    .argument('<correlation-id>', 'correlation id (a message id for a flow that started without one)')
+    .option('--limit <n>', 'most messages read from each source: log, event store, dead letters (1–100000)', positiveInt('--limit'), 1000)
+    .option('--json', 'print the graph as JSON ({ correlationId, roots, size, missing })')
+    .action(async (correlationId: string, opts: { limit: number; json?: boolean }, cmd: Command) => {
+      if (opts.limit > 100_000) throw new UsageError(`--limit must be at most 100000 (got ${opts.limit})`);
+      const backend = await openBackend(configOf(cmd));
+      try {
+        const graph = await backend.causation(correlationId, opts.limit);
+        if (graph.size === 0) throw new HeraldError('HERALD_ERR_NOT_FOUND', `no message carries correlation id "${correlationId}" (log, event store and dead letters searched)`);
+        if (opts.json) printJson(io, graph);
+        else io.out(`${drawCausationTree(graph).join('\n')}\n`);
       } finally {
         await backend.close();
       }
