@@ -25,6 +25,17 @@
  * scheduler stores of this process on the file are woken (`onWrite`). Other processes find the
  * rows by polling.
  *
+ * Direct mode (`transport`: the SQLite transport on the SAME file): `tx.publish` appends the
+ * messages to the transport's log (`herald_log`) inside the transaction, instead of writing
+ * outbox rows for a relay. The messages exist iff the transaction commits; offsets come from the
+ * log's counters read under the write lock, so per-partition order is commit order, across
+ * processes. Validation, encoding, `maxPayloadBytes` (the transport's), the partitioner and
+ * unknown topics (created with the transport's default partition count, in this transaction)
+ * are the transport's `publish` rules; a refused message throws inside the callback. After the
+ * COMMIT, this process's subscriptions to the touched topics are woken (other processes notice
+ * the commit at their transport's `pollMs`). `tx.schedule` still writes scheduled rows. A
+ * transport on another file is refused (`HERALD_ERR_INVALID_ARGUMENT`).
+ *
  * Inbox: `withInbox` looks the key up under the write lock, so two processes handling the same
  * message serialize; the second sees the first's committed record and does not run `fn`. A key
  * with `startedAt` also stores the attempt's duration (`duration_ms`, one UPDATE after `fn`).
@@ -32,8 +43,11 @@
 import { type Clock, HeraldError, type InboxKey, type InboxRecord, type InboxResult, isHeraldError, type OutgoingMessage, type ScheduledWrite, systemClock, type Transaction, type UnitOfWork } from '@herald/core';
 import { checkInboxKey, positiveInt } from '@herald/core/internal';
 import type Database from 'better-sqlite3';
+import { realpathSync } from 'node:fs';
 import { BUSY, type DatabaseSource, resolveDatabase, type SqliteDatabase, storageError } from './database.ts';
+import { LogAppender } from './log-append.ts';
 import { fileOf, notifyWrite, OutboxWriter, outboxPartitions } from './outbox-writer.ts';
+import { type DirectLog, directLogOf, SqliteTransport } from './transport.ts';
 
 export type SqliteUnitOfWorkOptions = DatabaseSource & {
   /** Outbox partitions (`partitionForKey(key) mod P`); fixed in the file by the first opener (default 8). */
@@ -46,7 +60,19 @@ export type SqliteUnitOfWorkOptions = DatabaseSource & {
   readonly maxBatch?: number;
   /** Errors thrown by `afterCommit` callbacks and `onWrite` listeners (default: a process warning). */
   readonly onError?: (error: unknown) => void;
+  /**
+   * Direct mode: the SQLite transport on this same file. `tx.publish` then appends to its log in
+   * the transaction (no outbox rows, no relay). Absent: outbox rows. Another file is
+   * `HERALD_ERR_INVALID_ARGUMENT`. The unit of work does not close it.
+   */
+  readonly transport?: SqliteTransport;
 };
+
+/** The transport's log and this connection's appender, in direct mode. */
+interface Direct {
+  readonly log: DirectLog;
+  readonly appender: LogAppender;
+}
 
 interface Call {
   readonly fn: (tx: Transaction<Database.Database>) => unknown;
@@ -70,6 +96,7 @@ export class SqliteUnitOfWork implements UnitOfWork<Database.Database> {
   readonly #owned: boolean;
   readonly #clock: Clock;
   readonly #writer: OutboxWriter;
+  readonly #direct: Direct | undefined;
   readonly #maxBatch: number;
   readonly #onError: (e: unknown) => void;
   readonly #queue: Call[] = [];
@@ -92,6 +119,7 @@ export class SqliteUnitOfWork implements UnitOfWork<Database.Database> {
       this.partitions = outboxPartitions(database, options.outboxPartitions);
       this.#writer = new OutboxWriter(this.partitions, options.maxPayloadBytes);
       this.file = fileOf(database);
+      this.#direct = options.transport === undefined ? undefined : directTo(options.transport, database, this.file);
       const db = database.db;
       if (owned) db.pragma('busy_timeout = 0');
       this.#s = {
@@ -198,7 +226,7 @@ export class SqliteUnitOfWork implements UnitOfWork<Database.Database> {
     try {
       for (; i < batch.length; i++) {
         const call = batch[i]!;
-        const tx = new SqliteTransaction(this.database, this.#writer, this.#clock);
+        const tx = new SqliteTransaction(this.database, this.#writer, this.#clock, this.#direct);
         this.#s.savepoint.run();
         try {
           let value: unknown;
@@ -242,6 +270,7 @@ export class SqliteUnitOfWork implements UnitOfWork<Database.Database> {
       return;
     }
     for (const f of failed) f.call.reject(f.error);
+    if (this.#direct) this.#wakeReaders(done);
     let outbox = false;
     let scheduled = false;
     for (const d of done) {
@@ -258,6 +287,22 @@ export class SqliteUnitOfWork implements UnitOfWork<Database.Database> {
     }
     if (outbox) notifyWrite(this.file, 'outbox', this.#onError);
     if (scheduled) notifyWrite(this.file, 'scheduled', this.#onError);
+  }
+
+  /** Direct mode, after the COMMIT: the transport's readers in this process fetch the committed appends now. */
+  #wakeReaders(done: ReadonlyArray<{ tx: SqliteTransaction }>): void {
+    let heads: Map<string, number[]> | undefined;
+    for (const d of done) {
+      const h = d.tx.logHeads;
+      if (!h) continue;
+      if (!heads) heads = new Map();
+      for (const [topic, next] of h) {
+        const all = heads.get(topic);
+        if (!all) heads.set(topic, [...next]);
+        else for (let p = 0; p < next.length; p++) all[p] = Math.max(all[p]!, next[p]!);
+      }
+    }
+    if (heads) for (const [topic, next] of heads) this.#direct!.log.appended(topic, next);
   }
 
   /** BEGIN IMMEDIATE without blocking the event loop: while another connection holds the write lock, retry on a timer (1 → 8 ms) up to busyTimeoutMs. */
@@ -316,12 +361,15 @@ class SqliteTransaction implements Transaction<Database.Database> {
   readonly afterCommitFns: Array<() => void> = [];
   wroteOutbox = false;
   wroteScheduled = false;
+  /** Direct mode: per topic, per partition the next offset after this callback's appends (-1 untouched). */
+  logHeads: Map<string, number[]> | undefined;
   #finished = false;
 
   constructor(
     readonly database: SqliteDatabase,
     readonly writer: OutboxWriter,
     readonly clock: Clock,
+    readonly direct: Direct | undefined,
   ) {}
 
   get native(): Database.Database {
@@ -331,6 +379,16 @@ class SqliteTransaction implements Transaction<Database.Database> {
 
   publish(topic: string, messages: OutgoingMessage | readonly OutgoingMessage[]): void {
     this.#check();
+    if (this.direct) {
+      const list: readonly OutgoingMessage[] = Array.isArray(messages) ? messages : [messages as OutgoingMessage];
+      const { next } = this.direct.log.append(this.direct.appender, topic, list, this.clock.now());
+      if (next.length === 0) return;
+      this.logHeads ??= new Map();
+      const all = this.logHeads.get(topic);
+      if (!all) this.logHeads.set(topic, [...next]);
+      else for (let p = 0; p < next.length; p++) all[p] = Math.max(all[p]!, next[p]!);
+      return;
+    }
     if (this.writer.writeOutbox(this.database, topic, messages, this.clock.now()) > 0) this.wroteOutbox = true;
   }
 
@@ -362,6 +420,32 @@ class SqliteTransaction implements Transaction<Database.Database> {
   }
 }
 
+/** Direct mode on `transport`: refused unless its database is the unit of work's file. */
+function directTo(transport: SqliteTransport, database: SqliteDatabase, file: string): Direct {
+  if (!(transport instanceof SqliteTransport)) throw new HeraldError('HERALD_ERR_INVALID_ARGUMENT', '`transport` must be a SqliteTransport from createSqliteTransport()');
+  const log = directLogOf(transport);
+  if (log.database === database) {
+    // The transport's own publishes would join this unit of work's open transactions.
+    throw new HeraldError('HERALD_ERR_INVALID_ARGUMENT', `direct mode needs the transport on its own connection to "${file}", not the unit of work's (open the unit of work with \`path\`)`);
+  }
+  const theirs = fileOf(log.database);
+  if (canonical(theirs) !== canonical(file)) {
+    throw new HeraldError(
+      'HERALD_ERR_INVALID_ARGUMENT',
+      `direct mode needs the transport on the unit of work's own file: the unit of work is on "${file}", the transport on "${theirs}" (transactions across files are not atomic; use the outbox and a relay)`,
+      { details: { unitOfWork: file, transport: theirs } },
+    );
+  }
+  return { log, appender: new LogAppender(database, log.maxRecordsPerPartition) };
+}
+
+function canonical(file: string): string {
+  try {
+    return realpathSync(file);
+  } catch {
+    return file; // an in-memory database's id: equal only to itself
+  }
+}
 
 function isThenable(v: unknown): v is PromiseLike<unknown> {
   return typeof v === 'object' && v !== null && typeof (v as { then?: unknown }).then === 'function';
