@@ -568,44 +568,97 @@ function Streams({ snap, onError, onCorrelation }: { snap: Snapshot; onError: (m
   );
 }
 
-interface CausationNode {
+/** One handler's dealing with a message (`HandlingRecord` of @herald/core). */
+interface Handling {
+  group: string;
+  handler: string;
+  at?: number;
+  durationMs?: number;
+  attempts?: number;
+  failed: boolean;
+  error?: string;
+  from: string;
+}
+/** A message of the causation graph (`CausationNode` of @herald/core): what it caused in `children`. */
+interface GraphNode {
   id: string;
   type: string;
-  causationId: string | null;
-  time: number | null;
-  where: string;
-  deadLetter?: { id: string; group: string; error: string };
+  source: string;
+  time?: number;
+  where: string[];
+  handlers: Handling[];
+  failed: boolean;
+  children: GraphNode[];
+}
+interface CausationGraph {
+  correlationId: string;
+  roots: GraphNode[];
+  size: number;
+  missing: string[];
+}
+
+const fmtMs = (ms: number): string => `${ms < 10 ? Math.round(ms * 10) / 10 : Math.round(ms)} ms`;
+
+function HandlerLine({ h }: { h: Handling }) {
+  const parked = h.from === 'dead letter' && !h.failed;
+  return (
+    <li class={h.failed ? 'handler failed' : 'handler'} data-testid="causation-handler" data-failed={String(h.failed)} title={h.failed && h.error ? h.error : undefined}>
+      {h.failed ? '✗' : parked ? '‖' : '✓'} {h.group}/{h.handler}
+      {h.durationMs !== undefined && <span class="duration"> {fmtMs(h.durationMs)}</span>}
+      {h.attempts ? <span class="muted"> · {h.attempts} attempt{h.attempts === 1 ? '' : 's'}</span> : ''}
+      <span class="muted"> ({parked ? 'parked, ' : ''}{h.from})</span>
+      {h.failed && h.error && <span class="handler-error">: {h.error}</span>}
+    </li>
+  );
 }
 
 function Causation({ correlation, setCorrelation, onError }: { correlation: string; setCorrelation: (s: string) => void; onError: (m: string) => void }) {
   const [input, setInput] = useState(correlation);
-  const [nodes, setNodes] = useState<CausationNode[] | null>(null);
+  const [graph, setGraph] = useState<CausationGraph | null>(null);
   useEffect(() => {
     setInput(correlation);
     if (!correlation) return;
-    api<{ nodes: CausationNode[] }>(`/api/causation/${encodeURIComponent(correlation)}`)
-      .then((r) => setNodes(r.nodes))
+    api<CausationGraph>(`/api/causation/${encodeURIComponent(correlation)}`)
+      .then(setGraph)
       .catch((e: Error) => onError(e.message));
   }, [correlation]);
   const tree = useMemo(() => {
-    if (!nodes) return null;
-    const ids = new Set(nodes.map((n) => n.id));
-    const children = new Map<string, CausationNode[]>();
-    const roots: CausationNode[] = [];
-    for (const n of nodes) {
-      if (n.causationId && ids.has(n.causationId) && n.causationId !== n.id) children.set(n.causationId, [...(children.get(n.causationId) ?? []), n]);
-      else roots.push(n);
-    }
-    const draw = (n: CausationNode, depth: number) => (
-      <li key={n.id}>
-        <strong>{n.type}</strong> <span class="muted">{n.where}</span>
-        {n.time ? ` ${fmtTime(n.time)}` : ''}
-        {n.deadLetter && <span class="error"> — dead letter in {n.deadLetter.group}: {n.deadLetter.error}</span>}
-        {depth < 50 && (children.get(n.id)?.length ?? 0) > 0 && <ul class="tree">{children.get(n.id)!.map((c) => draw(c, depth + 1))}</ul>}
+    if (!graph || graph.size === 0) return null;
+    let start = Infinity;
+    const visit = (n: GraphNode): void => {
+      if (n.time !== undefined) start = Math.min(start, n.time);
+      n.children.forEach(visit);
+    };
+    graph.roots.forEach(visit);
+    const draw = (n: GraphNode, depth: number) => (
+      <li key={n.id} data-testid={`causation-node-${n.id}`} class={n.failed ? 'failed' : undefined}>
+        <strong>{n.type}</strong> <span class="service">{n.source}</span> <span class="muted">{n.where.join(', ')}</span>
+        {n.time !== undefined && (
+          <span class="muted" title={new Date(n.time).toISOString()}>
+            {' '}
+            +{fmtMs(n.time - start)} · {fmtTime(n.time)}
+          </span>
+        )}
+        {n.failed && <span class="error"> ✗ failed</span>}
+        {n.handlers.length > 0 && (
+          <ul class="handlers">
+            {n.handlers.map((h, i) => (
+              <HandlerLine key={i} h={h} />
+            ))}
+          </ul>
+        )}
+        {depth < 50 && n.children.length > 0 && <ul class="tree">{n.children.map((c) => draw(c, depth + 1))}</ul>}
       </li>
     );
-    return <ul class="tree" data-testid="causation-tree">{roots.map((r) => draw(r, 0))}</ul>;
-  }, [nodes]);
+    return (
+      <>
+        <ul class="tree" data-testid="causation-tree">
+          {graph.roots.map((r) => draw(r, 0))}
+        </ul>
+        {graph.missing.length > 0 && <p class="muted">Causes not found (outside this correlation, or purged): {graph.missing.join(', ')}</p>}
+      </>
+    );
+  }, [graph]);
   return (
     <>
       <form
@@ -619,7 +672,7 @@ function Causation({ correlation, setCorrelation, onError }: { correlation: stri
         </label>{' '}
         <button type="submit">Show</button>
       </form>
-      {nodes && nodes.length === 0 && <p class="muted">Nothing carries this correlation id.</p>}
+      {graph && graph.size === 0 && <p class="muted">Nothing carries this correlation id.</p>}
       {tree}
     </>
   );

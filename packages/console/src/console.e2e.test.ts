@@ -1,5 +1,6 @@
 // The console in headless Chromium against a running system: `herald start` with the fixture
-// services (a publisher, a billing worker that dead-letters every 10th order, a shipper).
+// services (a publisher, a billing worker that dead-letters every 10th order, a shipper; both
+// consumers handle in inbox transactions, which keep their durations).
 // Screenshots go to test-artifacts/console/.
 import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -8,7 +9,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { after, before, describe, it } from 'node:test';
 import { freePort, waitFor } from '@herald/testkit';
-import type { Browser, Page } from 'playwright-core';
+import type { Browser, Locator, Page } from 'playwright-core';
 import { chromiumSkipReason, type HeraldProcess, openBrowser, processAlive, screenshot, startHerald, WAIT_MS, waitNumber } from './browser-test-helpers.ts';
 
 const FIXTURES = fileURLToPath(new URL('./fixtures/', import.meta.url));
@@ -30,6 +31,8 @@ describe('console in the browser', { skip: chromiumSkipReason() }, () => {
   const shot = (name: string): Promise<Buffer> => screenshot(page, name);
   const text = async (testId: string): Promise<string> => (await page.getByTestId(testId).textContent({ timeout: WAIT_MS })) ?? '';
   const number = (testId: string, ok: (n: number) => boolean, what: string): Promise<void> => waitNumber(page, testId, ok, what, () => herald.output());
+  /** The computed CSS color of an element (in the page: this file has no DOM types). */
+  const colorOf = (l: Locator): Promise<string> => l.evaluate((el) => (globalThis as unknown as { getComputedStyle(e: unknown): { color: string } }).getComputedStyle(el).color);
 
   before(async () => {
     const port = await freePort();
@@ -105,8 +108,29 @@ describe('console in the browser', { skip: chromiumSkipReason() }, () => {
     // the order's correlation id: its two stored events and the message on the topic
     await page.getByTestId('stream-event-1').getByRole('link', { name: 'causation graph' }).click();
     const tree = page.getByTestId('causation-tree');
-    await tree.getByText('fixture.order.placed').waitFor();
+    await tree.locator('strong', { hasText: 'fixture.order.placed' }).waitFor();
     assert.deepEqual((await tree.locator('strong').allTextContents()).sort(), ['OrderPaid', 'OrderPlaced', 'fixture.order.placed']);
+  });
+
+  it("a declined order's causation graph: the service, shipping's handler with its duration, billing's failure in red with the error", async () => {
+    const { entries } = (await (await fetch(`${url}/api/dead-letters?group=billing&status=dead`)).json()) as { entries: Array<{ id: string }> };
+    assert.ok(entries.length > 0, 'a declined order in the dead letters');
+    const { entry } = (await (await fetch(`${url}/api/dead-letters/${entries[0]!.id}`)).json()) as { entry: { envelope: { id: string; correlationid: string } } };
+    await page.getByTestId('correlation-input').fill(entry.envelope.correlationid);
+    await page.getByRole('button', { name: 'Show' }).click();
+    const node = page.getByTestId(`causation-node-${entry.envelope.id}`);
+    await node.locator('.service').filter({ hasText: 'fixture/publisher' }).waitFor();
+    assert.match((await node.locator('.muted').first().textContent()) ?? '', /topic fixture-orders\/\d+@\d+, dead letter #\d+ \(dead\)/);
+    const shipped = node.getByTestId('causation-handler').filter({ hasText: 'shipping/fixture.order.placed' });
+    await shipped.waitFor();
+    assert.match((await shipped.textContent()) ?? '', /^✓ shipping\/fixture\.order\.placed [\d.]+ ms \(inbox\)$/);
+    const failed = node.locator('[data-testid="causation-handler"][data-failed="true"]');
+    assert.match((await failed.textContent()) ?? '', /^✗ billing\/fixture\.order\.placed · 1 attempt \(dead letter\): card declined for order-\d+$/);
+    assert.equal(await failed.getAttribute('title'), (await failed.locator('.handler-error').textContent())!.slice(2), 'the error on hover too');
+    assert.equal(await colorOf(failed), 'rgb(185, 28, 28)', 'the failed handler is red');
+    assert.equal(await colorOf(node.locator('strong')), 'rgb(185, 28, 28)', 'the failed message is red');
+    await node.scrollIntoViewIfNeeded();
+    await shot('04b-declined-order-causation');
   });
 
   it('stopping shipping makes its lag rise on the chart; starting it brings the lag back to zero', async () => {

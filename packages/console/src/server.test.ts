@@ -1,7 +1,7 @@
 // The console server in process, on memory stores and a fake supervisor (no browser, no build).
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
-import { createEnvelope, HeraldError, MemoryDeadLetterStore } from '@herald/core';
+import { buildCausationGraph, type CausationGraph, createEnvelope, HeraldError, MemoryDeadLetterStore } from '@herald/core';
 import { InMemoryEventStore } from '@herald/eventsourcing';
 import { waitFor } from '@herald/testkit';
 import { createConsoleServer, type ConsoleServer } from './server.ts';
@@ -134,5 +134,53 @@ describe('console server', () => {
     assert.deepEqual((await api('/api/sagas')).body, { available: false, instances: [], nextCursor: null });
     assert.equal((await api('/api/causation/c-1')).status, 503);
     assert.equal((await api('/api/nothing')).status, 404);
+  });
+});
+
+describe('console server: causation', () => {
+  it('GET /api/causation/:id is the source’s CausationGraph (a tree with handlers, durations, failures); limit passed through, default 500', async () => {
+    const asked: Array<[string, number]> = [];
+    const server = await createConsoleServer({
+      sources: {
+        name: 'test',
+        topics: async () => [],
+        deadLetters: new MemoryDeadLetterStore(),
+        causation: async (correlationId, limit) => {
+          asked.push([correlationId, limit]);
+          return buildCausationGraph(
+            correlationId,
+            correlationId === 'c-1'
+              ? [
+                  { id: 'c-1', type: 'order.place', source: 'shop', time: 1000, causationId: undefined, where: 'topic commands/0@0' },
+                  { id: 'e-1', type: 'payment.requested', source: 'billing', time: 1010, causationId: 'c-1', where: 'dead letter #1 (dead)' },
+                ]
+              : [],
+            [
+              { messageId: 'c-1', group: 'orders', handler: 'order.place', at: 1001, durationMs: 31, attempts: undefined, failed: false, error: undefined, from: 'inbox' },
+              { messageId: 'e-1', group: 'bank', handler: 'charge', at: 1011, durationMs: undefined, attempts: 1, failed: true, error: 'card declined', from: 'dead letter' },
+            ],
+          );
+        },
+      },
+      port: 0,
+      intervalMs: 1000,
+      buildApp: false,
+    });
+    try {
+      const r = (await (await fetch(`${server.url}/api/causation/c-1?limit=7`)).json()) as CausationGraph;
+      assert.equal(r.size, 2);
+      const [root] = r.roots;
+      assert.deepEqual([root!.id, root!.source, root!.handlers[0]!.durationMs, root!.failed], ['c-1', 'shop', 31, false]);
+      const child = root!.children[0]!;
+      assert.deepEqual([child.id, child.failed, child.handlers[0]!.error, child.where], ['e-1', true, 'card declined', ['dead letter #1 (dead)']]);
+      const none = (await (await fetch(`${server.url}/api/causation/nobody`)).json()) as CausationGraph;
+      assert.deepEqual(none, { correlationId: 'nobody', roots: [], size: 0, missing: [] });
+      assert.deepEqual(asked, [
+        ['c-1', 7],
+        ['nobody', 500],
+      ]);
+    } finally {
+      await server.close();
+    }
   });
 });

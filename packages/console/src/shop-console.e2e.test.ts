@@ -134,9 +134,10 @@ describe('console on the shop', { skip }, () => {
     // the order's causation graph: placed → checkout requested → charge → declined → … → cancelled, nested by causation id
     await page.getByTestId('stream-event-1').getByRole('link', { name: 'causation graph' }).click();
     const tree = page.getByTestId('causation-tree');
-    await tree.locator('ul.tree li').first().waitFor();
-    const nodes = await tree.locator('li').count();
-    const nested = await tree.locator('ul.tree ul.tree ul.tree li').count();
+    const node = 'li[data-testid^="causation-node-"]'; // handler lines are list items too
+    await tree.locator(`ul.tree ${node}`).first().waitFor();
+    const nodes = await tree.locator(node).count();
+    const nested = await tree.locator(`ul.tree ul.tree ul.tree ${node}`).count();
     assert.ok(nodes >= 4 && nested >= 1, `a causation tree at least three levels deep (${nodes} nodes, ${nested} at depth ≥ 3)`);
     await shot('03b-declined-payment-causation');
   });
