@@ -18,6 +18,11 @@
  *   while an outbox relay (core `createOutboxRelay`, defaults: batches of 256, 8 publishes in
  *   flight, 8 outbox partitions) publishes to the SQLite transport on the same file; the clock
  *   stops when the transport has stored every message. Goal: ≥ 50 % of direct publish;
+ * - end to end, direct to the log: the same transactions on a unit of work in direct mode
+ *   (`createSqliteUnitOfWork({ path, transport })`, the transport on the same file): `tx.publish`
+ *   appends to the transport's log in the transaction, no outbox row, no relay; a message is in
+ *   the transport once its transaction resolved, so the clock stops with the last caller (and
+ *   the log is counted to check);
  * - outbox write side only: the same transactions with no relay running (where the time goes);
  * - consume: a consumer (`createConsumer`, concurrency 64) handling a pre-filled topic with a
  *   handler that does nothing; that writes a business row (keyed by the event id) through
@@ -72,6 +77,7 @@ const TOPIC = 'bench.outbox';
 
 export const DIRECT = 'direct publish, 64 concurrent single-message callers';
 export const OUTBOX_E2E = 'end to end: business row + outbox row per transaction × 64 callers, relayed to the transport';
+export const OUTBOX_DIRECT_LOG = 'end to end, direct to the log (same file): business row + message per transaction × 64 callers, no relay';
 export const OUTBOX_WRITE = 'write side only: business row + outbox row per transaction × 64 callers, no relay';
 export const CONSUME_PLAIN = 'consume, handler does nothing (concurrency 64)';
 export const CONSUME_TX = 'consume, handler writes a row through uow.withTransaction (no inbox)';
@@ -155,6 +161,32 @@ async function outbox(envs: readonly CloudEvent[], concurrency: number, relayed:
   }
 }
 
+async function directToLog(envs: readonly CloudEvent[], concurrency: number): Promise<number> {
+  const f = tempFile('direct-log');
+  const transport = createSqliteTransport({ path: f.path, synchronous: 'NORMAL' });
+  const uow = createSqliteUnitOfWork({ path: f.path, synchronous: 'NORMAL', transport });
+  uow.database.db.exec('CREATE TABLE orders (id INTEGER PRIMARY KEY, customer TEXT NOT NULL, total INTEGER NOT NULL)');
+  const insert = uow.database.db.prepare('INSERT INTO orders (id, customer, total) VALUES (?, ?, ?)');
+  try {
+    await transport.ensureTopic(TOPIC);
+    const t0 = performance.now();
+    await callers(envs.length, concurrency, (i) =>
+      uow.withTransaction((tx) => {
+        insert.run(i, `c${i % KEYS}`, i);
+        tx.publish(TOPIC, { envelope: envs[i]! });
+      }),
+    );
+    const ms = performance.now() - t0;
+    const stored = transport.database.db.prepare('SELECT count(*) FROM herald_log').pluck().get();
+    if (stored !== envs.length) throw new Error(`outbox bench: direct mode stored ${String(stored)} of ${envs.length} messages`);
+    return ms;
+  } finally {
+    await uow.close();
+    await transport.close();
+    f.remove();
+  }
+}
+
 async function consume(envs: readonly CloudEvent[], mode: 'plain' | 'tx' | 'inbox'): Promise<number> {
   const f = tempFile(mode);
   const transport = createSqliteTransport({ path: f.path, synchronous: 'NORMAL' });
@@ -196,6 +228,7 @@ export async function runBench(options: BenchOptions): Promise<BenchRow[]> {
   if (!only || only === 'publish') {
     cases.push([DIRECT, () => direct(envs, concurrency), undefined]);
     cases.push([OUTBOX_E2E, () => outbox(envs, concurrency, true), DIRECT]);
+    cases.push([OUTBOX_DIRECT_LOG, () => directToLog(envs, concurrency), DIRECT]);
     cases.push([OUTBOX_WRITE, () => outbox(envs, concurrency, false), DIRECT]);
   }
   if (!only || only === 'consume') {
@@ -249,7 +282,9 @@ export function cpuSummary(rows: readonly BenchRow[]): string {
   const d = cpu(DIRECT);
   const e = cpu(OUTBOX_E2E);
   const w = cpu(OUTBOX_WRITE);
+  const l = cpu(OUTBOX_DIRECT_LOG);
   if (d !== undefined && e !== undefined) parts.push(`CPU µs/message: direct ${d.toFixed(1)}, end to end ${e.toFixed(1)}${w !== undefined ? `, write side ${w.toFixed(1)}` : ''} (direct ÷ end to end = ${((d / e) * 100).toFixed(1)} %)`);
+  if (d !== undefined && l !== undefined) parts.push(`direct to the log ${l.toFixed(1)} µs/message (direct ÷ direct to the log = ${((d / l) * 100).toFixed(1)} %)`);
   const [p, t, i] = [cpu(CONSUME_PLAIN), cpu(CONSUME_TX), cpu(CONSUME_INBOX)];
   if (p !== undefined && t !== undefined && i !== undefined) parts.push(`consume CPU µs/message: plain ${p.toFixed(1)}, uow.withTransaction ${t.toFixed(1)}, ctx.transaction ${i.toFixed(1)}`);
   return parts.join('; ');
