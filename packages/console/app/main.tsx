@@ -27,7 +27,7 @@ interface TopicView {
 }
 interface Sample {
   at: number;
-  topics: Record<string, { published: number; groups: Record<string, { handled: number; lag: number }> }>;
+  topics: Record<string, { published: number; groups: Record<string, { handled: number; lag: number; lagSeconds?: number }> }>;
 }
 interface DeadLetterSummary {
   id: string;
@@ -84,6 +84,16 @@ interface Series {
   points: Array<[number, number]>;
 }
 
+/** The smallest of 1, 2, 5 × 10^k at or above `v` (at least 2, so the middle tick is a whole number for counts). */
+function niceCeil(v: number): number {
+  if (v <= 2) return 2;
+  const p = 10 ** Math.floor(Math.log10(v));
+  for (const m of [1, 2, 5, 10]) if (m * p >= v) return m * p;
+  return 10 * p;
+}
+
+const fmtTick = (v: number): string => (Number.isInteger(v) ? String(v) : v.toFixed(1));
+
 /** A line chart as plain SVG: time on x, value on y, one line per series. */
 function LineChart({ title, series, unit, testId }: { title: string; series: Series[]; unit: string; testId: string }) {
   const w = 560;
@@ -92,7 +102,7 @@ function LineChart({ title, series, unit, testId }: { title: string; series: Ser
   const all = series.flatMap((s) => s.points);
   const t0 = Math.min(...all.map((p) => p[0]));
   const t1 = Math.max(...all.map((p) => p[0]));
-  const vmax = Math.max(1, ...all.map((p) => p[1]));
+  const vmax = niceCeil(Math.max(0, ...all.map((p) => p[1])));
   const x = (t: number): number => pad.l + (t1 > t0 ? ((t - t0) / (t1 - t0)) * (w - pad.l - pad.r) : 0);
   const y = (v: number): number => h - pad.b - (v / vmax) * (h - pad.t - pad.b);
   const last = (s: Series): number => s.points[s.points.length - 1]?.[1] ?? 0;
@@ -106,7 +116,7 @@ function LineChart({ title, series, unit, testId }: { title: string; series: Ser
           <g key={f}>
             <line x1={pad.l} x2={w - pad.r} y1={y(vmax * f)} y2={y(vmax * f)} stroke="#eef0f3" />
             <text x={pad.l - 4} y={y(vmax * f) + 4} font-size="10" text-anchor="end" fill="#4b5563">
-              {Math.round(vmax * f)}
+              {fmtTick(vmax * f)}
             </text>
           </g>
         ))}
@@ -208,12 +218,14 @@ function ratePoints(history: Sample[], value: (s: Sample) => number | undefined)
 function Topics({ snap }: { snap: Snapshot }) {
   const [only, setOnly] = useState('');
   const lagSeries: Series[] = [];
+  const lagSecondsSeries: Series[] = [];
   const rateSeries: Series[] = [];
   const handleSeries: Series[] = [];
   for (const t of snap.topics) {
     if (only && t.name !== only) continue;
     for (const g of t.groups) {
       lagSeries.push({ label: `${t.name} / ${g.group}`, points: snap.history.map((s) => [s.at, s.topics[t.name]?.groups[g.group]?.lag ?? 0]) });
+      lagSecondsSeries.push({ label: `${t.name} / ${g.group}`, points: snap.history.map((s) => [s.at, s.topics[t.name]?.groups[g.group]?.lagSeconds ?? 0]) });
       handleSeries.push({ label: `${t.name} / ${g.group}`, points: ratePoints(snap.history, (s) => s.topics[t.name]?.groups[g.group]?.handled) });
     }
     rateSeries.push({ label: `${t.name} published`, points: ratePoints(snap.history, (s) => s.topics[t.name]?.published) });
@@ -272,6 +284,7 @@ function Topics({ snap }: { snap: Snapshot }) {
       </p>
       <div class="charts">
         <LineChart title="Consumer lag (messages) per topic / group" series={lagSeries} unit="msgs" testId="lag-chart" />
+        <LineChart title="Consumer lag (seconds: age of the oldest unhandled message) per topic / group" series={lagSecondsSeries} unit="s" testId="lag-seconds-chart" />
         <LineChart title="Publish rate (messages/s) per topic" series={rateSeries} unit="/s" testId="rate-chart" />
         <LineChart title="Handle rate (messages/s) per topic / group" series={handleSeries} unit="/s" testId="handle-chart" />
       </div>

@@ -142,6 +142,13 @@ describe('console in the browser', { skip: chromiumSkipReason() }, () => {
     const label = (await page.getByTestId('lag-chart').locator('svg').getAttribute('aria-label')) ?? '';
     const charted = Number(/fixture-orders \/ shipping (\d+) msgs/.exec(label)?.[1]);
     assert.ok(charted >= 20, `the chart shows the lag (${label})`);
+    await waitFor(
+      async () => {
+        const secondsLabel = (await page.getByTestId('lag-seconds-chart').locator('svg').getAttribute('aria-label')) ?? '';
+        return Number(/fixture-orders \/ shipping ([\d.]+) s/.exec(secondsLabel)?.[1]) >= 1;
+      },
+      { timeoutMs: 10_000, what: 'the lag-seconds chart to show shipping’s oldest unhandled message at least 1 s old' },
+    );
     assert.equal(await text('service-state-billing'), 'running', 'the other services keep running');
     await shot('05-shipping-stopped-lag-rising');
     await page.getByTestId('service-start-shipping').click();

@@ -53,7 +53,8 @@ export interface ConsoleServerOptions {
 
 export interface TopicSample {
   readonly published: number;
-  readonly groups: Readonly<Record<string, { readonly handled: number; readonly lag: number }>>;
+  /** Per group: messages handled, lag in messages, and lag in seconds (age of the oldest unhandled message, 0 when none). */
+  readonly groups: Readonly<Record<string, { readonly handled: number; readonly lag: number; readonly lagSeconds: number }>>;
 }
 
 export interface Sample {
@@ -102,6 +103,11 @@ export interface ConsoleServer {
 
 const DEAD_LETTER_SNAPSHOT = 50;
 
+/** Seconds since the oldest unhandled message was appended, to 0.1 s (0 when nothing waits or its time is unknown). */
+function lagSeconds(lag: number, oldestUnhandledAt: number | null, at: number): number {
+  return lag > 0 && oldestUnhandledAt !== null ? Math.max(0, Math.round((at - oldestUnhandledAt) / 100) / 10) : 0;
+}
+
 export async function createConsoleServer(options: ConsoleServerOptions): Promise<ConsoleServer> {
   const { sources } = options;
   const intervalMs = options.intervalMs ?? 1000;
@@ -126,7 +132,7 @@ export async function createConsoleServer(options: ConsoleServerOptions): Promis
       ]);
       const sample: Sample = {
         at,
-        topics: Object.fromEntries(topics.map((t) => [t.name, { published: t.published, groups: Object.fromEntries(t.groups.map((g) => [g.group, { handled: g.handled, lag: g.lag }])) }])),
+        topics: Object.fromEntries(topics.map((t) => [t.name, { published: t.published, groups: Object.fromEntries(t.groups.map((g) => [g.group, { handled: g.handled, lag: g.lag, lagSeconds: lagSeconds(g.lag, g.oldestUnhandledAt, at) }])) }])),
       };
       const prev = history[history.length - 1];
       history.push(sample);
