@@ -159,6 +159,17 @@ describe('SQLite unit of work, direct mode (tx.publish appends to the transport 
       2,
     );
 
+    // r0's offsets were given back when its savepoint rolled back: r1 took them, no gap.
+    for (const p of [0, 1]) {
+      const offsets = logOf(s.db, topic)
+        .filter((r) => r.partition === p)
+        .map((r) => r.offset);
+      assert.deepEqual(
+        offsets,
+        offsets.map((_, i) => i),
+        `partition ${p}: gap-free`,
+      );
+    }
     const lone = counters(s.db);
     await assert.rejects(
       s.uow.withTransaction((tx) => {
@@ -225,6 +236,19 @@ describe('SQLite unit of work, direct mode (tx.publish appends to the transport 
       }),
     );
     assert.equal(s.db.db.prepare("SELECT count(*) FROM herald_topics WHERE name = 'orders.ghost'").pluck().get(), 0);
+    await s.close();
+  });
+
+  it('the transport retention cap is enforced in the unit of work transaction', async () => {
+    const s = setup({ retention: { maxRecordsPerPartition: 5 } });
+    const topic = 'orders.capped';
+    await s.transport.ensureTopic(topic, { partitions: 1 });
+    await Promise.all(Array.from({ length: 20 }, (_, i) => s.uow.withTransaction((tx) => tx.publish(topic, { envelope: env(`c${i}`, 'k') }))));
+    const log = logOf(s.db, topic);
+    assert.deepEqual(
+      log.map((r) => r.offset),
+      [15, 16, 17, 18, 19],
+    );
     await s.close();
   });
 
