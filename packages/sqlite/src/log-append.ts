@@ -92,45 +92,32 @@ export class LogAppender {
 
   /** Assigns offsets, appends every batch in order, advances the counters, enforces the hard cap. */
   append<T extends LogTopic>(batch: readonly LogBatch<T>[], now: number): LogAppendResult<T> {
+    const s = this.#s;
     const heads = new Map<T, number[]>();
     const receipts: PublishReceipt[][] = new Array(batch.length);
     for (let b = 0; b < batch.length; b++) {
-      const one = batch[b]!;
-      let next = heads.get(one.topic);
-      if (!next) heads.set(one.topic, (next = new Array<number>(one.topic.partitions).fill(-1)));
-      receipts[b] = this.appendRows(one, now, next);
+      const { topic: t, partitions, keys, bodies } = batch[b]!;
+      let next = heads.get(t);
+      if (!next) heads.set(t, (next = new Array<number>(t.partitions).fill(-1)));
+      const out: PublishReceipt[] = new Array(bodies.length);
+      for (let i = 0; i < bodies.length; i++) {
+        const p = partitions[i]!;
+        let offset = next[p]!;
+        if (offset < 0) offset = s.nextOffset.get(t.id, p)?.next_offset ?? 0;
+        s.append.run(t.id, p, offset, keys[i]!, now, bodies[i]!);
+        next[p] = offset + 1;
+        out[i] = { topic: t.name, partition: p, position: String(offset) };
+      }
+      receipts[b] = out;
     }
-    for (const [t, next] of heads) this.advance(t.id, next);
+    for (const [t, next] of heads) {
+      for (let p = 0; p < next.length; p++) {
+        if (next[p]! < 0) continue;
+        s.setNextOffset.run(next[p]!, t.id, p);
+        if (this.#cap !== undefined) this.trim(t.id, p, undefined, next[p]!);
+      }
+    }
     return { receipts, heads };
-  }
-
-  /**
-   * Appends one batch, taking each partition's next offset from `next` (-1: read the counter)
-   * and leaving the new one there. The counters are not written: `advance` does that.
-   */
-  appendRows(batch: LogBatch, now: number, next: number[]): PublishReceipt[] {
-    const s = this.#s;
-    const { topic: t, partitions, keys, bodies } = batch;
-    const out: PublishReceipt[] = new Array(bodies.length);
-    for (let i = 0; i < bodies.length; i++) {
-      const p = partitions[i]!;
-      let offset = next[p]!;
-      if (offset < 0) offset = s.nextOffset.get(t.id, p)?.next_offset ?? 0;
-      s.append.run(t.id, p, offset, keys[i]!, now, bodies[i]!);
-      next[p] = offset + 1;
-      out[i] = { topic: t.name, partition: p, position: String(offset) };
-    }
-    return out;
-  }
-
-  /** Writes the counters of the partitions `appendRows` moved (`next[p]` ≥ 0) and enforces the hard cap on them. */
-  advance(topicId: number, next: readonly number[]): void {
-    const s = this.#s;
-    for (let p = 0; p < next.length; p++) {
-      if (next[p]! < 0) continue;
-      s.setNextOffset.run(next[p]!, topicId, p);
-      if (this.#cap !== undefined) this.trim(topicId, p, undefined, next[p]!);
-    }
   }
 
   /**
@@ -164,59 +151,5 @@ export class LogAppender {
     }
     if (upTo < first) return 0;
     return Number(s.deleteUpTo.run(topicId, p, upTo).changes);
-  }
-}
-
-/**
- * Appends spread over ONE write transaction on the appender's connection, made by several
- * callers one after the other (a unit of work's group commit, a SAVEPOINT per callback): each
- * partition's counter is read once and written once, by `flush()` just before COMMIT. The caller
- * mirrors its savepoints (`savepoint()` after SAVEPOINT, `rollbackTo()` after ROLLBACK TO) so a
- * rolled-back callback gives its offsets back, and calls `end()` after COMMIT or ROLLBACK: the
- * next transaction reads the counters again (another connection may have appended meanwhile).
- */
-export class LogSession {
-  readonly #appender: LogAppender;
-  /** Per topic name: the topic and, per partition, the next offset in this transaction (-1 not read). */
-  readonly #next = new Map<string, { topic: LogTopic; next: number[] }>();
-  /** Per topic name: `next` as it was at the last savepoint (taken on the first append after it). */
-  readonly #saved = new Map<string, number[] | undefined>();
-
-  constructor(appender: LogAppender) {
-    this.#appender = appender;
-  }
-
-  append(batch: LogBatch, now: number): PublishReceipt[] {
-    const name = batch.topic.name;
-    let e = this.#next.get(name);
-    if (!e) this.#next.set(name, (e = { topic: batch.topic, next: new Array<number>(batch.topic.partitions).fill(-1) }));
-    if (!this.#saved.has(name)) this.#saved.set(name, e.next.slice());
-    return this.#appender.appendRows(batch, now, e.next);
-  }
-
-  savepoint(): void {
-    this.#saved.clear();
-  }
-
-  rollbackTo(): void {
-    for (const [name, before] of this.#saved) {
-      if (!before || before.every((n) => n < 0)) this.#next.delete(name); // untouched before: read again (the topic row itself may be gone)
-      else this.#next.get(name)!.next = before;
-    }
-    this.#saved.clear();
-  }
-
-  /** Before COMMIT: writes the counters (and enforces the hard cap) of every partition appended to. */
-  flush(): void {
-    for (const e of this.#next.values()) this.#appender.advance(e.topic.id, e.next);
-  }
-
-  /** After COMMIT (or ROLLBACK): per topic name, per partition the next offset (-1 untouched); forgets everything. */
-  end(): Map<string, number[]> {
-    const heads = new Map<string, number[]>();
-    for (const [name, e] of this.#next) if (e.next.some((n) => n >= 0)) heads.set(name, e.next);
-    this.#next.clear();
-    this.#saved.clear();
-    return heads;
   }
 }

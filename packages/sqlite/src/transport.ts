@@ -59,7 +59,7 @@ import type { Statement } from 'better-sqlite3';
 import { openDatabase, type SqliteDatabase, type SqliteSynchronous } from './database.ts';
 import { assertFence, SqliteLeaseStore } from './lease-store.ts';
 import { readLag } from './lag.ts';
-import { type LogBatch, LogAppender, type LogSession } from './log-append.ts';
+import { type LogBatch, LogAppender } from './log-append.ts';
 import { nonNegativeInt, partitionCount, positiveInt, positiveNumber } from '@herald/core/internal';
 
 export interface SqliteRetentionOptions {
@@ -150,10 +150,10 @@ export interface DirectLog {
    * Inside a write transaction of `appender`'s connection: validates and encodes `messages` as
    * `publish` does (same checks, same typed errors, same partitioner), creates the topic with the
    * transport's default partition count if the file has none (in the caller's transaction), and
-   * appends them through `session` (whose `flush()` writes the counters before COMMIT). Returns
-   * the receipts. Throws `HERALD_ERR_CLOSED` once the transport is closed.
+   * appends them. Returns the receipts and, to pass to `appended` once committed, the heads.
+   * Throws `HERALD_ERR_CLOSED` once the transport is closed.
    */
-  append(appender: LogAppender, session: LogSession, topic: string, messages: readonly OutgoingMessage[], now: number): readonly PublishReceipt[];
+  append(appender: LogAppender, topic: string, messages: readonly OutgoingMessage[], now: number): { readonly receipts: readonly PublishReceipt[]; readonly next: readonly number[] };
   /** After the caller's commit: this process's subscriptions to `topic` fetch at once (not at their next poll). Never throws. */
   appended(topic: string, next: readonly number[]): void;
 }
@@ -674,7 +674,7 @@ export class SqliteTransport implements Transport {
     return {
       database: this.database,
       maxRecordsPerPartition: this.#cap,
-      append: (appender, session, topic, messages, now) => {
+      append: (appender, topic, messages, now) => {
         this.#open();
         if (!Array.isArray(messages)) throw new HeraldError('HERALD_ERR_INVALID_ARGUMENT', 'publish takes an array of messages');
         let t: { readonly id: number; readonly name: string; readonly partitions: number; readonly rr: RoundRobin } | undefined = this.#knownTopic(topic);
@@ -683,9 +683,10 @@ export class SqliteTransport implements Transport {
           const row = appender.ensureTopic(topic, this.#defaultPartitions, now);
           t = { id: row.id, name: topic, partitions: row.partitions, rr: new RoundRobin() };
         }
-        if (messages.length === 0) return [];
+        if (messages.length === 0) return { receipts: [], next: [] };
         const { partitions, keys, bodies } = this.#encodeBatch(t, messages);
-        return session.append({ topic: t, partitions, keys, bodies }, now);
+        const { receipts, heads } = appender.append([{ topic: t, partitions, keys, bodies }], now);
+        return { receipts: receipts[0]!, next: heads.get(t)! };
       },
       appended: (topic, next) => {
         if (this.#closed || this.database.closed) return;

@@ -35,11 +35,9 @@
  * COMMIT, this process's subscriptions to the touched topics are woken (other processes notice
  * the commit at their transport's `pollMs`). `tx.schedule` still writes scheduled rows. A
  * transport on another file, or on this unit of work's own connection, is refused
- * (`HERALD_ERR_INVALID_ARGUMENT`). Offsets are read once per partition per group commit and the
- * counters written just before COMMIT (`LogSession`); a callback that throws gives its offsets
- * back with its savepoint. A SAVEPOINT of your own around `tx.publish` that you roll back (a
- * nested `db.transaction()` that throws, caught) leaves a gap in the offsets — harmless to
- * readers, but avoid it.
+ * (`HERALD_ERR_INVALID_ARGUMENT`). Each `tx.publish` reads its partitions' counters and writes
+ * them back in the transaction, so a rolled-back savepoint (the callback's, or one of yours)
+ * gives its offsets back.
  *
  * Inbox: `withInbox` looks the key up under the write lock, so two processes handling the same
  * message serialize; the second sees the first's committed record and does not run `fn`. A key
@@ -50,7 +48,7 @@ import { checkInboxKey, positiveInt } from '@herald/core/internal';
 import type Database from 'better-sqlite3';
 import { realpathSync } from 'node:fs';
 import { BUSY, type DatabaseSource, resolveDatabase, type SqliteDatabase, storageError } from './database.ts';
-import { LogAppender, LogSession } from './log-append.ts';
+import { LogAppender } from './log-append.ts';
 import { fileOf, notifyWrite, OutboxWriter, outboxPartitions } from './outbox-writer.ts';
 import { type DirectLog, directLogOf, SqliteTransport } from './transport.ts';
 
@@ -73,11 +71,10 @@ export type SqliteUnitOfWorkOptions = DatabaseSource & {
   readonly transport?: SqliteTransport;
 };
 
-/** The transport's log, this connection's appender and the open transaction's offsets, in direct mode. */
+/** The transport's log and this connection's appender, in direct mode. */
 interface Direct {
   readonly log: DirectLog;
   readonly appender: LogAppender;
-  readonly session: LogSession;
 }
 
 interface Call {
@@ -234,7 +231,6 @@ export class SqliteUnitOfWork implements UnitOfWork<Database.Database> {
         const call = batch[i]!;
         const tx = new SqliteTransaction(this.database, this.#writer, this.#clock, this.#direct);
         this.#s.savepoint.run();
-        this.#direct?.session.savepoint();
         try {
           let value: unknown;
           const k = call.inbox;
@@ -254,16 +250,13 @@ export class SqliteUnitOfWork implements UnitOfWork<Database.Database> {
           tx.finish();
           if (!this.database.db.inTransaction) throw error; // SQLite rolled the whole transaction back (I/O, full…)
           this.#s.rollbackTo.run();
-          this.#direct?.session.rollbackTo();
           this.#s.release.run();
           failed.push({ call, error }); // the callback's own error, unchanged
         }
       }
-      this.#direct?.session.flush();
       this.#s.commit.run();
       this.#transactions++;
     } catch (e) {
-      this.#direct?.session.end(); // rolled back: nothing to wake
       if (this.database.db.inTransaction) {
         try {
           this.#s.rollback.run();
@@ -280,7 +273,7 @@ export class SqliteUnitOfWork implements UnitOfWork<Database.Database> {
       return;
     }
     for (const f of failed) f.call.reject(f.error);
-    if (this.#direct) for (const [topic, next] of this.#direct.session.end()) this.#direct.log.appended(topic, next);
+    if (this.#direct) this.#wakeReaders(done);
     let outbox = false;
     let scheduled = false;
     for (const d of done) {
@@ -297,6 +290,22 @@ export class SqliteUnitOfWork implements UnitOfWork<Database.Database> {
     }
     if (outbox) notifyWrite(this.file, 'outbox', this.#onError);
     if (scheduled) notifyWrite(this.file, 'scheduled', this.#onError);
+  }
+
+  /** Direct mode, after the COMMIT: the transport's readers in this process fetch the committed appends now. */
+  #wakeReaders(done: ReadonlyArray<{ tx: SqliteTransaction }>): void {
+    let heads: Map<string, number[]> | undefined;
+    for (const d of done) {
+      const h = d.tx.logHeads;
+      if (!h) continue;
+      if (!heads) heads = new Map();
+      for (const [topic, next] of h) {
+        const all = heads.get(topic);
+        if (!all) heads.set(topic, [...next]);
+        else for (let p = 0; p < next.length; p++) all[p] = Math.max(all[p]!, next[p]!);
+      }
+    }
+    if (heads) for (const [topic, next] of heads) this.#direct!.log.appended(topic, next);
   }
 
   /** BEGIN IMMEDIATE without blocking the event loop: while another connection holds the write lock, retry on a timer (1 → 8 ms) up to busyTimeoutMs. */
@@ -355,6 +364,8 @@ class SqliteTransaction implements Transaction<Database.Database> {
   readonly afterCommitFns: Array<() => void> = [];
   wroteOutbox = false;
   wroteScheduled = false;
+  /** Direct mode: per topic, per partition the next offset after this callback's appends (-1 untouched). */
+  logHeads: Map<string, number[]> | undefined;
   #finished = false;
 
   constructor(
@@ -373,7 +384,12 @@ class SqliteTransaction implements Transaction<Database.Database> {
     this.#check();
     if (this.direct) {
       const list: readonly OutgoingMessage[] = Array.isArray(messages) ? messages : [messages as OutgoingMessage];
-      this.direct.log.append(this.direct.appender, this.direct.session, topic, list, this.clock.now());
+      const { next } = this.direct.log.append(this.direct.appender, topic, list, this.clock.now());
+      if (next.length === 0) return;
+      this.logHeads ??= new Map();
+      const all = this.logHeads.get(topic);
+      if (!all) this.logHeads.set(topic, [...next]);
+      else for (let p = 0; p < next.length; p++) all[p] = Math.max(all[p]!, next[p]!);
       return;
     }
     if (this.writer.writeOutbox(this.database, topic, messages, this.clock.now()) > 0) this.wroteOutbox = true;
@@ -423,8 +439,7 @@ function directTo(transport: SqliteTransport, database: SqliteDatabase, file: st
       { details: { unitOfWork: file, transport: theirs } },
     );
   }
-  const appender = new LogAppender(database, log.maxRecordsPerPartition);
-  return { log, appender, session: new LogSession(appender) };
+  return { log, appender: new LogAppender(database, log.maxRecordsPerPartition) };
 }
 
 function canonical(file: string): string {
