@@ -101,7 +101,7 @@ function openSqlite(spec: Extract<BackendSpec, { kind: 'sqlite' }>, transportSpe
   const transport = createSqliteTransport({ database });
   const deadLetters = new SqliteDeadLetterStore({ database });
   // the unit of work holds its transactions across awaits: it gets a connection of its own
-  const unitOfWork = createSqliteUnitOfWork({ path: spec.path });
+  const unitOfWork = createSqliteUnitOfWork({ path: spec.path, transport }); // direct mode: tx.publish appends to the log in the transaction
   const outbox = createSqliteOutboxStore({ database });
   const relay = createOutboxRelay({ store: outbox, transport, leases: transport.leases, name: 'shop', pollMs: 50, onError: (e) => log('relay', (e as Error)?.message ?? String(e)) });
   let events: SqliteEventStore | undefined;
