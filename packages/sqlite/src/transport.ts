@@ -13,7 +13,11 @@
  * `busyTimeoutMs`, disk full…), every publish in that batch rejects with the same
  * `HERALD_ERR_STORAGE` error and nothing of the batch is stored. Offsets are assigned inside the
  * transaction from a per-partition counter row, so they increase in commit order across
- * processes and never repeat, even after retention emptied a partition.
+ * processes and never repeat, even after retention emptied a partition. A unit of work in direct
+ * mode (`createSqliteUnitOfWork({ transport })`) appends on its own connection inside its own
+ * transaction, through the same `LogAppender` and the same checks (`directLogOf`); it wakes this
+ * transport's readers after its commit. Nothing here caches an offset that such a writer (or
+ * another process) could invalidate: `knownNext`/`appends` only decide when readers query.
  *
  * Backpressure: at most `maxQueuedMessages` messages wait in the publish queue; a publish that
  * does not fit waits (FIFO) until earlier batches are written. A single batch larger than the
