@@ -6,18 +6,18 @@ import { type Consumer, createConsumer, type MessageContext, type MessageDefinit
 import { type Backend, openBackend } from './backend.ts';
 import { configuredBackend, log, message, type Sql, untilSignal } from './runtime.ts';
 
-/** What a handler's transaction offers: the service's tables and the outbox, committed together. */
+/** What a handler's transaction offers: the service's tables and its publishes, committed together. */
 export interface ShopTx {
   readonly sql: Sql;
-  /** Records a message in the outbox; the relay publishes it after commit. */
+  /** Publishes a message when the transaction commits (on SQLite: appended to the log in it; on PostgreSQL: through the outbox and its relay). */
   publish<T>(definition: MessageDefinition<T>, data: T): void;
 }
 
 /**
  * Inbox: runs `fn` through `ctx.transaction` — one transaction of the consumer's unit of work
  * that also records the delivered message (group, handler, source, id); a message already
- * recorded is skipped. Answers published through `tx.publish` go to the outbox in the same
- * transaction and carry the delivered message as their cause (correlation and causation ids).
+ * recorded is skipped. Answers published through `tx.publish` are written in the same
+ * transaction (to the log on SQLite, to the outbox on PostgreSQL) and carry the delivered message as their cause (correlation and causation ids).
  */
 export async function inInbox(backend: Backend, source: string, ctx: MessageContext, fn: (tx: ShopTx) => Promise<void>): Promise<void> {
   await ctx.transaction((tx) =>

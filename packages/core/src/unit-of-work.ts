@@ -32,7 +32,12 @@ export interface ScheduledWrite extends OutboxWrite {
  */
 export interface Transaction<Native = unknown> {
   readonly native: Native;
-  /** Records messages in the outbox (in order); a relay publishes them after commit, never after a rollback. */
+  /**
+   * Records messages (in order) to be published exactly when this transaction commits, never
+   * after a rollback: in the outbox, which a relay publishes after commit — or, where the
+   * backend can (the SQLite unit of work given the SQLite transport on the same file), appended
+   * straight to the transport's log inside this transaction.
+   */
   publish(topic: string, messages: OutgoingMessage | readonly OutgoingMessage[]): void;
   /** Records a delayed message; the scheduler publishes it at or after `deliverAt`. Returns its id. */
   schedule(write: ScheduledWrite): string;
