@@ -26,6 +26,8 @@ import {
 } from './transport.ts';
 import { positiveInt } from './options.ts';
 
+const RESOLVED: Promise<void> = Promise.resolve();
+
 /** One stored record of a partition. Either `envelope` (by reference) or `raw` (JSON) is set. */
 export interface LogRecord {
   readonly offset: number;
@@ -320,14 +322,21 @@ export class LogSubscription implements Subscription {
     this.#pollTimer = this.#clock.setTimer(tick, pollMs);
   }
 
+  /**
+   * Runs `#pump` once in a microtask, however many acks, appends and timers ask for it before.
+   * Through a resolved promise rather than `queueMicrotask`, which on Node builds an
+   * AsyncResource per call — a cost paid per ack whenever acks land in separate microtasks.
+   */
   #schedulePump(): void {
     if (this.#pumpScheduled || this.#closing) return;
     this.#pumpScheduled = true;
-    queueMicrotask(() => {
-      this.#pumpScheduled = false;
-      void this.#pump();
-    });
+    void RESOLVED.then(this.#runScheduledPump);
   }
+
+  readonly #runScheduledPump = (): void => {
+    this.#pumpScheduled = false;
+    void this.#pump();
+  };
 
   async #pump(): Promise<void> {
     if (this.#pumping) {
