@@ -44,7 +44,7 @@ export async function observe(mode: ObserveMode, lag?: LagSource): Promise<() =>
     context.setGlobalContextManager(new AsyncLocalStorageContextManager());
     contextManagerSet = true;
   }
-  const ratio = mode === 'trace-1%' ? 0.01 : 1;
+  const ratio = mode === 'trace-100%' ? 1 : 0.01;
   const provider = new BasicTracerProvider({
     sampler: new ParentBasedSampler({ root: new TraceIdRatioBasedSampler(ratio) }),
     spanProcessors: [new BatchSpanProcessor(dropSpans)],
@@ -107,7 +107,7 @@ function noSubscriberCostNs(): { ns: number; direct: number } {
 
 export interface ObservabilityConfig {
   readonly runs: number;
-  readonly run: (mode: ObserveMode) => Promise<{ ms: number; cpuMs?: number }>;
+  readonly run: (mode: ObserveMode) => Promise<{ ms: number; cpuMs?: number; consumerCpuMs?: number }>;
   readonly messages: number;
   readonly batch: number;
 }
@@ -118,10 +118,10 @@ export async function observabilityRows(c: ObservabilityConfig): Promise<Row[]> 
   for (let r = 0; r < c.runs; r++) {
     const order = OBSERVE_MODES.map((_, i) => OBSERVE_MODES[(i + r) % OBSERVE_MODES.length]!);
     for (const mode of order) {
-      const { ms, cpuMs } = await c.run(mode);
+      const { ms, cpuMs, consumerCpuMs } = await c.run(mode);
       times.get(mode)!.push(ms);
       if (cpuMs !== undefined) cpus.get(mode)!.push(cpuMs);
-      progress(`  round ${r + 1}/${c.runs} ${mode}: ${Math.round(rateOf(c.messages, ms)).toLocaleString('en-US')} msg/s${cpuMs !== undefined ? `, ${((cpuMs * 1000) / c.messages).toFixed(2)} CPU-µs per message` : ''}`);
+      progress(`  round ${r + 1}/${c.runs} ${mode}: ${Math.round(rateOf(c.messages, ms)).toLocaleString('en-US')} msg/s${cpuMs !== undefined ? `, ${((cpuMs * 1000) / c.messages).toFixed(2)} CPU-µs per message` : ''}${cpuMs !== undefined && consumerCpuMs !== undefined ? ` (publisher ${(((cpuMs - consumerCpuMs) * 1000) / c.messages).toFixed(2)}, consumer ${((consumerCpuMs * 1000) / c.messages).toFixed(2)})` : ''}`);
     }
   }
   const base = rateOf(c.messages, median(times.get('none')!));

@@ -159,6 +159,8 @@ interface E2eResult {
   readonly maxMs?: number;
   /** CPU time of both processes over the measured part, ms (publisher from its first measured publish, consumer from its warm-up's end). */
   readonly cpuMs?: number;
+  /** The consumer's share of `cpuMs`, ms. */
+  readonly consumerCpuMs?: number;
 }
 
 /**
@@ -212,7 +214,7 @@ export async function endToEndRun(c: SqliteConfig, mode: { validate: boolean; la
     if (done.errors > 0) progress(`  (consumer reported ${done.errors} errors through onError)`);
     return {
       ms: (done.endUs - t0Us) / 1000,
-      ...(parentCpu !== undefined && done.cpuUs !== undefined ? { cpuMs: (cpuOf(parentCpu) + done.cpuUs) / 1000 } : {}),
+      ...(parentCpu !== undefined && done.cpuUs !== undefined ? { cpuMs: (cpuOf(parentCpu) + done.cpuUs) / 1000, consumerCpuMs: done.cpuUs / 1000 } : {}),
       ...(done.p50Us !== undefined ? { p50Ms: done.p50Us / 1000, p99Ms: done.p99Us! / 1000, maxMs: done.maxUs! / 1000 } : {}),
     };
   } finally {
