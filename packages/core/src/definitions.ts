@@ -129,8 +129,27 @@ export interface SchemaIssue {
 /** Validates `data` against `def`; throws `HERALD_ERR_SCHEMA_INVALID` listing every issue. */
 export async function validateData<T>(def: MessageDefinition<T>, data: unknown): Promise<T> {
   // `await` covers sync results, native promises and foreign thenables alike.
-  const result = await def.schema['~standard'].validate(data);
-  if (!result.issues) return result.value;
+  return valueOf(def, await def.schema['~standard'].validate(data));
+}
+
+/**
+ * `validateData` without a promise when the schema answers synchronously (zod, valibot,
+ * arktype do): the value, or a throw; a promise only for an asynchronous schema. For the
+ * per-message paths (publish, consume), where a promise and a microtask per message add up.
+ */
+export function checkData<T>(def: MessageDefinition<T>, data: unknown): T | Promise<T> {
+  const result = def.schema['~standard'].validate(data);
+  if (isThenable(result)) return Promise.resolve(result).then((r) => valueOf(def, r));
+  return valueOf(def, result);
+}
+
+/** Whether `value` is a promise or a foreign thenable. */
+export function isThenable<T>(value: unknown): value is PromiseLike<T> {
+  return typeof value === 'object' && value !== null && typeof (value as { then?: unknown }).then === 'function';
+}
+
+function valueOf<T>(def: MessageDefinition<T>, result: StandardSchemaV1.Result<unknown>): T {
+  if (!result.issues) return result.value as T;
   const issues: SchemaIssue[] = result.issues.map((i) => ({ path: formatPath(i.path), message: i.message }));
   throw new HeraldError(
     'HERALD_ERR_SCHEMA_INVALID',

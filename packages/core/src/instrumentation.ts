@@ -220,7 +220,7 @@ export function instrumentPublisher<D extends { readonly topic?: string | undefi
   source: string,
   primitives: {
     /** `trace`: the context a subscriber set at `start`, for envelopes whose options carry none. */
-    envelope(definition: D, data: never, options?: O, trace?: TraceContext): Promise<{ topic: string; message: OutgoingMessage }>;
+    envelope(definition: D, data: never, options?: O, trace?: TraceContext): Built | Promise<Built>;
     publishEnvelopes(topic: string, messages: readonly OutgoingMessage[]): Promise<readonly PublishReceipt[]>;
   },
 ): InstrumentedPublisher<D, O> {
@@ -228,7 +228,9 @@ export function instrumentPublisher<D extends { readonly topic?: string | undefi
   const { envelope: build, publishEnvelopes: send } = primitives;
   const make = (operation: 'send' | 'create', topic: string | undefined, count: number) => (): PublishMessage => ({ operation, source, topic, count, messages: undefined });
   async function batch(items: readonly { readonly definition: D; readonly data: unknown; readonly options?: O }[], m: PublishMessage | undefined): Promise<readonly PublishReceipt[]> {
-    const built = await Promise.all(items.map((i) => build(i.definition, i.data as never, i.options, m)));
+    // Built synchronously unless a schema is asynchronous: no promise per message otherwise.
+    const results = items.map((i) => build(i.definition, i.data as never, i.options, m));
+    const built = results.some((r) => r instanceof Promise) ? await Promise.all(results) : (results as Built[]);
     if (m) m.messages = built.map((b) => b.message);
     const byTopic = new Map<string, number[]>();
     built.forEach((b, i) => {
@@ -282,6 +284,8 @@ export interface InstrumentedPublisher<D, O> {
   publishBatch(items: readonly { readonly definition: D; readonly data: unknown; readonly options?: O }[]): Promise<readonly PublishReceipt[]>;
   publishEnvelopes(topic: string, messages: readonly OutgoingMessage[]): Promise<readonly PublishReceipt[]>;
 }
+
+type Built = { topic: string; message: OutgoingMessage };
 
 /** W3C trace context for an envelope (what a `herald:publish` subscriber sets at `start`). */
 export interface TraceContext {

@@ -6,7 +6,7 @@
 import { type Clock, systemClock } from './clock.ts';
 import { type CloudEvent, createEnvelope, type EnvelopeInput } from './envelope.ts';
 import { HeraldError } from './errors.ts';
-import type { MessageDefinition } from './definitions.ts';
+import { checkData, isThenable, type MessageDefinition } from './definitions.ts';
 import type { SchedulerStore } from './outbox.ts';
 import type { ScheduledWrite } from './unit-of-work.ts';
 import type { OutgoingMessage, PublishReceipt, Transport } from './transport.ts';
@@ -84,10 +84,22 @@ export function createPublisher(options: PublisherOptions): Publisher {
   const validate = options.validate ?? true;
   if (typeof source !== 'string' || source.length === 0) throw new HeraldError('HERALD_ERR_INVALID_ARGUMENT', 'publisher needs a non-empty source');
 
-  async function build<T>(definition: MessageDefinition<T>, data: T, o: PublishOptions = {}, trace?: TraceContext): Promise<{ topic: string; message: OutgoingMessage }> {
+  type Built = { topic: string; message: OutgoingMessage };
+
+  /**
+   * Validates and builds one message: synchronously when the schema answers synchronously (no
+   * promise per message on the publish path), a promise for an asynchronous schema. Bad input
+   * throws (callers run it inside async functions, so a throw becomes their rejection).
+   */
+  function build<T>(definition: MessageDefinition<T>, data: T, o: PublishOptions = {}, trace?: TraceContext): Built | Promise<Built> {
     const topic = o.topic ?? definition.topic;
     if (topic === undefined) throw new HeraldError('HERALD_ERR_INVALID_ARGUMENT', `no topic for "${definition.type}": pass { topic } or define it with { topic }`);
-    const value = validate ? await definition.parse(data) : data;
+    if (!validate) return finish(definition, data, o, topic, trace);
+    const value = checkData(definition, data);
+    return isThenable<T>(value) ? Promise.resolve(value).then((v) => finish(definition, v, o, topic, trace)) : finish(definition, value, o, topic, trace);
+  }
+
+  function finish<T>(definition: MessageDefinition<T>, value: T, o: PublishOptions, topic: string, trace: TraceContext | undefined): Built {
     let key = o.key;
     if (key === undefined && definition.keyField !== undefined && typeof value === 'object' && value !== null) {
       const k = (value as Record<string, unknown>)[definition.keyField];
