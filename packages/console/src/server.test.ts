@@ -12,7 +12,7 @@ describe('console server', () => {
   const eventStore = new InMemoryEventStore();
   let published = 0;
   let lag = 0;
-  const topics = async (): Promise<TopicStats[]> => [{ name: 'orders', partitions: 2, published, groups: [{ group: 'shipping', handled: published - lag, lag, oldestUnhandledAt: null }] }];
+  const topics = async (): Promise<TopicStats[]> => [{ name: 'orders', partitions: 2, published, groups: [{ group: 'shipping', handled: published - lag, lag, oldestUnhandledAt: lag > 0 ? Date.now() - 5000 : null }] }];
   const services = new Map<string, ServiceInfo>([['shipping', { name: 'shipping', state: 'running', pid: 1, restarts: 0, uptimeMs: 5, lastExit: null, restartInMs: null }]]);
   const control: ServiceControl = {
     status: () => [...services.values()],
@@ -77,7 +77,9 @@ describe('console server', () => {
     const orders = s.topics[0]!;
     assert.equal(orders.published, 100);
     assert.equal(orders.groups[0]!.lag, 40);
-    assert.deepEqual(s.history.at(-1)!.topics.orders, { published: 100, groups: { shipping: { handled: 60, lag: 40 } } });
+    const { lagSeconds, ...shipping } = s.history.at(-1)!.topics.orders!.groups.shipping!;
+    assert.deepEqual({ ...s.history.at(-1)!.topics.orders, groups: { shipping } }, { published: 100, groups: { shipping: { handled: 60, lag: 40 } } });
+    assert.ok(lagSeconds >= 5 && lagSeconds < 6, `lag in seconds is the oldest unhandled message's age (5 s), got ${lagSeconds}`);
     assert.equal(orders.publishRate, 0, 'nothing published between the last two samples');
     assert.equal(s.deadLetters.total, 2);
     assert.deepEqual(s.deadLetters.entries.map((e) => e.error), ['failed 1', 'failed 2']);
