@@ -5,9 +5,9 @@
  */
 import { existsSync } from 'node:fs';
 import { pathToFileURL } from 'node:url';
-import { type CausationGraph, type DeadLetterStore, HeraldError } from '@herald/core';
+import { type CausationGraph, type DeadLetterStore, HeraldError, type PartitionLag } from '@herald/core';
 import type { EventStore, Projection, RebuildOptions, RebuildResult, RecordedEvent, SagaStatus, SagaStore } from '@herald/eventsourcing';
-import type { ConsoleSources, SagaSource, StreamView } from '@herald/console';
+import type { ConsoleSources, SagaSource, StreamView, TopicStats } from '@herald/console';
 import type { HeraldConfig } from './config.ts';
 
 /** An opened backend: what the commands use, and what the console reads. */
@@ -127,4 +127,29 @@ export async function loadViews(config: HeraldConfig): Promise<StreamView[]> {
 async function importModule(file: string, config: HeraldConfig, field: string): Promise<Record<string, unknown>> {
   if (!existsSync(file)) throw new HeraldError('HERALD_ERR_INVALID_ARGUMENT', `${config.file}: ${field} names a file that does not exist: ${file}`, { details: { file: config.file, field } });
   return (await import(pathToFileURL(file).href)) as Record<string, unknown>;
+}
+
+/**
+ * Topics with their published counts, and per consumer group (sorted by name) the messages
+ * committed and the lag summed over partitions from a transport's `lag()` — what `herald status`
+ * and the console's topic table show, the same on every backend.
+ */
+export function topicStats(topics: readonly { readonly name: string; readonly partitions: number; readonly published: number }[], lag: readonly PartitionLag[]): TopicStats[] {
+  type Group = { handled: number; lag: number; oldestUnhandledAt: number | null };
+  const groups = new Map<string, Map<string, Group>>();
+  for (const p of lag) {
+    let byGroup = groups.get(p.topic);
+    if (!byGroup) groups.set(p.topic, (byGroup = new Map()));
+    const g = byGroup.get(p.group) ?? { handled: 0, lag: 0, oldestUnhandledAt: null };
+    g.handled += Number(p.committed) + 1; // committed is the last committed offset, -1 for none
+    g.lag += p.messages;
+    if (p.oldestUnhandledAt !== undefined) g.oldestUnhandledAt = Math.min(g.oldestUnhandledAt ?? Infinity, p.oldestUnhandledAt);
+    byGroup.set(p.group, g);
+  }
+  return topics.map((t) => ({
+    name: t.name,
+    partitions: t.partitions,
+    published: t.published,
+    groups: [...(groups.get(t.name) ?? new Map<string, Group>())].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)).map(([group, g]) => ({ group, ...g })),
+  }));
 }

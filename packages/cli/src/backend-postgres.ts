@@ -20,7 +20,7 @@ import {
   type PostgresProjectionDefinition,
   readPostgresCausation,
 } from '@herald/postgres';
-import { loadProjectionModule, loadViews, rebuildOnce, type OpenBackend, type OpenBackendOptions, recentStreams, sagaSource } from './backend-common.ts';
+import { loadProjectionModule, loadViews, rebuildOnce, type OpenBackend, type OpenBackendOptions, recentStreams, sagaSource, topicStats } from './backend-common.ts';
 import type { HeraldConfig } from './config.ts';
 
 export async function openPostgresBackend(config: HeraldConfig, url: string, schema: string | undefined, options: OpenBackendOptions): Promise<OpenBackend> {
@@ -79,21 +79,8 @@ export async function postgresTopicStats(database: PgDatabase, lagSource: LagSou
     ),
     lagSource.lag(),
   ]);
-  type Group = { handled: number; lag: number; oldestUnhandledAt: number | null };
-  const groups = new Map<string, Map<string, Group>>();
-  for (const p of lag) {
-    let byGroup = groups.get(p.topic);
-    if (!byGroup) groups.set(p.topic, (byGroup = new Map()));
-    const g = byGroup.get(p.group) ?? { handled: 0, lag: 0, oldestUnhandledAt: null };
-    g.handled += Number(p.committed) + 1; // committed is the last committed offset, -1 for none
-    g.lag += p.messages;
-    if (p.oldestUnhandledAt !== undefined) g.oldestUnhandledAt = Math.min(g.oldestUnhandledAt ?? Infinity, p.oldestUnhandledAt);
-    byGroup.set(p.group, g);
-  }
-  return topics.rows.map((t) => ({
-    name: t.name,
-    partitions: t.partitions,
-    published: Number(t.published),
-    groups: [...(groups.get(t.name) ?? new Map<string, Group>())].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)).map(([group, g]) => ({ group, ...g })),
-  }));
+  return topicStats(
+    topics.rows.map((t) => ({ ...t, published: Number(t.published) })),
+    lag,
+  );
 }

@@ -18,7 +18,7 @@ import {
   SqliteDeadLetterStore,
   type SqliteProjectionDefinition,
 } from '@herald/sqlite';
-import { loadProjectionModule, loadViews, rebuildOnce, type OpenBackend, type OpenBackendOptions, recentStreams, sagaSource } from './backend-common.ts';
+import { loadProjectionModule, loadViews, rebuildOnce, type OpenBackend, type OpenBackendOptions, recentStreams, sagaSource, topicStats } from './backend-common.ts';
 import type { HeraldConfig } from './config.ts';
 
 export async function openSqliteBackend(config: HeraldConfig, path: string, options: OpenBackendOptions): Promise<OpenBackend> {
@@ -78,24 +78,7 @@ export async function sqliteTopicStats(database: SqliteDatabase, lagSource: LagS
         )
         .all() as TopicRow[],
   );
-  const groups = new Map<string, Map<string, { handled: number; lag: number; oldestUnhandledAt: number | null }>>();
-  for (const p of await lagSource.lag()) {
-    let byGroup = groups.get(p.topic);
-    if (!byGroup) groups.set(p.topic, (byGroup = new Map()));
-    const g = byGroup.get(p.group) ?? { handled: 0, lag: 0, oldestUnhandledAt: null };
-    g.handled += Number(p.committed) + 1; // committed is the last committed offset, -1 for none
-    g.lag += p.messages;
-    if (p.oldestUnhandledAt !== undefined) g.oldestUnhandledAt = Math.min(g.oldestUnhandledAt ?? Infinity, p.oldestUnhandledAt);
-    byGroup.set(p.group, g);
-  }
-  return topics.map((t) => ({
-    name: t.name,
-    partitions: t.partitions,
-    published: t.published,
-    groups: [...(groups.get(t.name) ?? new Map<string, { handled: number; lag: number; oldestUnhandledAt: number | null }>())]
-      .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))
-      .map(([group, g]) => ({ group, ...g })),
-  }));
+  return topicStats(topics, await lagSource.lag());
 }
 
 /** Every schema component stored in the file's `herald_meta`, with its version. */
