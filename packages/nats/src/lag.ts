@@ -75,6 +75,60 @@ export async function readLag(jsm: JetStreamManager, prefix: string, filter: Lag
   return out;
 }
 
+/** One Herald topic on JetStream, as `readTopics` (and `NatsTransport.topics()`) reads it. */
+export interface NatsTopicStats {
+  readonly topic: string;
+  /** Its stream (`<PREFIX>_<topic>`). */
+  readonly stream: string;
+  readonly partitions: number;
+  /**
+   * Messages ever published to the topic: the stream's last sequence. Only Herald writes the
+   * stream (one subject per partition, de-duplicated publishes stored once) and sequences start
+   * at 1, so it counts every message ever stored, and unlike `state.messages` it does not drop
+   * when retention limits or a purge remove old messages. 0 for an empty stream.
+   */
+  readonly published: number;
+  /** Messages stored now on each partition's subject (index = partition); these drop with retention or a purge. */
+  readonly stored: readonly number[];
+}
+
+/**
+ * Every Herald topic under `prefix` (or the one `filter.topic` names; none when it has no
+ * stream) with its partition count and published and stored counts, sorted by topic. A read
+ * only: one stream list, then one stream info per topic (with its subjects' counts); nothing is
+ * created. A stream that holds the topic's name but was not made by Herald is
+ * `HERALD_ERR_TOPIC_MISMATCH` for a `{ topic }` filter and left out of an unfiltered read.
+ */
+export async function readTopics(jsm: JetStreamManager, prefix: string, filter: { readonly topic?: string } = {}): Promise<NatsTopicStats[]> {
+  const { topic } = checkFilter(filter);
+  const names: Array<{ topic: string; stream: string }> = [];
+  if (topic !== undefined) names.push({ topic, stream: streamName(prefix, topic) });
+  else {
+    for await (const info of jsm.streams.list(`${prefix}.>`)) {
+      const t = topicOf(prefix, info);
+      if (t !== undefined) names.push({ topic: t, stream: info.config.name });
+    }
+  }
+  const read = await Promise.all(
+    names.map(async ({ topic: t, stream }): Promise<NatsTopicStats | undefined> => {
+      const info = await jsm.streams.info(stream, { subjects_filter: subjectsOf(prefix, t) }).catch((e: unknown) => {
+        if (e instanceof JetStreamApiError && e.code === STREAM_NOT_FOUND) return undefined; // none, or deleted meanwhile
+        throw e;
+      });
+      if (!info) return undefined;
+      if (topicOf(prefix, info) !== t) {
+        throw new HeraldError('HERALD_ERR_TOPIC_MISMATCH', `stream ${stream} exists but was not created by Herald for topic "${t}"`, { details: { topic: t, stream } });
+      }
+      const partitions = partitionsOf(info);
+      const subjects = info.state.subjects ?? {};
+      return { topic: t, stream, partitions, published: info.state.last_seq, stored: Array.from({ length: partitions }, (_, p) => subjects[subjectOf(prefix, t, p)] ?? 0) };
+    }),
+  );
+  const out = read.filter((x): x is NatsTopicStats => x !== undefined);
+  out.sort((a, b) => cmp(a.topic, b.topic));
+  return out;
+}
+
 async function streamLag(jsm: JetStreamManager, prefix: string, topic: string, stream: StreamInfo, token: string | undefined, group: string | undefined): Promise<PartitionLag[]> {
   const name = stream.config.name;
   const partitions = partitionsOf(stream);

@@ -289,3 +289,50 @@ describe('nats transport: consumer lag', { skip }, () => {
     }
   });
 });
+
+describe('nats transport: topics()', { skip }, () => {
+  it('lists topics with partitions, published (the stream’s last sequence) and stored per partition; reads only', async () => {
+    const t = await createNatsTransport(fast);
+    const other = await createNatsTransport(fast); // another process's view of the same server
+    const jsm = await jetstreamManager(t.connection);
+    const foreign = uniqueName('t');
+    try {
+      const topic = `dotted.${uniqueName('t')}`;
+      const P = (await t.ensureTopic(topic, { partitions: 3 })).partitions;
+      const keys = ['a', 'b', 'c', 'd', 'e', 'f', 'g'];
+      const envelopes = keys.map((key, i) => ({ key, envelope: createEnvelope({ type: 'k', source: 's', data: i }) }));
+      await t.publish(topic, envelopes);
+      await t.publish(topic, [envelopes[0]!]); // a re-published id is stored once, counted once
+      const perPartition = Array.from({ length: P }, (_, p) => keys.filter((k) => partitionForKey(k, P) === p).length);
+      const mine = (await other.topics()).find((x) => x.topic === topic);
+      assert.deepEqual(mine, { topic, stream: streamName(ns.prefix, topic), partitions: 3, published: 7, stored: perPartition }, 'an unfiltered read from another connection');
+      assert.deepEqual(await other.topics({ topic }), [mine], 'the { topic } filter');
+
+      // A purge drops what is stored, not what was published.
+      const p = partitionForKey('a', P);
+      await jsm.streams.purge(streamName(ns.prefix, topic), { filter: `${ns.prefix}.${topic.replaceAll('.', '~')}.${p}` });
+      const [purged] = await other.topics({ topic });
+      assert.equal(purged!.published, 7, 'published keeps counting purged messages');
+      assert.deepEqual(purged!.stored, perPartition.map((n, i) => (i === p ? 0 : n)), 'stored drops on the purged partition');
+
+      // Nothing is created: no stream for an unknown topic, no consumer on a known one.
+      const unknown = uniqueName('t');
+      assert.deepEqual(await other.topics({ topic: unknown }), []);
+      await assert.rejects(jsm.streams.info(streamName(ns.prefix, unknown)), 'topics({ topic }) creates no stream');
+      const consumers: string[] = [];
+      for await (const ci of jsm.consumers.list(streamName(ns.prefix, topic))) consumers.push(ci.name);
+      assert.deepEqual(consumers, [], 'no consumer created');
+
+      // A stream with a topic's name that Herald did not create: left out, or refused by name.
+      await jsm.streams.add({ name: streamName(ns.prefix, foreign), subjects: [`${ns.prefix}.${foreign}.*`] });
+      assert.equal((await other.topics()).some((x) => x.topic === foreign), false, 'a foreign stream is not listed');
+      await assert.rejects(other.topics({ topic: foreign }), (e) => isHeraldError(e, 'HERALD_ERR_TOPIC_MISMATCH'));
+      await assert.rejects(other.topics({ topic: 'not a topic!' }), (e) => isHeraldError(e, 'HERALD_ERR_INVALID_ARGUMENT'));
+    } finally {
+      await jsm.streams.delete(streamName(ns.prefix, foreign)).catch(() => {});
+      await other.close();
+      await t.close();
+    }
+    await assert.rejects(t.topics(), (e) => isHeraldError(e, 'HERALD_ERR_CLOSED'));
+  });
+});

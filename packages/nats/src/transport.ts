@@ -95,7 +95,7 @@ import {
   StorageType,
 } from '@nats-io/jetstream';
 import { connect, type ConnectionOptions, headers, type NatsConnection } from '@nats-io/transport-node';
-import { readLag } from './lag.ts';
+import { type NatsTopicStats, readLag, readTopics } from './lag.ts';
 import { NatsLeaseStore, openLeaseBucket } from './lease-store.ts';
 import { consumerPrefix, parseConsumerName, streamName, subjectOf, subjectsOf } from './names.ts';
 
@@ -392,6 +392,23 @@ export class NatsTransport implements Transport, LagSource {
       throw storageError('reading consumer lag', e);
     }
   }
+  /**
+   * Every Herald topic under this transport's prefix (other processes' too), or the one `filter`
+   * names, with its partition count, the messages ever published to it (the stream's last
+   * sequence) and the messages stored now per partition (see `readTopics` in lag.ts). A read
+   * only, safe to call concurrently: no stream or consumer is created. Rejects like `lag()`; a
+   * `{ topic }` whose stream Herald did not create is `HERALD_ERR_TOPIC_MISMATCH`.
+   */
+  async topics(filter: { readonly topic?: string } = {}): Promise<readonly NatsTopicStats[]> {
+    this.#open();
+    try {
+      return await readTopics(this.#ctx.jsm, this.#ctx.prefix, filter);
+    } catch (e) {
+      if (this.#closed && !isHeraldError(e)) throw new HeraldError('HERALD_ERR_CLOSED', 'NATS transport closed while reading topics', { cause: e });
+      throw storageError('reading topics', e);
+    }
+  }
+
 
   /**
    * Drops every pull request in flight and issues new ones (done by itself after a reconnect).
