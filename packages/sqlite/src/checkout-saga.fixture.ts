@@ -3,7 +3,7 @@
  * runtime, the four participant services, the outbox relay and the scheduler, all on the same
  * file. Used in-process by checkout-saga.int.test.ts and as a child process by the e2e tests:
  *
- *   node --import tsx checkout-saga.fixture.ts <path>     env CHECKOUT_SHIPPING_TIMEOUT_MS, CHECKOUT_NO_SAGA=1
+ *   node --import tsx checkout-saga.fixture.ts <path> [direct]     env CHECKOUT_SHIPPING_TIMEOUT_MS, CHECKOUT_NO_SAGA=1
  *
  * prints "ready" once every part has started, then runs until killed ("stop" on stdin closes it).
  */
@@ -66,6 +66,8 @@ export interface CheckoutNodeOptions {
   readonly shippingTimeoutMs?: number;
   /** Run the participant services only (no saga runtime). */
   readonly noSaga?: boolean;
+  /** The unit of work publishes in direct mode (appends to the transport's log in its transactions) instead of through the outbox and relay. */
+  readonly direct?: boolean;
   readonly clock?: Clock;
 }
 
@@ -87,7 +89,7 @@ export async function startCheckoutNode(o: CheckoutNodeOptions): Promise<Checkou
   const transport = createSqliteTransport({ path, leaseMs: 1000, heartbeatMs: 100, pollMs: 10, ...clock });
   const deadLetters = new SqliteDeadLetterStore({ path });
   const leases = new SqliteLeaseStore({ path, ...clock });
-  const unitOfWork = createSqliteUnitOfWork({ path, ...clock });
+  const unitOfWork = createSqliteUnitOfWork({ path, ...(o.direct ? { transport } : {}), ...clock });
   unitOfWork.database.db.exec(KV_TABLES);
   const reader: SqliteDatabase = openDatabase({ path });
   const outbox = createSqliteOutboxStore({ path, ...clock });
@@ -141,7 +143,7 @@ export async function startCheckoutNode(o: CheckoutNodeOptions): Promise<Checkou
 if (process.argv[1]?.endsWith('checkout-saga.fixture.ts')) {
   const path = process.argv[2]!;
   const timeout = process.env.CHECKOUT_SHIPPING_TIMEOUT_MS;
-  const node = await startCheckoutNode({ path, ...(timeout ? { shippingTimeoutMs: Number(timeout) } : {}), noSaga: process.env.CHECKOUT_NO_SAGA === '1' });
+  const node = await startCheckoutNode({ path, ...(timeout ? { shippingTimeoutMs: Number(timeout) } : {}), noSaga: process.env.CHECKOUT_NO_SAGA === '1', direct: process.argv[3] === 'direct' });
   process.stdout.write('ready\n');
   createInterface({ input: process.stdin }).on('line', (line) => {
     if (line.trim() === 'stop') void node.close().then(() => process.exit(0));
