@@ -150,6 +150,69 @@ export function causationMessage(envelope: CloudEvent, where: string, storedAt?:
   };
 }
 
+/** An event-store row as a causation message: `source` from its metadata, else 'event store'. */
+export function storedEventMessage(row: {
+  readonly eventId: string;
+  readonly type: string;
+  readonly streamId: string;
+  readonly version: number;
+  readonly metadata: string | null;
+  readonly causationId: string | null;
+  readonly recordedAt: number;
+}): CausationMessage {
+  const meta = row.metadata ? (parseOrUndefined(row.metadata) as { source?: unknown } | undefined) : undefined;
+  return {
+    id: row.eventId,
+    type: row.type,
+    source: typeof meta?.source === 'string' ? meta.source : 'event store',
+    time: row.recordedAt,
+    causationId: row.causationId ?? undefined,
+    where: `stream ${row.streamId}@${row.version}`,
+  };
+}
+
+/** A dead-letter row: the message it holds, and the failed handling it records. */
+export function deadLetterCausation(row: {
+  readonly id: string | number;
+  readonly group: string;
+  readonly handler: string;
+  readonly status: string;
+  readonly envelope: string;
+  readonly error: string;
+  readonly attempts: number;
+  readonly lastFailedAt: number;
+}): { message: CausationMessage; handling: HandlingRecord } {
+  const e = JSON.parse(row.envelope) as CloudEvent;
+  return {
+    message: causationMessage(e, `dead letter #${row.id} (${row.status})`, row.lastFailedAt),
+    handling: {
+      messageId: e.id,
+      group: row.group,
+      handler: row.handler,
+      at: row.lastFailedAt,
+      durationMs: undefined,
+      attempts: row.attempts,
+      // A parked message (attempts 0) waits behind a failed one of its key; it did not fail itself.
+      failed: row.attempts > 0,
+      error: row.error,
+      from: 'dead letter',
+    },
+  };
+}
+
+/** An inbox row: a handler that handled the message in its transaction (and how long it took, when stored). */
+export function inboxHandling(row: { readonly id: string; readonly group: string; readonly handler: string; readonly handledAt: number; readonly durationMs: number | undefined }): HandlingRecord {
+  return { messageId: row.id, group: row.group, handler: row.handler, at: row.handledAt, durationMs: row.durationMs, attempts: undefined, failed: false, error: undefined, from: 'inbox' };
+}
+
+function parseOrUndefined(text: string): unknown {
+  try {
+    return JSON.parse(text);
+  } catch {
+    return undefined;
+  }
+}
+
 export interface HandlingRecorder {
   /** Records of handler attempts on messages of `correlationId` (a message with no correlation id is its own). */
   records(correlationId: string): { readonly messages: readonly CausationMessage[]; readonly handlings: readonly HandlingRecord[] };

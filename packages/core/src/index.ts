@@ -48,7 +48,7 @@ export { createConsumer, backoff, DEFAULT_RETRY } from './router.ts';
 export type { Consumer, ConsumerOptions, ConsumerStats, HandlerOptions, HandlerContext, MessageContext, MessageHandler, Middleware, RetryPolicy } from './router.ts';
 export type { UnitOfWork, Transaction, OutboxWrite, ScheduledWrite, InboxKey, InboxRecord, InboxResult } from './unit-of-work.ts';
 export { channels, CHANNEL_NAMES, isLagSource } from './instrumentation.ts';
-export { buildCausationGraph, causationMessage, recordHandling } from './causation.ts';
+export { buildCausationGraph, causationMessage, deadLetterCausation, inboxHandling, recordHandling, storedEventMessage } from './causation.ts';
 export type { CausationGraph, CausationNode, CausationMessage, HandlingRecord, HandlingRecorder } from './causation.ts';
 export type { PublishMessage, HandleMessage, AppendMessage, RelayMessage, SagaStepMessage, DeliverMessage, RetryMessage, DeadLetterMessage, LagSource, PartitionLag } from './instrumentation.ts';
 export type { OutboxStore, OutboxRecord, OutboxBacklog, SchedulerStore, ScheduledRecord } from './outbox.ts';

@@ -20,7 +20,7 @@
  * Tables that do not exist in the schema (a service that never used the inbox, or the event
  * store) are skipped; an inbox from before its migration 2 reads with no durations.
  */
-import { type CausationMessage, causationMessage, type CloudEvent, type HandlingRecord, HeraldError } from '@herald/core';
+import { type CausationMessage, causationMessage, type CloudEvent, deadLetterCausation, type HandlingRecord, HeraldError, inboxHandling, storedEventMessage } from '@herald/core';
 import type { PgDatabase } from './database.ts';
 
 export interface PostgresCausationReadOptions {
@@ -64,15 +64,7 @@ export async function readPostgresCausation(
         [correlationId, limit],
       );
       for (const r of rows.rows) {
-        const meta = r.metadata ? (safeJson(r.metadata) as { source?: unknown } | undefined) : undefined;
-        messages.push({
-          id: r.event_id,
-          type: r.type,
-          source: typeof meta?.source === 'string' ? meta.source : 'event store',
-          time: Number(r.recorded_at),
-          causationId: r.causation_id ?? undefined,
-          where: `stream ${r.stream_id}@${r.version}`,
-        });
+        messages.push(storedEventMessage({ eventId: r.event_id, type: r.type, streamId: r.stream_id, version: r.version, metadata: r.metadata, causationId: r.causation_id, recordedAt: Number(r.recorded_at) }));
       }
     }
     if (has('herald_dead_letters')) {
@@ -82,21 +74,18 @@ export async function readPostgresCausation(
         [correlationId, limit],
       );
       for (const r of rows.rows) {
-        const e = JSON.parse(r.envelope) as CloudEvent;
-        const at = Number(r.last_failed_at);
-        messages.push(causationMessage(e, `dead letter #${r.id} (${r.status})`, at));
-        handlings.push({
-          messageId: e.id,
+        const { message, handling } = deadLetterCausation({
+          id: r.id,
           group: r.grp,
           handler: r.handler,
-          at,
-          durationMs: undefined,
-          attempts: r.attempts,
-          // A parked message (attempts 0) waits behind a failed one of its key; it did not fail itself.
-          failed: r.attempts > 0,
+          status: r.status,
+          envelope: r.envelope,
           error: r.error_message,
-          from: 'dead letter',
+          attempts: r.attempts,
+          lastFailedAt: Number(r.last_failed_at),
         });
+        messages.push(message);
+        handlings.push(handling);
       }
     }
     if (has('herald_inbox') && messages.length > 0) {
@@ -107,27 +96,10 @@ export async function readPostgresCausation(
         [ids, limit],
       );
       for (const r of rows.rows) {
-        handlings.push({
-          messageId: r.id,
-          group: r.grp,
-          handler: r.handler,
-          at: Number(r.handled_at),
-          durationMs: r.duration_ms === null ? undefined : Number(r.duration_ms),
-          attempts: undefined,
-          failed: false,
-          error: undefined,
-          from: 'inbox',
-        });
+        handlings.push(inboxHandling({ id: r.id, group: r.grp, handler: r.handler, handledAt: Number(r.handled_at), durationMs: r.duration_ms === null ? undefined : Number(r.duration_ms) }));
       }
     }
     return { messages, handlings };
   });
 }
 
-function safeJson(text: string): unknown {
-  try {
-    return JSON.parse(text);
-  } catch {
-    return undefined;
-  }
-}

@@ -9,7 +9,7 @@
  * `json_extract` — a scan of those tables (bounded by `limit` results); the event store uses its
  * `correlation_id` column; the inbox is read by message id. A debugging read, not a hot path.
  */
-import { buildCausationGraph, type CausationGraph, type CausationMessage, causationMessage, type CloudEvent, type HandlingRecord } from '@herald/core';
+import { buildCausationGraph, type CausationGraph, type CausationMessage, causationMessage, type CloudEvent, deadLetterCausation, type HandlingRecord, inboxHandling, storedEventMessage } from '@herald/core';
 import type { SqliteDatabase } from './database.ts';
 
 export interface CausationReadOptions {
@@ -40,15 +40,7 @@ export function readSqliteCausation(database: SqliteDatabase, correlationId: str
         .statement(`SELECT stream_id, version, event_id, type, metadata, causation_id, recorded_at FROM herald_es_events WHERE correlation_id = @c OR event_id = @c ORDER BY position LIMIT @limit`)
         .all({ c: correlationId, limit }) as { stream_id: string; version: number; event_id: string; type: string; metadata: string | null; causation_id: string | null; recorded_at: number }[];
       for (const r of rows) {
-        const meta = r.metadata ? (safeJson(r.metadata) as { source?: unknown } | undefined) : undefined;
-        messages.push({
-          id: r.event_id,
-          type: r.type,
-          source: typeof meta?.source === 'string' ? meta.source : 'event store',
-          time: r.recorded_at,
-          causationId: r.causation_id ?? undefined,
-          where: `stream ${r.stream_id}@${r.version}`,
-        });
+        messages.push(storedEventMessage({ eventId: r.event_id, type: r.type, streamId: r.stream_id, version: r.version, metadata: r.metadata, causationId: r.causation_id, recordedAt: r.recorded_at }));
       }
     }
     if (has('herald_dead_letters')) {
@@ -59,20 +51,18 @@ export function readSqliteCausation(database: SqliteDatabase, correlationId: str
         )
         .all({ c: correlationId, limit }) as { id: number; grp: string; topic: string; partition: number; handler: string; status: string; envelope: string; error_message: string; attempts: number; last_failed_at: number }[];
       for (const r of rows) {
-        const e = JSON.parse(r.envelope) as CloudEvent;
-        messages.push(causationMessage(e, `dead letter #${r.id} (${r.status})`, r.last_failed_at));
-        handlings.push({
-          messageId: e.id,
+        const { message, handling } = deadLetterCausation({
+          id: r.id,
           group: r.grp,
           handler: r.handler,
-          at: r.last_failed_at,
-          durationMs: undefined,
-          attempts: r.attempts,
-          // A parked message (attempts 0) waits behind a failed one of its key; it did not fail itself.
-          failed: r.attempts > 0,
+          status: r.status,
+          envelope: r.envelope,
           error: r.error_message,
-          from: 'dead letter',
+          attempts: r.attempts,
+          lastFailedAt: r.last_failed_at,
         });
+        messages.push(message);
+        handlings.push(handling);
       }
     }
     if (has('herald_inbox') && messages.length > 0) {
@@ -83,7 +73,7 @@ export function readSqliteCausation(database: SqliteDatabase, correlationId: str
           .statement(`SELECT grp, handler, id, handled_at, duration_ms FROM herald_inbox WHERE id IN (${chunk.map(() => '?').join(',')})`)
           .all(...chunk) as { grp: string; handler: string; id: string; handled_at: number; duration_ms: number | null }[];
         for (const r of rows) {
-          handlings.push({ messageId: r.id, group: r.grp, handler: r.handler, at: r.handled_at, durationMs: r.duration_ms ?? undefined, attempts: undefined, failed: false, error: undefined, from: 'inbox' });
+          handlings.push(inboxHandling({ id: r.id, group: r.grp, handler: r.handler, handledAt: r.handled_at, durationMs: r.duration_ms ?? undefined }));
         }
       }
     }
@@ -101,10 +91,3 @@ export function sqliteCausationGraph(
   return buildCausationGraph(correlationId, [...messages, ...(options.extra?.messages ?? [])], [...handlings, ...(options.extra?.handlings ?? [])]);
 }
 
-function safeJson(text: string): unknown {
-  try {
-    return JSON.parse(text);
-  } catch {
-    return undefined;
-  }
-}
