@@ -8,3 +8,5 @@ export { traced, traceHandle, notify, instrumentPublisher } from './instrumentat
 export type { HandleFields, InstrumentedPublisher } from './instrumentation.ts';
 export { checkInboxKey, checkOutboxTopic, encodeOutgoing, storedOutgoing } from './outbox-encoding.ts';
 export type { EncodedOutgoing } from './outbox-encoding.ts';
+export { planRetention, retentionDue } from './log-retention.ts';
+export type { RetentionPlan } from './log-retention.ts';

@@ -60,7 +60,7 @@ import {
   type Transport,
   type TransportCapabilities,
 } from '@herald/core';
-import { DeferredSubscription, nonNegativeInt, partitionCount, positiveInt, positiveNumber, RoundRobin, tooLarge } from '@herald/core/internal';
+import { DeferredSubscription, nonNegativeInt, partitionCount, planRetention, positiveInt, positiveNumber, retentionDue, RoundRobin, tooLarge } from '@herald/core/internal';
 import { type PgDatabase, type PgDatabaseSource, resolveDatabase } from './database.ts';
 import { leaseLost, PostgresLeaseStore } from './lease-store.ts';
 import { Admission } from './admission.ts';
@@ -610,34 +610,23 @@ export class PostgresTransport implements Transport, LagSource {
         if (!head || head.first === null) return 0;
         const next = Number(head.next);
         const first = Number(head.first);
-        if (cutoff === undefined && (this.#cap === undefined || next - first <= this.#cap)) return 0;
+        if (!retentionDue(first, next, cutoff !== undefined, this.#cap)) return 0;
         const groups = (await c.query<{ grp: string; committed: string }>(`SELECT grp, committed FROM herald_offsets WHERE topic_id = $1 AND partition = $2`, [t, p])).rows.map((g) => ({
           grp: g.grp,
           committed: Number(g.committed),
         }));
-        let upTo = first - 1;
-        if (cutoff !== undefined) {
-          const young = head.young === null ? next : Number(head.young);
-          let slowest = Number.POSITIVE_INFINITY;
-          for (const g of groups) slowest = Math.min(slowest, g.committed);
-          upTo = Math.max(upTo, Math.min(young - 1, slowest));
-        }
-        if (this.#cap !== undefined && next - Math.max(first, upTo + 1) > this.#cap) {
-          const forced = next - this.#cap - 1;
-          for (const g of groups) {
-            if (g.committed >= forced) continue;
-            const lostFrom = Math.max(g.committed, upTo);
-            const lost = Number(
-              (await c.query<{ n: string }>(`SELECT count(*) AS n FROM herald_log WHERE topic_id = $1 AND partition = $2 AND "offset" > $3 AND "offset" <= $4`, [t, p, lostFrom, forced])).rows[0]!.n,
+        const young = cutoff === undefined ? undefined : head.young === null ? next : Number(head.young);
+        const { upTo, losses } = planRetention({ first, next, young, cap: this.#cap, groups });
+        for (const l of losses) {
+          const lost = Number(
+            (await c.query<{ n: string }>(`SELECT count(*) AS n FROM herald_log WHERE topic_id = $1 AND partition = $2 AND "offset" > $3 AND "offset" <= $4`, [t, p, l.after, l.upTo])).rows[0]!.n,
+          );
+          if (lost > 0) {
+            await c.query(
+              `INSERT INTO herald_retention_dropped (topic_id, grp, dropped) VALUES ($1, $2, $3) ON CONFLICT (topic_id, grp) DO UPDATE SET dropped = herald_retention_dropped.dropped + excluded.dropped`,
+              [t, l.grp, lost],
             );
-            if (lost > 0) {
-              await c.query(
-                `INSERT INTO herald_retention_dropped (topic_id, grp, dropped) VALUES ($1, $2, $3) ON CONFLICT (topic_id, grp) DO UPDATE SET dropped = herald_retention_dropped.dropped + excluded.dropped`,
-                [t, g.grp, lost],
-              );
-            }
           }
-          upTo = forced;
         }
         if (upTo < first) return 0;
         return (await c.query(`DELETE FROM herald_log WHERE topic_id = $1 AND partition = $2 AND "offset" <= $3`, [t, p, upTo])).rowCount ?? 0;

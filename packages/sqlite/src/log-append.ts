@@ -14,6 +14,7 @@
  * outside one.
  */
 import type { PublishReceipt } from '@herald/core';
+import { planRetention, retentionDue } from '@herald/core/internal';
 import type { Statement } from 'better-sqlite3';
 import type { SqliteDatabase } from './database.ts';
 
@@ -130,24 +131,12 @@ export class LogAppender {
     const first = s.firstOffset.get(topicId, p)?.offset;
     if (first === undefined) return 0;
     const next = knownNext ?? s.nextOffset.get(topicId, p)?.next_offset ?? 0;
-    if (cutoff === undefined && (this.#cap === undefined || next - first <= this.#cap)) return 0;
-    const groups = s.groupsAt.all(topicId, p);
-    let upTo = first - 1;
-    if (cutoff !== undefined) {
-      const young = s.firstYoung.get(topicId, p, cutoff)?.offset ?? next;
-      let slowest = Number.POSITIVE_INFINITY;
-      for (const g of groups) slowest = Math.min(slowest, g.committed);
-      upTo = Math.max(upTo, Math.min(young - 1, slowest));
-    }
-    if (this.#cap !== undefined && next - Math.max(first, upTo + 1) > this.#cap) {
-      const forced = next - this.#cap - 1;
-      for (const g of groups) {
-        if (g.committed >= forced) continue;
-        const lostFrom = Math.max(g.committed, upTo);
-        const lost = s.countRange.get(topicId, p, lostFrom, forced)?.n ?? 0;
-        if (lost > 0) s.addDropped.run(topicId, g.grp, lost);
-      }
-      upTo = forced;
+    if (!retentionDue(first, next, cutoff !== undefined, this.#cap)) return 0;
+    const young = cutoff === undefined ? undefined : (s.firstYoung.get(topicId, p, cutoff)?.offset ?? next);
+    const { upTo, losses } = planRetention({ first, next, young, cap: this.#cap, groups: s.groupsAt.all(topicId, p) });
+    for (const l of losses) {
+      const lost = s.countRange.get(topicId, p, l.after, l.upTo)?.n ?? 0;
+      if (lost > 0) s.addDropped.run(topicId, l.grp, lost);
     }
     if (upTo < first) return 0;
     return Number(s.deleteUpTo.run(topicId, p, upTo).changes);
