@@ -85,6 +85,7 @@ import {
   type LogSource,
   LogSubscription,
   type LagSource,
+  type LogTransportTuning,
   type OutgoingMessage,
   type PartitionLag,
   partitionForKey,
@@ -114,25 +115,16 @@ export interface RedisRetentionOptions {
   readonly intervalMs?: number;
 }
 
-export interface RedisTransportOptions {
+/** Partitions of implicit topics, payload bound, partition leases and commit delay: as the log transports. */
+export interface RedisTransportOptions extends Pick<LogTransportTuning, 'defaultPartitions' | 'maxPayloadBytes' | 'leaseMs' | 'heartbeatMs' | 'commitIntervalMs'> {
   /** An ioredis client for commands (not closed by the transport); the wake-up connection is its `duplicate()`. */
   readonly client?: Redis;
   /** Where to connect when the transport opens its own connections (default 127.0.0.1:6379). */
   readonly connection?: RedisConnection;
   /** Key prefix (default 'herald'): streams are `<prefix>:<topic>:<partition>`. */
   readonly prefix?: string;
-  /** Partitions for topics created implicitly (default 8). */
-  readonly defaultPartitions?: number;
-  /** Largest encoded envelope in bytes (default 1 MiB); 0 disables the check. */
-  readonly maxPayloadBytes?: number;
-  /** Partition lease time to live, ms (default 10 000). */
-  readonly leaseMs?: number;
-  /** Lease renewal / rebalance period, ms (default leaseMs / 3). */
-  readonly heartbeatMs?: number;
   /** Entries read per XRANGE at least (default 256); smaller asks are served from the read-ahead. */
   readonly fetchBatch?: number;
-  /** Delay before a moved watermark is committed, ms (default 10). */
-  readonly commitIntervalMs?: number;
   /** Safety-net poll of each subscription, ms (default 100); wake-ups normally come from XREAD BLOCK. */
   readonly pollMs?: number;
   /** Longest single XREAD BLOCK of the wake-up connection, ms (default 1000). */
